@@ -1,0 +1,105 @@
+"""Reading and writing images with their geometry (SimpleITK), in (c, z, y, x) array order."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+
+from textnnunet.errors import UserError
+from textnnunet.utils.files import atomic_path
+
+
+@dataclass(frozen=True)
+class ImageGeometry:
+    spacing: tuple[float, float, float]  # (z, y, x)
+    origin: tuple[float, float, float]  # as SimpleITK: (x, y, z)
+    direction: tuple[float, ...]  # 9 floats, SimpleITK order
+    shape: tuple[int, int, int]  # (z, y, x)
+
+    def to_json(self) -> dict:
+        return {"spacing": list(self.spacing), "origin": list(self.origin), "direction": list(self.direction),
+                "shape": list(self.shape)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "ImageGeometry":
+        return cls(tuple(d["spacing"]), tuple(d["origin"]), tuple(d["direction"]), tuple(d["shape"]))
+
+    def matches(self, other: "ImageGeometry", tol: float = 1e-3) -> bool:
+        return (
+            self.shape == other.shape
+            and np.allclose(self.spacing, other.spacing, rtol=tol, atol=tol)
+            and np.allclose(self.origin, other.origin, rtol=tol, atol=tol)
+            and np.allclose(self.direction, other.direction, atol=tol)
+        )
+
+
+def read_sitk(path: str | Path) -> sitk.Image:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    try:
+        return sitk.ReadImage(str(path))
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
+        raise UserError(f"{path}: cannot be read as an image ({first[:160]})") from None
+
+
+def geometry_of(img: sitk.Image, path: str | Path = "") -> ImageGeometry:
+    if img.GetDimension() != 3:
+        raise UserError(f"{path}: expected a 3D image, found {img.GetDimension()}D")
+    if img.GetNumberOfComponentsPerPixel() != 1:
+        raise UserError(f"{path}: expected one component per voxel, found {img.GetNumberOfComponentsPerPixel()}")
+    return ImageGeometry(
+        spacing=tuple(float(s) for s in img.GetSpacing()[::-1]),
+        origin=tuple(float(o) for o in img.GetOrigin()),
+        direction=tuple(float(d) for d in img.GetDirection()),
+        shape=tuple(int(s) for s in img.GetSize()[::-1]),
+    )
+
+
+def read_image(files: Sequence[str | Path]) -> tuple[np.ndarray, ImageGeometry]:
+    """Read the channel files of one case into a float32 (c, z, y, x) array plus its geometry."""
+    arrays, geometry = [], None
+    for f in files:
+        img = read_sitk(f)
+        geo = geometry_of(img, f)
+        if geometry is None:
+            geometry = geo
+        elif not geo.matches(geometry):
+            raise UserError(f"{f}: geometry differs from channel 0 ({files[0]})")
+        arrays.append(sitk.GetArrayFromImage(img).astype(np.float32, copy=False))
+    if geometry is None:
+        raise UserError("no image files given")
+    return np.stack(arrays), geometry
+
+
+def read_label(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
+    img = read_sitk(path)
+    geo = geometry_of(img, path)
+    arr = sitk.GetArrayFromImage(img)
+    if not np.issubdtype(arr.dtype, np.integer):
+        if not np.all(np.isfinite(arr)) or not np.all(np.equal(np.mod(arr, 1), 0)):
+            raise UserError(f"{path}: label map holds non-integer values")
+        arr = arr.astype(np.int32)
+    return arr, geo
+
+
+def array_to_sitk(array: np.ndarray, geometry: ImageGeometry) -> sitk.Image:
+    img = sitk.GetImageFromArray(array)
+    img.SetSpacing(tuple(float(s) for s in geometry.spacing[::-1]))
+    img.SetOrigin(geometry.origin)
+    img.SetDirection(geometry.direction)
+    return img
+
+
+def write_image(array: np.ndarray, geometry: ImageGeometry, path: str | Path, compress: bool = True) -> None:
+    """Write a (z, y, x) array with the given geometry, atomically; the format follows the file name."""
+    path = Path(path)
+    if tuple(array.shape) != tuple(geometry.shape):
+        raise ValueError(f"array shape {array.shape} does not match geometry shape {geometry.shape}")
+    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    with atomic_path(path, suffix=suffix) as tmp:
+        sitk.WriteImage(array_to_sitk(array, geometry), str(tmp), useCompression=compress)

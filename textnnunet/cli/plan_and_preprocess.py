@@ -1,0 +1,145 @@
+"""textnnunet_extract_fingerprint / _plan_experiment / _preprocess / _plan_and_preprocess (nnU-Net's CLI style)."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from textnnunet.cli.common import add_folder_args, user_errors_exit
+from textnnunet.paths import joint_plans_name, resolve_folders
+
+DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
+
+
+def _default_preset() -> str:
+    import torch
+
+    return "gpu" if torch.cuda.is_available() else "cpu"
+
+
+def _common(parser: argparse.ArgumentParser, kinds=("raw", "preprocessed")) -> None:
+    parser.add_argument("-d", "--dataset_ids", nargs="+", type=int, required=True, help="dataset ids, e.g. -d 1 2 3")
+    parser.add_argument("-np", "--num_processes", type=int, default=2, help="worker processes (default 2)")
+    add_folder_args(parser, kinds)
+
+
+def _plan_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--preset", choices=("cpu", "gpu"), default=None,
+                        help="planning preset: 'gpu' = nnU-Net's defaults (8 GB, 32 base features); 'cpu' = small "
+                             "patches and features that train in minutes on a few cores (default: gpu if CUDA is "
+                             "available, else cpu)")
+    parser.add_argument("-gpu_memory_target", "--memory_target_gb", dest="memory_target_gb", type=float, default=None,
+                        help="memory budget in GB that the patch and batch size are planned for (overrides the preset)")
+    parser.add_argument("--verify_dataset_integrity", action="store_true",
+                        help="check every file of the datasets before fingerprinting")
+    parser.add_argument("--overwrite_fingerprint", action="store_true", help="re-extract existing fingerprints")
+
+
+def _preprocess_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-c", "--configurations", nargs="+", default=None,
+                        help="configurations to preprocess (default: every configuration in the plan)")
+    parser.add_argument("--overwrite", action="store_true", help="redo cases that are already preprocessed")
+    parser.add_argument("--no_baselines", action="store_true",
+                        help="skip the per-dataset (baseline) caches; only the joint plan is preprocessed")
+
+
+def _verify(raw: Path, dataset_ids: list[int], num_processes: int) -> None:
+    from textnnunet.dataset.description import load_dataset
+    from textnnunet.dataset.integrity import assert_dataset_integrity
+
+    for i in dataset_ids:
+        desc = load_dataset(raw, i)
+        assert_dataset_integrity(desc, num_processes=num_processes)
+        print(f"{desc.name}: integrity check passed")
+
+
+def _plan(args, folders) -> tuple[Path, list[Path]]:
+    from textnnunet.experiment_planning.planner import plan_datasets
+
+    if args.verify_dataset_integrity:
+        _verify(folders.raw, args.dataset_ids, args.num_processes)
+    preset = args.preset or _default_preset()
+    joint, per_dataset = plan_datasets(folders.raw, folders.preprocessed, args.dataset_ids, preset=preset,
+                                       memory_target_gb=args.memory_target_gb, num_processes=args.num_processes,
+                                       overwrite_fingerprint=args.overwrite_fingerprint)
+    print(f"joint plan: {joint}")
+    for p in per_dataset:
+        print(f"per-dataset plan: {p}")
+    return joint, per_dataset
+
+
+def _preprocess(args, folders, plan_files: list[Path]) -> None:
+    from textnnunet.experiment_planning.planner import load_plans
+    from textnnunet.preprocessing.preprocessor import run_preprocessing
+
+    for plans_path in plan_files:
+        plans = load_plans(plans_path)
+        configurations = args.configurations or list(plans["configurations"])
+        print(f"preprocessing {plans['plans_name']}: {', '.join(configurations)}")
+        run_preprocessing(plans_path, configurations, folders.raw, num_processes=args.num_processes,
+                          overwrite=args.overwrite)
+
+
+def _existing_plan_files(folders, dataset_ids: list[int], include_baselines: bool) -> list[Path]:
+    from textnnunet.dataset.description import load_dataset
+
+    files = [folders.preprocessed / joint_plans_name(dataset_ids) / "plans.json"]
+    if include_baselines:
+        files += [folders.preprocessed / load_dataset(folders.raw, i).name / "plans.json" for i in dataset_ids]
+    return files
+
+
+@user_errors_exit
+def extract_fingerprint_entry(argv=None) -> int:
+    from textnnunet.dataset.description import load_dataset
+    from textnnunet.experiment_planning.fingerprint import extract_fingerprint, save_fingerprint
+
+    parser = argparse.ArgumentParser(description="Extract the dataset fingerprint of each dataset.")
+    _common(parser)
+    parser.add_argument("--verify_dataset_integrity", action="store_true")
+    args = parser.parse_args(argv)
+    folders = resolve_folders(args.raw, args.preprocessed, required=("raw", "preprocessed"))
+    if args.verify_dataset_integrity:
+        _verify(folders.raw, args.dataset_ids, args.num_processes)
+    for i in args.dataset_ids:
+        desc = load_dataset(folders.raw, i)
+        fingerprint, sample = extract_fingerprint(desc, num_processes=args.num_processes)
+        save_fingerprint(fingerprint, sample, folders.preprocessed / desc.name)
+        print(f"{desc.name}: fingerprint written to {folders.preprocessed / desc.name}")
+    return 0
+
+
+@user_errors_exit
+def plan_experiment_entry(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Plan the joint configuration and the per-dataset baselines.")
+    _common(parser)
+    _plan_args(parser)
+    args = parser.parse_args(argv)
+    _plan(args, resolve_folders(args.raw, args.preprocessed, required=("raw", "preprocessed")))
+    return 0
+
+
+@user_errors_exit
+def preprocess_entry(argv=None) -> int:
+    parser = argparse.ArgumentParser(description="Write the npz caches of planned datasets.")
+    _common(parser)
+    _preprocess_args(parser)
+    args = parser.parse_args(argv)
+    folders = resolve_folders(args.raw, args.preprocessed, required=("raw", "preprocessed"))
+    _preprocess(args, folders, _existing_plan_files(folders, args.dataset_ids, not args.no_baselines))
+    return 0
+
+
+@user_errors_exit
+def plan_and_preprocess_entry(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        description="Fingerprint each dataset, plan one joint configuration (and one per dataset), write npz caches.")
+    _common(parser)
+    _plan_args(parser)
+    _preprocess_args(parser)
+    parser.add_argument("--no_preprocessing", action="store_true", help="stop after planning")
+    args = parser.parse_args(argv)
+    folders = resolve_folders(args.raw, args.preprocessed, required=("raw", "preprocessed"))
+    joint, per_dataset = _plan(args, folders)
+    if not args.no_preprocessing:
+        _preprocess(args, folders, [joint] + ([] if args.no_baselines else per_dataset))
+    return 0

@@ -1,0 +1,175 @@
+"""TextPredictor: prompts in words -> masks in the input's geometry, with fold ensembling and mirroring TTA.
+
+The backbone runs once per window for all prompts; only the tiny heads are per prompt.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from textnnunet.errors import UserError
+from textnnunet.imageio.sitk_io import ImageGeometry
+from textnnunet.inference.sliding_window import sliding_window_predict
+from textnnunet.network.universal import TextPromptedUNet
+from textnnunet.preprocessing.preprocessor import preprocess_case, restore_to_original
+from textnnunet.text.vocabulary import Resolution, Vocabulary
+from textnnunet.training.config import TrainingConfig
+from textnnunet.utils.files import load_json
+
+CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")
+# Cosine similarities live on different scales per encoder: CLIP's text vectors of any two anatomy prompts are
+# close (a shared template), MiniLM's spread out; one-hot only knows exact names and synonyms.
+DEFAULT_SIMILARITY_THRESHOLDS = {"clip": 0.85, "minilm": 0.5, "onehot": 1.0}
+
+
+@dataclass
+class PredictionSettings:
+    step_size: float = 0.5
+    use_mirroring: bool = True
+    device: str = "auto"
+    threshold: float = 0.5
+    similarity_threshold: float = 0.5
+    allow_unknown_prompts: bool = False
+    batch_windows: int = 1
+    progress: bool = False
+
+
+def resolve_inference_device(requested: str) -> torch.device:
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
+    if requested not in ("cpu", "cuda"):
+        raise UserError(f"--device {requested}: expected auto, cpu or cuda")
+    return torch.device(requested)
+
+
+def mirror_axes_for(patch_size: Sequence[int]) -> tuple[int, ...]:
+    return tuple(range(len(patch_size)))
+
+
+def configuration_of_model_folder(model_folder: Path) -> str:
+    return Path(model_folder).name.split("__")[0]
+
+
+def available_folds(model_folder: Path, checkpoint: str) -> list[str]:
+    return sorted(p.parent.name[5:] for p in Path(model_folder).glob(f"fold_*/{checkpoint}"))
+
+
+def build_network_for_checkpoint(plans: dict, configuration: str, ckpt: dict, embed_dim: int) -> TextPromptedUNet:
+    config = TrainingConfig.from_json(ckpt["training_config"])
+    net = TextPromptedUNet(plans["configurations"][configuration]["architecture"],
+                           in_channels=len(plans["channel_names"]), embed_dim=embed_dim,
+                           conditioning=config.conditioning, deep_supervision=False, backbone=config.backbone)
+    net.load_state_dict(ckpt["network"])
+    return net.eval()
+
+
+def predict_probabilities(networks: Sequence[torch.nn.Module], data: np.ndarray, embeddings: torch.Tensor,
+                          patch_size: Sequence[int], settings: PredictionSettings,
+                          device: torch.device) -> np.ndarray:
+    """Average of the folds' sigmoid probabilities (K, z, y, x) for one preprocessed image."""
+    image = torch.from_numpy(np.ascontiguousarray(data))
+    embeddings = embeddings.to(device)
+    mirror = mirror_axes_for(patch_size) if settings.use_mirroring else None
+    total = None
+    for net in networks:
+        net.to(device)
+
+        def predict_patch(x, net=net):
+            return net(x, embeddings)
+
+        probs = sliding_window_predict(predict_patch, image, patch_size, num_outputs=embeddings.shape[0],
+                                       step_size=settings.step_size, mirror_axes=mirror, device=device,
+                                       batch_windows=settings.batch_windows, progress=settings.progress)
+        total = probs if total is None else total + probs
+    return (total / len(networks)).numpy()
+
+
+class TextPredictor:
+    """Python API of textnnunet_predict.
+
+    >>> predictor = TextPredictor.from_folder("results/TextPlans_001_002_003/3d_fullres", folds=[0])
+    >>> masks, geometry, resolved = predictor.predict(["case_0000.nii.gz"], ["liver", "kidney tumor"])
+    """
+
+    def __init__(self, model_folder: Path, plans: dict, configuration: str, vocabulary: Vocabulary,
+                 networks: list[torch.nn.Module], folds: list[str], settings: PredictionSettings):
+        self.model_folder, self.plans, self.configuration = Path(model_folder), plans, configuration
+        self.vocabulary, self.networks, self.folds, self.settings = vocabulary, networks, folds, settings
+        self.config_plan = plans["configurations"][configuration]
+        self.device = resolve_inference_device(settings.device)
+
+    @classmethod
+    def from_folder(cls, model_folder: str | Path, folds: Sequence[str | int] | None = None,
+                    checkpoint: str = "checkpoint_final.pth", settings: PredictionSettings | None = None
+                    ) -> "TextPredictor":
+        model_folder = Path(model_folder)
+        if not model_folder.is_dir():
+            raise UserError(f"{model_folder}: model folder not found")
+        if checkpoint not in CHECKPOINT_NAMES:
+            raise UserError(f"--checkpoint {checkpoint}: expected one of {', '.join(CHECKPOINT_NAMES)}")
+        plans = load_json(model_folder / "plans.json")
+        vocabulary = Vocabulary.load(model_folder / "vocabulary.json")
+        configuration = configuration_of_model_folder(model_folder)
+        if configuration not in plans["configurations"]:
+            raise UserError(f"{model_folder}: configuration '{configuration}' is not in its plans.json")
+        folds = [str(f) for f in folds] if folds else available_folds(model_folder, checkpoint)
+        if not folds:
+            raise UserError(f"{model_folder}: no fold_*/{checkpoint} found (train first, or choose --checkpoint)")
+        embed_dim = int(np.asarray(vocabulary.class_embeddings).shape[1])
+        networks = []
+        for fold in folds:
+            path = model_folder / f"fold_{fold}" / checkpoint
+            if not path.is_file():
+                raise UserError(f"{path}: checkpoint not found")
+            ckpt = torch.load(path, map_location="cpu", weights_only=False)
+            networks.append(build_network_for_checkpoint(plans, configuration, ckpt, embed_dim))
+        return cls(model_folder, plans, configuration, vocabulary, networks, folds, settings or PredictionSettings())
+
+    # ------------------------------------------------------------------------------------------ prompts
+    def default_similarity_threshold(self) -> float:
+        kind = (self.vocabulary.encoder_identity or {}).get("kind", "minilm")
+        return DEFAULT_SIMILARITY_THRESHOLDS.get(kind, 0.5)
+
+    def resolve_prompts(self, prompts: Sequence[str]) -> list[Resolution]:
+        """Trained classes and synonyms resolve from stored vectors; only other prompts load the text encoder."""
+        return self.vocabulary.resolve_prompts(list(prompts), self.settings.similarity_threshold,
+                                               self.settings.allow_unknown_prompts)
+
+    def embeddings_for(self, resolutions: Sequence[Resolution]) -> torch.Tensor:
+        return torch.from_numpy(np.stack([np.asarray(r.embedding, dtype=np.float32) for r in resolutions]))
+
+    # ----------------------------------------------------------------------------------------- predict
+    def preprocess(self, image_files: Sequence[str | Path]) -> tuple[np.ndarray, dict]:
+        data, _, properties = preprocess_case([Path(f) for f in image_files], None, self.plans, self.configuration)
+        return data, properties
+
+    def predict_preprocessed(self, data: np.ndarray, embeddings: torch.Tensor) -> np.ndarray:
+        return predict_probabilities(self.networks, data, embeddings, self.config_plan["patch_size"], self.settings,
+                                     self.device)
+
+    def predict_case_probabilities(self, image_files: Sequence[str | Path], resolutions: Sequence[Resolution]
+                                   ) -> tuple[np.ndarray, ImageGeometry]:
+        """Probabilities (K, z, y, x) on the input's own grid, one channel per resolved prompt."""
+        data, properties = self.preprocess(image_files)
+        probs = self.predict_preprocessed(data, self.embeddings_for(resolutions))
+        return restore_to_original(probs, properties), geometry_from_properties(properties)
+
+    def predict(self, image_files: Sequence[str | Path] | str | Path, prompts: Sequence[str]
+                ) -> tuple[dict[str, np.ndarray], ImageGeometry, list[Resolution]]:
+        """Binary masks {prompt: (z, y, x) uint8} in the input's geometry, plus how each prompt was resolved."""
+        files = [image_files] if isinstance(image_files, (str, Path)) else list(image_files)
+        resolutions = self.resolve_prompts(prompts)
+        probs, geometry = self.predict_case_probabilities(files, resolutions)
+        masks = {r.prompt: (p > self.settings.threshold).astype(np.uint8) for r, p in zip(resolutions, probs)}
+        return masks, geometry, resolutions
+
+
+def geometry_from_properties(properties: dict) -> ImageGeometry:
+    return ImageGeometry(spacing=tuple(properties["spacing_original"]), origin=tuple(properties["origin"]),
+                         direction=tuple(properties["direction"]), shape=tuple(properties["shape_original"]))

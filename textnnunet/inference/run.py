@@ -1,0 +1,87 @@
+"""Predicting a whole folder: preprocessing ahead in background threads, export behind, bad cases reported."""
+from __future__ import annotations
+
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from textnnunet.errors import UserError
+from textnnunet.inference.export import InputCase, OutputFolder, find_input_cases, split_ending
+from textnnunet.inference.predictor import TextPredictor, geometry_from_properties
+from textnnunet.preprocessing.preprocessor import restore_to_original
+
+
+def print_resolutions(resolutions, stream=sys.stdout) -> None:
+    for r in resolutions:
+        if r.class_name is None:
+            print(f"prompt '{r.prompt}': zero-shot (nearest trained class '{r.nearest}', cosine {r.similarity:.3f})",
+                  file=stream)
+        elif r.exact:
+            print(f"prompt '{r.prompt}': trained class '{r.class_name}'", file=stream)
+        else:
+            print(f"prompt '{r.prompt}' -> '{r.class_name}' (cosine {r.similarity:.3f})", file=stream)
+
+
+def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, prompts: list[str],
+                  combined: bool = False, save_probabilities: bool = False, resume: bool = False,
+                  overwrite: bool = False, num_preprocess: int = 1, num_export: int = 1, verbose: bool = True) -> int:
+    """Predict every input case; returns the number of cases that failed (each reported on one line)."""
+    resolutions = predictor.resolve_prompts(prompts)
+    if verbose:
+        print_resolutions(resolutions)
+    embeddings = predictor.embeddings_for(resolutions)
+    resolved = [r.class_name for r in resolutions]
+    cases = find_input_cases(inputs, len(predictor.plans["channel_names"]))
+    out = OutputFolder(output, overwrite=overwrite)
+    if combined:
+        out.write_legend(prompts, resolved)
+    todo, failures = [], 0
+    for case in cases:
+        ending = split_ending(case.files[0].name)[1] if case.files else ".nii.gz"
+        outputs = out.outputs_for(case.case_id, prompts, combined, ending)
+        if case.problem:
+            failures += _report(case.case_id, case.problem)
+        elif resume and out.finished(case.case_id, outputs):
+            continue
+        elif (problem := out.check_writable(outputs)) is not None:
+            failures += _report(case.case_id, problem)
+        else:
+            todo.append((case, ending))
+
+    def load(case: InputCase):
+        return predictor.preprocess(case.files)
+
+    def export(case_id, probs, properties, ending):
+        original = restore_to_original(probs, properties)
+        masks = [(p > predictor.settings.threshold).astype(np.uint8) for p in original]
+        out.write(case_id, masks, prompts, resolved, geometry_from_properties(properties), combined, ending,
+                  original if save_probabilities else None)
+
+    with ThreadPoolExecutor(max(1, num_preprocess)) as readers, ThreadPoolExecutor(max(1, num_export)) as writers:
+        pending: list[Future] = [readers.submit(load, case) for case, _ in todo]
+        exports: list[tuple[str, Future]] = []
+        for (case, ending), future in tqdm(list(zip(todo, pending)), desc="predicting", disable=not verbose):
+            try:
+                data, properties = future.result()
+                probs = predictor.predict_preprocessed(data, embeddings)
+            except UserError as e:
+                failures += _report(case.case_id, str(e))
+                continue
+            exports.append((case.case_id, writers.submit(export, case.case_id, probs, properties, ending)))
+        for case_id, future in exports:
+            try:
+                future.result()
+            except UserError as e:
+                failures += _report(case_id, str(e))
+    if verbose:
+        print(f"{len(todo) - failures if len(todo) >= failures else 0} case(s) written to {output}"
+              + (f", {failures} failed" if failures else ""))
+    return failures
+
+
+def _report(case_id: str, message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 1

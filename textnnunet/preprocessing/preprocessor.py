@@ -1,0 +1,326 @@
+"""Turn raw cases into the npz/json cache one configuration trains on, and undo it for inference.
+
+Per case, as nnU-Net v2 does: read -> crop to the nonzero region -> normalise (before resampling, so the
+nonzero mask still fits the image exactly) -> resample to the configuration's spacing -> sample voxel
+locations per class for foreground oversampling.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from textnnunet.dataset.description import Case, DatasetDescription, load_dataset, test_cases, training_cases
+from textnnunet.errors import UserError
+from textnnunet.imageio.sitk_io import read_image, read_label
+from textnnunet.preprocessing.cropping import crop_to_nonzero_with_mask, uncrop
+from textnnunet.preprocessing.normalization import normalize
+from textnnunet.preprocessing.resampling import (
+    DEFAULT_SEPARATE_Z_THRESHOLD,
+    compute_new_shape,
+    resample_image,
+    resample_label_map,
+    resample_probabilities,
+)
+from textnnunet.utils.files import atomic_savez_compressed, atomic_write_json, load_json
+
+MAX_LOCATIONS_PER_CLASS = 2000
+LOCATION_SEED = 1234
+TEST_SUBFOLDER = "imagesTs"
+_INT16 = np.iinfo(np.int16)
+
+
+# ----------------------------------------------------------------------------------------- plan access
+def get_configuration(plans: dict, configuration_name: str) -> dict:
+    configurations = plans.get("configurations", {})
+    if configuration_name not in configurations:
+        available = ", ".join(configurations) or "none"
+        raise UserError(
+            f"plans '{plans.get('plans_name', '?')}': configuration '{configuration_name}' not in the plan "
+            f"(available: {available})"
+        )
+    return configurations[configuration_name]
+
+
+def is_2d(configuration: dict) -> bool:
+    arch = configuration.get("architecture", {})
+    if "conv_dims" in arch:
+        return int(arch["conv_dims"]) == 2
+    return len(configuration.get("patch_size", [0, 0, 0])) == 2
+
+
+def target_spacing_for(configuration: dict, original_spacing: Sequence[float]) -> list[float]:
+    """The (z, y, x) spacing a case is resampled to; 2d configurations keep the case's own slice spacing."""
+    spacing = [float(s) for s in configuration["spacing"]]
+    if is_2d(configuration):
+        return [float(original_spacing[0]), *spacing[-2:]]
+    if len(spacing) != 3:
+        raise UserError(f"plans configuration: 3d spacing needs 3 values, got {spacing}")
+    return spacing
+
+
+def _resampling_settings(configuration: dict) -> dict:
+    r = configuration.get("resampling", {})
+    return {
+        "image_order": int(r.get("image_order", 3)),
+        "label_order": int(r.get("label_order", 1)),
+        "order_z": int(r.get("order_z", 0)),
+        "threshold": float(r.get("separate_z_anisotropy_threshold", DEFAULT_SEPARATE_Z_THRESHOLD)),
+    }
+
+
+def class_values_for(plans: dict, desc: DatasetDescription) -> dict[str, list[int]]:
+    """Annotated class -> label values of one dataset, from the plan's label space (else its dataset.json)."""
+    per_dataset = plans.get("label_space", {}).get("datasets", {})
+    if desc.name in per_dataset:
+        return {str(k): [int(v) for v in vals] for k, vals in per_dataset[desc.name].items()}
+    return {k: list(v) for k, v in desc.classes.items()}
+
+
+# ----------------------------------------------------------------------------------------- one case
+def _case_id_from_file(image_file: Path) -> str:
+    return re.sub(r"_\d{4}$", "", Path(image_file).name.split(".")[0])
+
+
+def sample_class_locations(
+    seg: np.ndarray, class_label_values: dict[str, Sequence[int]], seed: int = LOCATION_SEED,
+    max_per_class: int = MAX_LOCATIONS_PER_CLASS,
+) -> dict[str, list[list[int]]]:
+    """Up to `max_per_class` (z, y, x) voxels per class where `seg` holds one of the class's label values.
+
+    Regions count every listed value, so "liver" [1, 2] also samples the tumour. The seed is fixed so a
+    re-run writes identical caches.
+    """
+    rng = np.random.default_rng(seed)
+    locations: dict[str, list[list[int]]] = {}
+    for name, values in class_label_values.items():
+        coords = np.argwhere(np.isin(seg, list(values)))
+        if len(coords) > max_per_class:
+            coords = coords[np.sort(rng.choice(len(coords), max_per_class, replace=False))]
+        locations[name] = coords.astype(int).tolist()
+    return locations
+
+
+def _read_seg(label_file: Path, image_shape: Sequence[int]) -> np.ndarray:
+    seg, geometry = read_label(label_file)
+    if tuple(geometry.shape) != tuple(image_shape):
+        raise UserError(f"{label_file}: shape {geometry.shape} differs from its image's shape {tuple(image_shape)}")
+    if seg.size and (seg.min() < _INT16.min or seg.max() > _INT16.max):
+        raise UserError(f"{label_file}: label values outside the int16 range")
+    return seg.astype(np.int16)
+
+
+def preprocess_case(
+    image_files: Sequence[Path],
+    label_file: Path | None,
+    plans: dict,
+    configuration_name: str,
+    class_label_values: dict[str, list[int]] | None = None,
+    case_id: str | None = None,
+    dataset_name: str = "",
+) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Preprocess one case: (data float32 (c,z,y,x), seg int16 (1,z,y,x) or None, properties)."""
+    configuration = get_configuration(plans, configuration_name)
+    settings = _resampling_settings(configuration)
+    data, geometry = read_image(image_files)
+    seg = _read_seg(Path(label_file), data.shape[1:]) if label_file is not None else None
+
+    data, seg, bbox, nonzero = crop_to_nonzero_with_mask(data, seg)
+    shape_after_crop = data.shape[1:]
+    # nnU-Net's masked z-score region: the nonzero body plus anything labelled.
+    norm_mask = nonzero if seg is None else (nonzero | (seg > 0))
+    data = normalize(data, plans, configuration, mask=norm_mask)
+
+    spacing = list(geometry.spacing)
+    target = target_spacing_for(configuration, spacing)
+    new_shape = compute_new_shape(shape_after_crop, spacing, target)
+    data = resample_image(data, spacing, target, new_shape, order=settings["image_order"],
+                          order_z=settings["order_z"], separate_z_threshold=settings["threshold"])
+    if seg is not None:
+        seg = resample_label_map(seg, spacing, target, new_shape, order=settings["label_order"],
+                                 order_z=settings["order_z"], separate_z_threshold=settings["threshold"])
+
+    properties = {
+        "case_id": case_id if case_id is not None else _case_id_from_file(image_files[0]),
+        "dataset": dataset_name,
+        "spacing_original": spacing,
+        "origin": list(geometry.origin),
+        "direction": list(geometry.direction),
+        "shape_original": list(geometry.shape),
+        "bbox_crop": bbox,
+        "shape_after_crop": [int(s) for s in shape_after_crop],
+        "spacing_target": target,
+        "shape_after_resample": [int(s) for s in new_shape],
+        "class_locations": sample_class_locations(seg, class_label_values or {}) if seg is not None else {},
+    }
+    return data.astype(np.float32, copy=False), (seg[None].astype(np.int16) if seg is not None else None), properties
+
+
+# ----------------------------------------------------------------------------------------- cache files
+def case_files(folder: Path, case_id: str) -> tuple[Path, Path]:
+    return Path(folder) / f"{case_id}.npz", Path(folder) / f"{case_id}.json"
+
+
+def is_case_done(folder: Path, case_id: str) -> bool:
+    """Finished means both files exist and the json (written last) parses with the right case id."""
+    npz, js = case_files(folder, case_id)
+    if not (npz.is_file() and js.is_file()):
+        return False
+    try:
+        with open(js) as f:
+            props = json.load(f)
+    except (OSError, json.JSONDecodeError):
+        return False
+    return isinstance(props, dict) and props.get("case_id") == case_id
+
+
+def _remove_stale_files(folder: Path, case_id: str) -> None:
+    """Drop an unfinished case's leftovers: its json first (so it never pairs with a new npz) and temp files."""
+    npz, js = case_files(folder, case_id)
+    js.unlink(missing_ok=True)
+    for target in (npz, js):
+        # atomic_path names its temp files ".<target name>.<random><suffix>" beside the target.
+        for tmp in Path(folder).glob(f".{target.name}.*"):
+            tmp.unlink(missing_ok=True)
+
+
+def save_case(folder: Path, data: np.ndarray, seg: np.ndarray | None, properties: dict) -> None:
+    npz, js = case_files(folder, properties["case_id"])
+    arrays = {"data": data} if seg is None else {"data": data, "seg": seg}
+    atomic_savez_compressed(npz, **arrays)
+    atomic_write_json(js, properties)  # last: its presence marks the case finished
+
+
+def load_case(folder: Path, case_id: str) -> tuple[np.ndarray, np.ndarray | None, dict]:
+    """Read one cached case: (data float32 (c,z,y,x), seg int16 (1,z,y,x) or None, properties)."""
+    npz, js = case_files(folder, case_id)
+    if not npz.is_file():
+        raise UserError(f"{npz}: preprocessed case not found (run textnnunet_preprocess)")
+    properties = load_json(js)
+    with np.load(npz) as f:
+        data = f["data"]
+        seg = f["seg"] if "seg" in f.files else None
+    return data, seg, properties
+
+
+# ----------------------------------------------------------------------------------------- whole dataset
+def _process_job(job: tuple) -> str:
+    case, plans, configuration_name, class_values, folder, dataset_name, with_label = job
+    label = case.label_file if with_label else None
+    data, seg, props = preprocess_case(case.image_files, label, plans, configuration_name, class_values,
+                                       case_id=case.case_id, dataset_name=dataset_name)
+    save_case(folder, data, seg, props)
+    return case.case_id
+
+
+def preprocess_dataset(
+    plans: dict,
+    configuration_name: str,
+    desc: DatasetDescription,
+    output_folder: Path,
+    num_processes: int = 1,
+    overwrite: bool = False,
+    include_test: bool = False,
+    class_label_values: dict[str, list[int]] | None = None,
+) -> dict[str, int]:
+    """Write `<output_folder>/<case>.npz|.json` for every training case (test cases to imagesTs/ if asked).
+
+    Finished cases are skipped unless `overwrite`, so an interrupted run resumes where it stopped.
+    Returns {"done": cases written, "skipped": cases already finished}.
+    """
+    get_configuration(plans, configuration_name)  # fail before any work on a bad name
+    output_folder = Path(output_folder)
+    values = class_label_values if class_label_values is not None else class_values_for(plans, desc)
+    work: list[tuple[Case, Path, bool]] = [(c, output_folder, True) for c in training_cases(desc)]
+    if include_test:
+        work += [(c, output_folder / TEST_SUBFOLDER, False) for c in test_cases(desc)]
+
+    jobs, skipped = [], 0
+    for case, folder, with_label in work:
+        if with_label and case.label_file is None:
+            raise UserError(f"{desc.folder / 'labelsTr'}: no label file for training case '{case.case_id}'")
+        if not overwrite and is_case_done(folder, case.case_id):
+            skipped += 1
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        _remove_stale_files(folder, case.case_id)
+        jobs.append((case, plans, configuration_name, values, folder, desc.name, with_label))
+
+    desc_text = f"{desc.name} {configuration_name}"
+    if num_processes <= 1 or len(jobs) <= 1:
+        for job in tqdm(jobs, desc=desc_text, disable=not jobs):
+            _process_job(job)
+    else:
+        # spawn: workers start clean instead of inheriting the parent's threads (torch, BLAS) mid-state.
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(min(num_processes, len(jobs))) as pool:
+            for _ in tqdm(pool.imap_unordered(_process_job, jobs), total=len(jobs), desc=desc_text):
+                pass
+    return {"done": len(jobs), "skipped": skipped}
+
+
+def run_preprocessing(
+    plans_path: Path,
+    configurations: Sequence[str],
+    raw_root: Path,
+    num_processes: int = 1,
+    overwrite: bool = False,
+    include_test: bool = False,
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Preprocess every dataset of a plan for each named configuration.
+
+    Output: `<plans folder>/<data_identifier>/<DatasetName>/`. Returns counts per configuration and dataset.
+    """
+    plans_path = Path(plans_path)
+    plans = load_json(plans_path)
+    for name in configurations:
+        if name not in plans.get("configurations", {}):
+            available = ", ".join(plans.get("configurations", {})) or "none"
+            raise UserError(f"{plans_path}: configuration '{name}' not in the plan (available: {available})")
+    if not plans.get("datasets"):
+        raise UserError(f"{plans_path}: 'datasets' is missing or empty")
+    per_dataset = plans.get("label_space", {}).get("datasets", {})
+    counts: dict[str, dict[str, dict[str, int]]] = {}
+    for name in configurations:
+        configuration = plans["configurations"][name]
+        identifier = configuration.get("data_identifier", name)
+        counts[name] = {}
+        for dataset_name in plans["datasets"]:
+            if dataset_name not in per_dataset:
+                raise UserError(f"{plans_path}: label_space.datasets has no entry for '{dataset_name}'")
+            desc = load_dataset(raw_root, dataset_name)
+            values = {k: [int(v) for v in vals] for k, vals in per_dataset[dataset_name].items()}
+            counts[name][dataset_name] = preprocess_dataset(
+                plans, name, desc, plans_path.parent / identifier / dataset_name, num_processes=num_processes,
+                overwrite=overwrite, include_test=include_test, class_label_values=values,
+            )
+    return counts
+
+
+# ----------------------------------------------------------------------------------------- inverse
+def restore_to_original(
+    probabilities: np.ndarray,
+    properties: dict,
+    order: int = 1,
+    order_z: int = 0,
+    separate_z_threshold: float = DEFAULT_SEPARATE_Z_THRESHOLD,
+) -> np.ndarray:
+    """Map (k, z, y, x) probabilities from preprocessed space back onto the original image grid (float32).
+
+    Resample to the cropped shape at the original spacing, then paste into the original shape (0 outside
+    the crop, where the image was empty). Thresholding happens after this, at the original resolution.
+    """
+    expected = tuple(properties["shape_after_resample"])
+    if tuple(probabilities.shape[1:]) != expected:
+        raise ValueError(f"probabilities shape {probabilities.shape[1:]} != shape_after_resample {expected}")
+    cropped = resample_probabilities(
+        probabilities.astype(np.float32, copy=False), properties["shape_after_crop"],
+        properties["spacing_target"], properties["spacing_original"], order=order, order_z=order_z,
+        separate_z_threshold=separate_z_threshold,
+    )
+    return uncrop(cropped, properties["bbox_crop"], properties["shape_original"], fill=0).astype(np.float32)

@@ -1,0 +1,60 @@
+"""Every training hyper-parameter in one explicit object: change them by flags or by constructing it, not by
+subclassing a trainer."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+
+@dataclass
+class TrainingConfig:
+    # nnU-Net's defaults for a full run.
+    epochs: int = 1000
+    iters_per_epoch: int = 250
+    val_iters_per_epoch: int = 50
+    initial_lr: float = 1e-2
+    weight_decay: float = 3e-5
+    momentum: float = 0.99
+    grad_clip: float = 12.0
+    poly_exponent: float = 0.9
+    batch_size: int | None = None  # None: the plan's
+    oversample_foreground: float = 0.33
+    dataset_weighting: str = "uniform"  # uniform | sqrt | proportional
+    # Model.
+    conditioning: str = "controller"  # controller | film
+    backbone: str = "PlainConvUNet"
+    deep_supervision: bool = True
+    # Loss.
+    batch_dice: bool = False
+    mask_unannotated: bool = True  # False = the naive union ablation (unlabelled organs become background)
+    # Augmentation preset: "nnunet" (the full list) or "none".
+    augmentation: str = "nnunet"
+    # Runtime.
+    device: str = "auto"  # auto | cpu | cuda
+    amp: bool = True  # only used on CUDA
+    compile: bool = False
+    num_workers: int = 0
+    seed: int = 12345
+    ema_alpha: float = 0.9  # nnU-Net's EMA of the pseudo Dice
+    save_every: int = 1
+    extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict) -> "TrainingConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def model_tag(self, encoder_kind: str) -> str:
+        """Folder suffix that keeps ablations apart: empty for the default model."""
+        parts = []
+        if self.conditioning != "controller":
+            parts.append(self.conditioning)
+        if encoder_kind not in ("clip", "minilm", "auto"):
+            parts.append(encoder_kind)
+        if not self.mask_unannotated:
+            parts.append("naiveunion")
+        if self.backbone != "PlainConvUNet":
+            parts.append(self.backbone)
+        return "__".join(parts)

@@ -1,0 +1,150 @@
+"""`train_fold`: the Python API behind textnnunet_train (same arguments as the CLI)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from textnnunet.errors import UserError
+from textnnunet.experiment_planning.planner import load_plans
+from textnnunet.paths import joint_plans_name, resolve_folders
+from textnnunet.training.config import TrainingConfig
+from textnnunet.training.splits import cases_for_fold, load_or_create_splits, parse_fold
+from textnnunet.training.trainer import (
+    CHECKPOINT_BEST,
+    CHECKPOINT_FINAL,
+    CHECKPOINT_LATEST,
+    DistributedContext,
+    Trainer,
+    find_resume_checkpoint,
+)
+from textnnunet.utils.files import atomic_write_json, load_json
+
+
+def find_joint_plan(preprocessed: Path, plans_name: str | None, dataset_ids: list[int] | None) -> Path:
+    if plans_name is None and dataset_ids:
+        plans_name = joint_plans_name(dataset_ids)
+    if plans_name is not None:
+        path = preprocessed / plans_name / "plans.json"
+        if not path.is_file():
+            raise UserError(f"{path}: plan not found (run textnnunet_plan_and_preprocess -d <ids> first)")
+        return path
+    candidates = sorted(preprocessed.glob("TextPlans_*/plans.json")) if preprocessed.is_dir() else []
+    if not candidates:
+        raise UserError(f"{preprocessed}: no joint plan found (run textnnunet_plan_and_preprocess -d <ids> first)")
+    if len(candidates) > 1:
+        names = ", ".join(c.parent.name for c in candidates)
+        raise UserError(f"{preprocessed}: several joint plans ({names}); choose one with -p or -d")
+    return candidates[0]
+
+
+def preprocessed_case_ids(cases_folder: Path, datasets: list[str], configuration: str, dataset_ids_hint: str) -> dict:
+    ids = {}
+    for dataset in datasets:
+        folder = cases_folder / dataset
+        found = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        if not found:
+            raise UserError(f"{folder}: no preprocessed cases for configuration {configuration} "
+                            f"(run textnnunet_preprocess -d {dataset_ids_hint} -c {configuration})")
+        ids[dataset] = found
+    return ids
+
+
+def model_folder(results: Path, plans_name: str, configuration: str, tag: str) -> Path:
+    return results / plans_name / (configuration + (f"__{tag}" if tag else ""))
+
+
+def _write_or_check(path: Path, content: dict, what: str) -> None:
+    """Files a model folder's folds share must agree: a second fold with another encoder would be silently wrong."""
+    if path.is_file():
+        if load_json(path) != _roundtrip(content):
+            raise UserError(f"{path}: differs from this run's {what}; use another --model_tag or results folder")
+        return
+    atomic_write_json(path, content)
+
+
+def _roundtrip(obj):
+    import json
+
+    from textnnunet.utils.files import _to_jsonable
+
+    return json.loads(json.dumps(_to_jsonable(obj)))
+
+
+def prepare_output_folder(fold_folder: Path, resume: bool, overwrite: bool) -> None:
+    has_ckpt = any((fold_folder / n).is_file() for n in (CHECKPOINT_LATEST, CHECKPOINT_FINAL, CHECKPOINT_BEST))
+    if resume:
+        return
+    if has_ckpt and not overwrite:
+        raise UserError(f"{fold_folder}: already holds checkpoints; pass --c to continue or --overwrite to start over")
+    if has_ckpt and overwrite:
+        shutil.rmtree(fold_folder)
+    fold_folder.mkdir(parents=True, exist_ok=True)
+
+
+def train_fold(configuration: str, fold: str | int, config: TrainingConfig | None = None, *,
+               raw=None, preprocessed=None, results=None, plans_name: str | None = None,
+               dataset_ids: list[int] | None = None, encoder: str = "auto", text_model: str | None = None,
+               template: str | None = None, resume: bool = False, overwrite: bool = False,
+               model_tag: str | None = None, validate: bool = True,
+               dist: DistributedContext = DistributedContext(), echo: bool = True) -> Path:
+    """Train (or resume) one fold; returns the fold's results folder."""
+    from textnnunet.text.embedding import class_embeddings_for_plans
+
+    config = config or TrainingConfig()
+    folders = resolve_folders(raw, preprocessed, results, required=("preprocessed", "results"))
+    fold = parse_fold(fold)
+    plans_path = find_joint_plan(folders.preprocessed, plans_name, dataset_ids)
+    plans = load_plans(plans_path)
+    if configuration not in plans["configurations"]:
+        raise UserError(f"configuration '{configuration}' is not in {plans_path} "
+                        f"(available: {', '.join(plans['configurations'])})")
+    cfg_plan = plans["configurations"][configuration]
+    cases_folder = plans_path.parent / cfg_plan["data_identifier"]
+    ids_hint = " ".join(str(int(n[7:10])) for n in plans["datasets"] if n[7:10].isdigit())
+    case_ids = preprocessed_case_ids(cases_folder, plans["datasets"], configuration, ids_hint)
+    splits = load_or_create_splits(plans_path.parent / "splits_final.json", case_ids)
+    train_cases, val_cases = cases_for_fold(splits, fold, plans["datasets"])
+
+    embeddings, vocabulary = class_embeddings_for_plans(
+        plans, encoder=encoder, text_model=text_model, template=template,
+        cache_folder=folders.preprocessed / "text_embedding_cache")
+    tag = model_tag if model_tag is not None else config.model_tag(encoder)
+    out = model_folder(folders.results, plans["plans_name"], configuration, tag)
+    fold_folder = out / f"fold_{fold}"
+    if dist.is_main:
+        prepare_output_folder(fold_folder, resume, overwrite)
+        _write_or_check(out / "plans.json", plans, "plan")
+        _write_or_check(out / "vocabulary.json", vocabulary.to_dict(), "vocabulary / text encoder")
+        atomic_write_json(out / "splits_final.json", splits)
+        atomic_write_json(fold_folder / "training_config.json", config.to_json())
+    if dist.enabled:
+        _init_process_group(dist, config)
+
+    trainer = Trainer(plans, configuration, fold, cases_folder, train_cases, val_cases, fold_folder, config,
+                      np.asarray(embeddings, dtype=np.float32), dist=dist, echo=echo)
+    if resume:
+        trainer.load_checkpoint(find_resume_checkpoint(fold_folder))
+    trainer.run()
+    if validate and dist.is_main and any(val_cases.values()):
+        from textnnunet.training.validation import validate_fold
+
+        validate_fold(trainer.raw_network, plans, configuration, cases_folder, val_cases, fold_folder,
+                      trainer.embeddings, trainer.class_names, device=trainer.device, raw_root=folders.raw)
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.destroy_process_group()
+    return fold_folder
+
+
+def _init_process_group(dist: DistributedContext, config: TrainingConfig) -> None:
+    import torch
+    import torch.distributed as tdist
+
+    backend = "nccl" if (config.device != "cpu" and torch.cuda.is_available()) else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(dist.local_rank)
+    if not tdist.is_initialized():
+        tdist.init_process_group(backend=backend, rank=dist.rank, world_size=dist.world_size)

@@ -1,0 +1,115 @@
+"""textnnunet_demo: the whole pipeline on the built-in phantom datasets, resumable, no exports needed.
+
+generate phantoms -> plan and preprocess datasets 1 2 3 -> train 3d_fullres fold 0 -> predict five prompts on the
+fully labelled Dataset004_Abdomen -> evaluate. Folders default to ./demo_work/{raw,preprocessed,results}.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+
+from textnnunet.cli.common import user_errors_exit
+
+DEMO_PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
+UNSEEN_PROMPTS = ["hepatic parenchyma", "kidneys"]
+# The demo's budget: trains on 2 CPU cores within the documented time (documentation/results.md).
+DEMO_EPOCHS = 30
+DEMO_ITERS = 25
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", default="demo_work", help="folder for raw, preprocessed and results (default demo_work)")
+    p.add_argument("--size", choices=("default", "small"), default="default", help="phantom size (small: smoke test)")
+    p.add_argument("--epochs", type=int, default=DEMO_EPOCHS)
+    p.add_argument("--iters_per_epoch", type=int, default=DEMO_ITERS)
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("-np", "--num_processes", type=int, default=2)
+    p.add_argument("--encoder", default="auto")
+    return p
+
+
+def _step(title: str) -> float:
+    print(f"\n=== {title}", flush=True)
+    return time.time()
+
+
+@user_errors_exit
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    work = Path(args.work).resolve()
+    raw = Path(os.environ.get("TEXTNNUNET_raw") or work / "raw")
+    pre = Path(os.environ.get("TEXTNNUNET_preprocessed") or work / "preprocessed")
+    res = Path(os.environ.get("TEXTNNUNET_results") or work / "results")
+    timings = {}
+
+    from textnnunet.dataset.phantoms import generate_phantom_datasets
+
+    t = _step(f"1/5 phantom datasets in {raw}")
+    if not (raw / "Dataset004_Abdomen" / "dataset.json").is_file():
+        generate_phantom_datasets(raw, size=args.size, seed=0)
+    timings["generate"] = time.time() - t
+
+    from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
+
+    t = _step("2/5 fingerprint, plan and preprocess datasets 1 2 3")
+    _call(plan_and_preprocess_entry, ["-d", "1", "2", "3", "-np", str(args.num_processes), "-c", "3d_fullres",
+                                      "--raw", str(raw), "--preprocessed", str(pre), "--no_baselines"])
+    timings["plan_and_preprocess"] = time.time() - t
+
+    from textnnunet.training.config import TrainingConfig
+    from textnnunet.training.run import train_fold
+
+    t = _step(f"3/5 train 3d_fullres fold 0 ({args.epochs} epochs x {args.iters_per_epoch} iterations)")
+    fold_folder = res / "TextPlans_001_002_003" / "3d_fullres" / "fold_0"
+    if (fold_folder / "checkpoint_final.pth").is_file():
+        print(f"{fold_folder}: already trained")
+    else:
+        resume = (fold_folder / "checkpoint_latest.pth").is_file()
+        train_fold("3d_fullres", 0, TrainingConfig(epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
+                                                   val_iters_per_epoch=10, device=args.device),
+                   raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3], encoder=args.encoder,
+                   resume=resume)
+    timings["train"] = time.time() - t
+
+    from textnnunet.cli.predict import main as predict_main
+
+    t = _step("4/5 predict Dataset004_Abdomen (never seen with all labels together) from prompts")
+    out = work / "predictions_Dataset004"
+    _call(predict_main, ["-i", str(raw / "Dataset004_Abdomen" / "imagesTs"), "-o", str(out), "-p", *DEMO_PROMPTS,
+                         "--results", str(res), "--device", args.device, "--continue"])
+    timings["predict"] = time.time() - t
+
+    from textnnunet.cli.evaluate import main as evaluate_main
+
+    t = _step("5/5 evaluate against Dataset004's full labels")
+    _call(evaluate_main, ["-ref", str(raw / "Dataset004_Abdomen" / "labelsTs"), "-pred", str(out),
+                          "-djfile", str(raw / "Dataset004_Abdomen" / "dataset.json"), "--partial"])
+    timings["evaluate"] = time.time() - t
+
+    from textnnunet.inference.predictor import TextPredictor
+    from textnnunet.inference.run import print_resolutions
+
+    predictor = TextPredictor.from_folder(fold_folder.parent, folds=[0])
+    predictor.settings.similarity_threshold = predictor.default_similarity_threshold()
+    print("\nprompts the model never saw:")
+    print_resolutions(predictor.resolve_prompts(UNSEEN_PROMPTS))
+    print("\nstep seconds: " + json.dumps({k: round(v, 1) for k, v in timings.items()}))
+    print(f"validation of fold 0: {fold_folder / 'validation' / 'summary.md'}")
+    print(f"Dataset004 evaluation: {out / 'summary.md'}")
+    return 0
+
+
+def _call(entry, argv: list[str]) -> None:
+    try:
+        entry(argv)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            raise
+
+
+if __name__ == "__main__":
+    main()

@@ -14,7 +14,7 @@ from pathlib import Path
 from textnnunet.cli.common import user_errors_exit
 
 DEMO_PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
-UNSEEN_PROMPTS = ["hepatic parenchyma", "kidneys"]
+UNSEEN_PROMPTS = ["hepatic parenchyma", "kidneys", "renal tumour"]
 # The demo's budget: trains on 2 CPU cores within the documented time (documentation/results.md).
 DEMO_EPOCHS = 30
 DEMO_ITERS = 25

@@ -1,0 +1,122 @@
+"""textnnunet_embed_prompts: show the trained vocabulary and where typed prompts land in it.
+
+    textnnunet_embed_prompts -m RESULTS/TextPlans_001_002/3d_fullres/fold_0 "hepatic parenchyma" kidneys
+    textnnunet_embed_prompts --plans PRE/TextPlans_001_002/plans.json --encoder minilm --list
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from textnnunet.cli.common import user_errors_exit
+from textnnunet.errors import UserError
+from textnnunet.text.cache import EmbeddingCache
+from textnnunet.text.encoders import ENCODER_KINDS, TextEncoder, build_encoder
+from textnnunet.text.vocabulary import VOCABULARY_FILE, Vocabulary
+from textnnunet.utils.files import atomic_savez_compressed, load_json
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="textnnunet_embed_prompts", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("-m", "--model", metavar="MODEL_FOLDER",
+                        help=f"trained model folder holding {VOCABULARY_FILE} (or fold_*/ subfolders with one)")
+    source.add_argument("--plans", metavar="PLANS_JSON", help="plans.json whose label space is the vocabulary")
+    p.add_argument("prompts", nargs="*", help="prompts to place in the vocabulary")
+    p.add_argument("-p", "--prompt", action="append", default=[], dest="extra_prompts", metavar="PROMPT",
+                   help="a prompt (repeatable; same as positional prompts)")
+    p.add_argument("--encoder", choices=ENCODER_KINDS, default=None,
+                   help="text encoder (default: the one recorded with the model, else auto)")
+    p.add_argument("--encoder-model", default=None, metavar="ID_OR_FOLDER",
+                   help="model id or local folder of the encoder (clip/minilm)")
+    p.add_argument("--template", default=None, help="prompt template with one '{}' (encoder default otherwise)")
+    p.add_argument("--cache", default=None, metavar="FOLDER", help="embedding cache folder (reuse vectors)")
+    p.add_argument("--list", action="store_true", help="print the vocabulary")
+    p.add_argument("-k", "--top", type=int, default=3, help="how many nearest classes to show (default 3)")
+    p.add_argument("--save", default=None, metavar="FILE.npz", help="save the prompts' vectors to this .npz")
+    return p
+
+
+def _vocabulary_file(model_folder: Path) -> Path:
+    if not model_folder.is_dir():
+        raise UserError(f"{model_folder}: model folder does not exist")
+    direct = model_folder / VOCABULARY_FILE
+    if direct.is_file():
+        return direct
+    # Every fold of one training shares the vocabulary: any fold's copy will do.
+    in_folds = sorted(model_folder.glob(f"fold_*/{VOCABULARY_FILE}"))
+    if not in_folds:
+        raise UserError(f"{model_folder}: no {VOCABULARY_FILE} here or in fold_*/ (is it a trained model folder?)")
+    return in_folds[0]
+
+
+def _load_vocabulary(args: argparse.Namespace) -> Vocabulary:
+    if args.model is not None:
+        return Vocabulary.load(_vocabulary_file(Path(args.model)))
+    return Vocabulary.from_plans(load_json(args.plans))
+
+
+def _encoder(args: argparse.Namespace, vocab: Vocabulary) -> TextEncoder | None:
+    """An explicitly chosen encoder, or None to use the vocabulary's recorded one."""
+    explicit = args.encoder is not None or args.encoder_model is not None or args.template is not None
+    if vocab.encoder_identity is not None and not explicit:
+        return None
+    kind = args.encoder or (vocab.encoder_identity or {}).get("kind", "auto")
+    return build_encoder(kind, args.encoder_model, args.template, vocabulary=vocab.classes)
+
+
+def _print_vocabulary(vocab: Vocabulary) -> None:
+    identity = vocab.encoder_identity
+    print(f"vocabulary: {len(vocab)} classes" + (f", encoder {json.dumps(identity)}" if identity else ""))
+    for cls in vocab.classes:
+        words = vocab.synonyms.get(cls)
+        print(f"  {cls}" + (f"  (synonyms: {', '.join(words)})" if words else ""))
+
+
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.top < 1:
+        raise UserError(f"--top {args.top}: must be at least 1")
+    vocab = _load_vocabulary(args)
+    prompts = list(args.prompts) + list(args.extra_prompts)
+    if args.list or not prompts:
+        _print_vocabulary(vocab)
+    if not prompts:
+        if args.save:
+            raise UserError(f"--save {args.save}: no prompts given to embed")
+        return 0
+    encoder = _encoder(args, vocab)
+    cache = EmbeddingCache(args.cache) if args.cache else None
+    rows = []
+    for prompt in prompts:
+        nearest = vocab.nearest_classes(prompt, args.top, encoder, cache)
+        shown = " | ".join(f"{cls} {sim:.3f}" for cls, sim in nearest)
+        print(f"{prompt!r:30s} -> {shown}")
+        rows.append((prompt, nearest[0], vocab.embed_prompt(prompt, encoder, cache)))
+    if args.save:
+        _save(Path(args.save), rows, vocab, encoder)
+        print(f"saved {len(rows)} prompt vectors to {args.save}")
+    return 0
+
+
+def _save(path: Path, rows: list, vocab: Vocabulary, encoder: TextEncoder | None) -> None:
+    if path.suffix != ".npz":
+        raise UserError(f"--save {path}: must end in .npz")
+    identity = encoder.identity() if encoder is not None else vocab.encoder_identity
+    atomic_savez_compressed(
+        path,
+        prompts=np.array([r[0] for r in rows], dtype=np.str_),
+        vectors=np.stack([r[2] for r in rows]).astype(np.float32),
+        nearest_class=np.array([r[1][0] for r in rows], dtype=np.str_),
+        similarity=np.array([r[1][1] for r in rows], dtype=np.float32),
+        encoder_identity=np.array(json.dumps(identity, sort_keys=True)),
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,287 @@
+"""The trained vocabulary: class names (= prompts) of the plan's label space, their synonyms, the
+encoder that embedded them and the vectors themselves.
+
+Saved as vocabulary.json next to a checkpoint, so prediction can condition the network on known
+classes without loading the text encoder, and can map what a user types onto the trained classes:
+exact name or synonym -> similarity 1.0, otherwise the nearest class by cosine similarity.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from textnnunet.dataset.description import normalise_class_name
+from textnnunet.errors import UserError
+from textnnunet.text.cache import EmbeddingCache
+from textnnunet.text.encoders import TextEncoder, encoder_from_identity
+from textnnunet.utils.files import atomic_write_text, load_json
+
+VOCABULARY_FILE = "vocabulary.json"
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What one typed prompt turned into.
+
+    `class_name` is the trained class the prompt resolves to, or None when the prompt is below the
+    threshold but unknown prompts were allowed (then `embedding` is the prompt's own vector and the
+    network is asked zero-shot). `nearest` is always the nearest trained class.
+    """
+
+    prompt: str
+    normalised: str
+    class_name: str | None
+    nearest: str
+    similarity: float
+    exact: bool
+    embedding: np.ndarray = field(repr=False, compare=False)
+
+
+def _cosine(query: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+    q = query / max(float(np.linalg.norm(query)), 1e-12)
+    m = matrix / np.maximum(np.linalg.norm(matrix, axis=1, keepdims=True), 1e-12)
+    return m @ q
+
+
+def _as_matrix(value: Any, rows: int, what: str, where: str) -> np.ndarray:
+    try:
+        matrix = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: {what} are not numeric vectors") from None
+    if matrix.ndim != 2 or matrix.shape[0] != rows:
+        raise UserError(f"{where}: {what} have shape {matrix.shape}, expected ({rows}, dim)")
+    return matrix
+
+
+class Vocabulary:
+    def __init__(self, classes: list[str], synonyms: dict[str, list[str]] | None = None,
+                 encoder_identity: dict[str, Any] | None = None, class_embeddings: np.ndarray | None = None,
+                 synonym_embeddings: dict[str, np.ndarray] | None = None, where: str = "vocabulary") -> None:
+        self.classes = [normalise_class_name(c) for c in classes]
+        if not self.classes:
+            raise UserError(f"{where}: the vocabulary has no classes")
+        duplicates = sorted({c for c in self.classes if self.classes.count(c) > 1})
+        if duplicates:
+            raise UserError(f"{where}: duplicate class names {', '.join(duplicates)}")
+        self.synonyms = self._normalise_synonyms(synonyms or {}, where)
+        self._lookup = self._build_lookup(where)
+        self.encoder_identity = encoder_identity
+        self.class_embeddings = class_embeddings
+        self.synonym_embeddings = synonym_embeddings or {}
+        self._encoder: TextEncoder | None = None
+        self._embedded_copy: Vocabulary | None = None  # vectors computed on demand, kept for reuse
+
+    # -- construction ---------------------------------------------------------------------------
+
+    def _normalise_synonyms(self, synonyms: dict[str, list[str]], where: str) -> dict[str, list[str]]:
+        result: dict[str, list[str]] = {}
+        for name, words in synonyms.items():
+            cls = normalise_class_name(name)
+            if cls not in self.classes:
+                raise UserError(f"{where}: synonyms given for '{name}', which is not a class")
+            cleaned = [normalise_class_name(w) for w in words if normalise_class_name(w) and
+                       normalise_class_name(w) != cls]
+            if cleaned:
+                result[cls] = list(dict.fromkeys(cleaned))
+        return result
+
+    def _build_lookup(self, where: str) -> dict[str, str]:
+        """Normalised name or synonym -> class. A synonym may not point at two classes."""
+        lookup = {c: c for c in self.classes}
+        for cls, words in self.synonyms.items():
+            for word in words:
+                if lookup.get(word, cls) != cls:
+                    raise UserError(f"{where}: '{word}' names both '{lookup[word]}' and '{cls}'")
+                lookup[word] = cls
+        return lookup
+
+    @classmethod
+    def from_plans(cls, plans: dict[str, Any]) -> "Vocabulary":
+        """Classes and synonyms of `plans['label_space']['classes']` (no vectors yet: see `embed`)."""
+        where = f"plans '{plans.get('plans_name', '?')}'" if isinstance(plans, dict) else "plans"
+        try:
+            entries = plans["label_space"]["classes"]
+            names = [str(e["name"]) for e in entries]
+            synonyms = {str(e["name"]): [str(s) for s in e.get("synonyms", [])] for e in entries}
+        except (KeyError, TypeError):
+            raise UserError(f"{where}: no label_space.classes with a 'name' per class") from None
+        return cls(names, synonyms, where=where)
+
+    def embed(self, encoder: TextEncoder, cache: EmbeddingCache | None = None) -> "Vocabulary":
+        """A copy holding the vectors of every class (and synonym, for semantic encoders) by `encoder`."""
+        encode = (lambda prompts: cache.get(encoder, prompts)) if cache is not None else encoder.encode
+        class_vectors = encode(self.classes)
+        synonym_vectors = {}
+        if encoder.semantic:  # one-hot vectors exist only for the classes; synonyms match exactly anyway
+            synonym_vectors = {c: encode(words) for c, words in self.synonyms.items()}
+        result = Vocabulary(self.classes, self.synonyms, encoder.identity(), class_vectors, synonym_vectors)
+        result._encoder = encoder
+        return result
+
+    # -- persistence ----------------------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        embeddings = None
+        if self.class_embeddings is not None:
+            embeddings = {"classes": np.asarray(self.class_embeddings, dtype=np.float32).tolist(),
+                          "synonyms": {c: np.asarray(v, dtype=np.float32).tolist()
+                                       for c, v in self.synonym_embeddings.items()}}
+        return {"classes": self.classes, "synonyms": self.synonyms, "encoder": self.encoder_identity,
+                "embeddings": embeddings}
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write vocabulary.json (`path` may be the file or the folder to hold it)."""
+        path = Path(path)
+        if path.suffix != ".json":
+            path = path / VOCABULARY_FILE
+        text = json.dumps(self.to_dict(), indent=1)
+        # One vector per line keeps the file readable (json.dumps would put each number on its own line).
+        text = re.sub(r"\[([^\[\]{}\"]*)\]", lambda m: "[" + " ".join(m.group(1).split()) + "]", text)
+        atomic_write_text(path, text + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Vocabulary":
+        """Read vocabulary.json (`path` may be the file or the folder holding it)."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / VOCABULARY_FILE
+        data = load_json(path)
+        where = str(path)
+        if not isinstance(data, dict) or not isinstance(data.get("classes"), list):
+            raise UserError(f"{where}: not a vocabulary file (needs a 'classes' list)")
+        classes, embeddings = data["classes"], data.get("embeddings")
+        class_vectors, synonym_vectors = None, {}
+        if embeddings is not None:
+            class_vectors = _as_matrix(embeddings.get("classes"), len(classes), "class embeddings", where)
+            for name, vectors in (embeddings.get("synonyms") or {}).items():
+                count = len((data.get("synonyms") or {}).get(name, []))
+                synonym_vectors[name] = _as_matrix(vectors, count, f"synonym embeddings of '{name}'", where)
+        return cls(classes, data.get("synonyms") or {}, data.get("encoder"), class_vectors, synonym_vectors,
+                   where=where)
+
+    # -- lookup ---------------------------------------------------------------------------------
+
+    def _resolve_encoder(self, encoder: TextEncoder | None) -> TextEncoder:
+        if encoder is not None:
+            if self.encoder_identity is not None and encoder.identity() != self.encoder_identity:
+                raise UserError(f"text encoder {encoder.identity()}: differs from the one the vocabulary was "
+                                f"embedded with ({self.encoder_identity}); their vectors are not comparable")
+            return encoder
+        if self._encoder is None:
+            if self.encoder_identity is None:
+                raise UserError("vocabulary: has no recorded encoder; pass one to compare prompts with classes")
+            self._encoder = encoder_from_identity(self.encoder_identity, vocabulary=self.classes)
+        return self._encoder
+
+    def _embedded(self, encoder: TextEncoder | None, cache: EmbeddingCache | None) -> "Vocabulary":
+        """Self when vectors are stored, else an embedded copy (needs an encoder)."""
+        if self.class_embeddings is not None:
+            return self
+        if encoder is None:
+            raise UserError("vocabulary: has no stored embeddings; pass an encoder to compare prompts with classes")
+        if self._embedded_copy is None or self._embedded_copy.encoder_identity != encoder.identity():
+            self._embedded_copy = self.embed(encoder, cache)
+        return self._embedded_copy
+
+    def _embed_prompt(self, text: str, encoder: TextEncoder | None, cache: EmbeddingCache | None) -> np.ndarray:
+        enc = self._resolve_encoder(encoder)
+        return (cache.get(enc, [text]) if cache is not None else enc.encode([text]))[0]
+
+    def embed_prompt(self, prompt: str, encoder: TextEncoder | None = None,
+                     cache: EmbeddingCache | None = None) -> np.ndarray:
+        """The prompt's own vector (normalised text); for one-hot, a synonym takes its class's vector."""
+        text = self._normalised_or_fail(prompt)
+        enc = self._resolve_encoder(encoder)
+        if not enc.semantic and text in self._lookup:
+            text = self._lookup[text]
+        return self._embed_prompt(text, enc, cache)
+
+    def class_similarities(self, prompt: str, encoder: TextEncoder | None = None,
+                           cache: EmbeddingCache | None = None) -> dict[str, float]:
+        """Cosine similarity of the prompt to each class: best over the class name and its synonyms."""
+        text = self._normalised_or_fail(prompt)
+        vocab = self._embedded(encoder, cache)
+        query = vocab._embed_prompt(text, encoder, cache)
+        scores = {c: float(s) for c, s in zip(vocab.classes, _cosine(query, vocab.class_embeddings))}
+        for cls, vectors in vocab.synonym_embeddings.items():
+            if len(vectors):
+                scores[cls] = max(scores[cls], float(_cosine(query, vectors).max()))
+        return scores
+
+    def nearest_classes(self, prompt: str, k: int = 3, encoder: TextEncoder | None = None,
+                        cache: EmbeddingCache | None = None) -> list[tuple[str, float]]:
+        """The k nearest trained classes as (class, cosine similarity), best first; exact matches score 1."""
+        text = self._normalised_or_fail(prompt)
+        exact = self._lookup.get(text)
+        vocab = self._embedded(encoder, cache)
+        if exact is not None and not vocab._resolve_encoder(encoder).semantic:
+            # One-hot cannot embed synonyms: the exact class is all that can be said.
+            return [(exact, 1.0)]
+        scores = vocab.class_similarities(text, encoder, cache)
+        if exact is not None:
+            scores[exact] = 1.0
+        return sorted(scores.items(), key=lambda item: (-item[1], vocab.classes.index(item[0])))[:k]
+
+    def resolve_prompt(self, prompt: str, encoder: TextEncoder | None = None,
+                       cache: EmbeddingCache | None = None) -> tuple[str, float]:
+        """(class, similarity): exact class or synonym -> 1.0, else the nearest class by cosine."""
+        text = self._normalised_or_fail(prompt)
+        if encoder is not None:
+            self._resolve_encoder(encoder)  # a mismatched encoder is an error even for exact matches
+        if text in self._lookup:
+            return self._lookup[text], 1.0
+        return self.nearest_classes(text, 1, encoder, cache)[0]
+
+    def resolve_prompts(self, prompts: list[str], threshold: float, allow_unknown: bool = False,
+                        encoder: TextEncoder | None = None,
+                        cache: EmbeddingCache | None = None) -> list[Resolution]:
+        """Resolve each prompt; one below `threshold` is an error unless `allow_unknown`."""
+        if not prompts:
+            raise UserError(f"prompts: none given; trained vocabulary: {self.describe()}")
+        if encoder is not None:
+            self._resolve_encoder(encoder)
+        vocab = self._embedded(encoder, cache)
+        return [vocab._resolve_one(p, threshold, allow_unknown, encoder, cache) for p in prompts]
+
+    def _resolve_one(self, prompt: str, threshold: float, allow_unknown: bool, encoder: TextEncoder | None,
+                     cache: EmbeddingCache | None) -> Resolution:
+        text = self._normalised_or_fail(prompt)
+        if text in self._lookup:
+            cls = self._lookup[text]
+            return Resolution(prompt, text, cls, cls, 1.0, True, self.class_embeddings[self.classes.index(cls)])
+        cls, similarity = self.nearest_classes(text, 1, encoder, cache)[0]
+        if similarity >= threshold:
+            return Resolution(prompt, text, cls, cls, similarity, False,
+                              self.class_embeddings[self.classes.index(cls)])
+        if not allow_unknown:
+            raise UserError(f"prompt '{prompt}': not a trained class (nearest '{cls}', cosine {similarity:.3f} "
+                            f"< threshold {threshold:g}); trained vocabulary: {self.describe()}")
+        return Resolution(prompt, text, None, cls, similarity, False, self._embed_prompt(text, encoder, cache))
+
+    def _normalised_or_fail(self, prompt: str) -> str:
+        text = normalise_class_name(prompt) if isinstance(prompt, str) else ""
+        if not text:
+            raise UserError(f"prompt {prompt!r}: empty prompt; trained vocabulary: {self.describe()}")
+        return text
+
+    def describe(self) -> str:
+        """One line: classes with their synonyms in brackets."""
+        parts = []
+        for cls in self.classes:
+            words = self.synonyms.get(cls)
+            parts.append(f"{cls} ({', '.join(words)})" if words else cls)
+        return ", ".join(parts)
+
+    def __len__(self) -> int:
+        return len(self.classes)
+
+    def __repr__(self) -> str:
+        kind = (self.encoder_identity or {}).get("kind")
+        return f"Vocabulary({self.describe()}; encoder={kind}, embedded={self.class_embeddings is not None})"

@@ -13,7 +13,9 @@ DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
 def _default_preset() -> str:
     import torch
 
-    return "gpu" if torch.cuda.is_available() else "cpu"
+    from textnnunet.experiment_planning.planner import default_preset_name
+
+    return default_preset_name(torch.cuda.is_available())
 
 
 def _common(parser: argparse.ArgumentParser, kinds=("raw", "preprocessed")) -> None:
@@ -53,14 +55,17 @@ def _verify(raw: Path, dataset_ids: list[int], num_processes: int) -> None:
 
 
 def _plan(args, folders) -> tuple[Path, list[Path]]:
-    from textnnunet.experiment_planning.planner import plan_datasets
+    from textnnunet.experiment_planning.planner import get_preset, plan_datasets
 
     if args.verify_dataset_integrity:
         _verify(folders.raw, args.dataset_ids, args.num_processes)
-    preset = args.preset or _default_preset()
-    joint, per_dataset = plan_datasets(folders.raw, folders.preprocessed, args.dataset_ids, preset=preset,
-                                       memory_target_gb=args.memory_target_gb, num_processes=args.num_processes,
-                                       overwrite_fingerprint=args.overwrite_fingerprint)
+    preset = get_preset(args.preset or _default_preset())
+    memory = args.memory_target_gb if args.memory_target_gb is not None else preset.memory_target_gb
+    print(f"planning preset '{preset.name}': memory target {memory:g} GB, {preset.base_features} base features")
+    joint, per_dataset = plan_datasets(folders.raw, folders.preprocessed, args.dataset_ids, memory_target_gb=memory,
+                                       num_processes=args.num_processes, base_features=preset.base_features,
+                                       max_features_3d=preset.max_features_3d, max_features_2d=preset.max_features_2d,
+                                       overwrite=args.overwrite_fingerprint)
     print(f"joint plan: {joint}")
     for p in per_dataset:
         print(f"per-dataset plan: {p}")

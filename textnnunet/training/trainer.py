@@ -18,12 +18,7 @@ from torch import nn
 from textnnunet.errors import UserError
 from textnnunet.network.deep_supervision import deep_supervision_weights
 from textnnunet.network.universal import TextPromptedUNet
-from textnnunet.training.augmentation import (
-    AugmentationConfig,
-    get_training_transforms,
-    get_validation_transforms,
-    initial_patch_size,
-)
+from textnnunet.training.augmentation import augmentation_preset, get_training_transforms, get_validation_transforms
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.dataloading import TrainingBatchIterator
 from textnnunet.training.loss import DeepSupervisionLoss, downsample_targets, masked_bce_dice_loss
@@ -198,16 +193,17 @@ class Trainer:
 
     def _build_iterators(self):
         patch = list(self.cfg_plan["patch_size"])
-        aug = AugmentationConfig.for_patch(patch) if self.config.augmentation == "nnunet" else AugmentationConfig.none()
-        big_patch = initial_patch_size(patch, aug) if self.config.augmentation == "nnunet" else patch
+        aug = augmentation_preset(self.config.augmentation, patch)
+        # Sampled larger so that rotation/scaling never pull in padding; the spatial transform crops back.
+        big_patch = list(aug.initial_patch_size(patch))
         bs = self.batch_size_per_process()
         seed = self.config.seed + 1000 * self.dist.rank
 
-        def sampler(refs, patch_size, rng_seed):
-            return PatchSampler(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch_size,
+        def sampler(refs, initial_patch, rng_seed):
+            return PatchSampler(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch,
                                 oversample_foreground_percent=self.config.oversample_foreground,
                                 dataset_weighting=self.config.dataset_weighting,
-                                rng=np.random.default_rng(rng_seed))
+                                rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch)
 
         train = TrainingBatchIterator(sampler(self.train_refs, big_patch, seed), get_training_transforms(patch, aug),
                                       num_workers=self.config.num_workers, seed=seed)
@@ -337,7 +333,8 @@ class Trainer:
             "best_ema": self.best_ema,
             "history": self.history.to_json(),
             "rng": rng_state(),
-            "train_sampler": self.train_iter.state(),
+            # Background workers draw batches ahead of time, so only the in-process iterator resumes exactly.
+            "train_sampler": self.train_iter.state() if self.config.num_workers == 0 else None,
             "val_sampler": self.val_iter.state() if self.val_iter is not None else None,
             "training_config": self.config.to_json(),
             "configuration": self.configuration_name,
@@ -366,7 +363,8 @@ class Trainer:
         self.history = TrainingHistory.from_json(ckpt["history"])
         if self.dist.rank == 0 or self.dist.world_size == 1:
             set_rng_state(ckpt["rng"])
-        self.train_iter.set_state(ckpt["train_sampler"])
+        if ckpt["train_sampler"] is not None and self.config.num_workers == 0:
+            self.train_iter.set_state(ckpt["train_sampler"])
         if self.val_iter is not None and ckpt["val_sampler"] is not None:
             self.val_iter.set_state(ckpt["val_sampler"])
         self.log(f"resumed from {path.name} after epoch {self.start_epoch}")

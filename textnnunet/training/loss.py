@@ -1,0 +1,139 @@
+"""Partial-label loss: sigmoid BCE + soft Dice, judged only on the classes a case's dataset annotates.
+
+Every dataset labels only some structures. A class a dataset does not annotate is *unknown* there,
+not background, so its (sample, class) entries must contribute nothing to the loss and receive
+exactly zero gradient: the loss gathers only the annotated pairs, so the others are not even read.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _check_shapes(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor) -> None:
+    if logits.shape != target.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and target {tuple(target.shape)} differ in shape")
+    if logits.ndim < 3:
+        raise ValueError(f"expected (B, K, *spatial) logits, got {tuple(logits.shape)}")
+    if tuple(annotated.shape) != tuple(logits.shape[:2]):
+        raise ValueError(f"annotated {tuple(annotated.shape)} must be (B, K) = {tuple(logits.shape[:2])}")
+
+
+def masked_bce_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    annotated: torch.Tensor,
+    batch_dice: bool = False,
+    smooth: float = 1e-5,
+    bce_weight: float = 1.0,
+    dice_weight: float = 1.0,
+) -> torch.Tensor:
+    """BCE-with-logits + (1 - soft Dice), averaged over the annotated (sample, class) pairs only.
+
+    logits, target: (B, K, *spatial); target in {0, 1}. annotated: (B, K) bool.
+    BCE is the voxel mean per annotated pair, then the mean over pairs. The Dice of a pair is
+    computed over the whole patch (all spatial axes at once), not per slice.
+    batch_dice=True: Dice per class with its sums pooled over the batch items that annotate it
+    (nnU-Net's batch Dice, restricted to annotating items), averaged over those classes.
+    Returns a scalar; if nothing is annotated, a zero still connected to `logits`'s graph.
+    """
+    _check_shapes(logits, target, annotated)
+    annotated = annotated.to(device=logits.device, dtype=torch.bool)
+    if not bool(annotated.any()):
+        return logits.sum() * 0.0
+
+    # Only annotated pairs are gathered, so the others receive an exact zero gradient (even if
+    # their logits are not finite). float32 because whole-patch sums lose precision in half.
+    idx_b, idx_k = annotated.nonzero(as_tuple=True)
+    sel_logits = logits[idx_b, idx_k].float()  # (N, *spatial)
+    sel_target = target.to(logits.device)[idx_b, idx_k].float()
+    spatial = tuple(range(1, sel_logits.ndim))
+
+    bce = F.binary_cross_entropy_with_logits(sel_logits, sel_target, reduction="none").mean(dim=spatial)
+    probs = torch.sigmoid(sel_logits)
+    intersection = (probs * sel_target).sum(dim=spatial)  # (N,)
+    denominator = probs.sum(dim=spatial) + sel_target.sum(dim=spatial)
+    if batch_dice:
+        n_classes = logits.shape[1]
+        intersection = intersection.new_zeros(n_classes).index_add(0, idx_k, intersection)
+        denominator = denominator.new_zeros(n_classes).index_add(0, idx_k, denominator)
+        present = torch.unique(idx_k)
+        intersection, denominator = intersection[present], denominator[present]
+    dice = (2.0 * intersection + smooth) / (denominator + smooth).clamp_min(1e-8)
+    return bce_weight * bce.mean() + dice_weight * (1.0 - dice).mean()
+
+
+def naive_union_annotation(annotated: torch.Tensor) -> torch.Tensor:
+    """All entries marked annotated: the ablation that treats a dataset's unlabelled classes as background."""
+    return torch.ones_like(annotated, dtype=torch.bool)
+
+
+def downsample_targets(target: torch.Tensor, shapes: Sequence[Sequence[int]]) -> list[torch.Tensor]:
+    """Binary targets (B, K, *spatial) resampled to each spatial shape in `shapes` (highest resolution first).
+
+    Uses nearest-neighbour sampling with pixel-centre alignment ("nearest-exact"), the same rule as
+    the order-0 resize nnU-Net applies to segmentations for deep supervision. It keeps the maps
+    binary and does not inflate small structures the way max-pooling would. A shape equal to the
+    input returns the input itself. Entries of `shapes` may also be full (B, K, *spatial) shapes.
+    """
+    n_spatial = target.ndim - 2
+    out: list[torch.Tensor] = []
+    for shape in shapes:
+        spatial = tuple(int(s) for s in tuple(shape)[-n_spatial:])
+        if spatial == tuple(target.shape[2:]):
+            out.append(target)
+        else:
+            out.append(F.interpolate(target.float(), size=spatial, mode="nearest-exact").to(target.dtype))
+    return out
+
+
+def deep_supervision_weights(n_outputs: int) -> list[float]:
+    """nnU-Net's weights: 1/2^i per resolution, the lowest resolution switched off, normalised to sum 1."""
+    if n_outputs < 1:
+        raise ValueError("need at least one output")
+    weights = [1.0 / (2**i) for i in range(n_outputs)]
+    if n_outputs > 1:
+        weights[-1] = 0.0
+    total = sum(weights)
+    return [w / total for w in weights]
+
+
+class DeepSupervisionLoss(nn.Module):
+    """Weighted sum of `base_loss` over several output resolutions (highest resolution first).
+
+    `targets` may be a list matching `outputs`, or one full-resolution tensor that is downsampled
+    to each output's shape with `downsample_targets`. Outputs with weight 0 are skipped.
+    """
+
+    def __init__(self, base_loss: LossFn, weights: Sequence[float]):
+        super().__init__()
+        if len(weights) == 0:
+            raise ValueError("weights must not be empty")
+        self.base_loss = base_loss
+        self.weights = [float(w) for w in weights]
+
+    def forward(
+        self,
+        outputs: Sequence[torch.Tensor] | torch.Tensor,
+        targets: Sequence[torch.Tensor] | torch.Tensor,
+        annotated: torch.Tensor,
+    ) -> torch.Tensor:
+        if isinstance(outputs, torch.Tensor):
+            outputs = [outputs]
+        if isinstance(targets, torch.Tensor):
+            targets = downsample_targets(targets, [o.shape for o in outputs])
+        if len(outputs) != len(targets):
+            raise ValueError(f"{len(outputs)} outputs but {len(targets)} targets")
+        if len(outputs) > len(self.weights):
+            raise ValueError(f"{len(outputs)} outputs but only {len(self.weights)} weights")
+        total: torch.Tensor | None = None
+        for weight, output, target in zip(self.weights, outputs, targets):
+            if weight != 0.0:
+                term = weight * self.base_loss(output, target, annotated)
+                total = term if total is None else total + term
+        return outputs[0].sum() * 0.0 if total is None else total

@@ -1,0 +1,304 @@
+"""nnU-Net-style patch sampling across several partially labelled datasets.
+
+For each batch item: pick a dataset by weight, a case uniformly within it, then a patch location.
+The last items of a batch (nnU-Net's rule: item i is forced if i >= round(B * (1 - p))) are centred
+on a foreground voxel of a random annotated class present in the case; the others are random.
+Targets are the K classes of the plan's union vocabulary: a class the case's dataset annotates is
+`np.isin(seg, its label values)` (so regions work: "liver" includes the tumour), any other class is
+all zeros and marked not annotated.
+
+Patches are drawn at the *initial* patch size (larger than the network patch when spatial
+augmentation will crop it back). Only `rng` drives randomness, so a sampler is reproducible from
+its seed and resumable from `state()`.
+"""
+from __future__ import annotations
+
+import math
+from collections import OrderedDict
+from pathlib import Path
+from typing import Iterable, Mapping, NamedTuple, Sequence
+
+import numpy as np
+from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
+
+from textnnunet.errors import UserError
+from textnnunet.utils.files import load_json
+
+WEIGHTING_MODES = ("uniform", "sqrt", "proportional")
+
+
+class CaseRef(NamedTuple):
+    dataset: str
+    case_id: str
+    npz_path: Path
+    json_path: Path
+
+
+def list_case_refs(dataset_folder: str | Path, case_ids: Iterable[str] | None = None) -> list[CaseRef]:
+    """CaseRefs for the finished cases (the .json exists) in preprocessed/<plans>/<config>/<Dataset>/.
+
+    `case_ids` restricts (and orders) the selection, e.g. to a fold's training cases; a requested
+    case that is missing raises UserError.
+    """
+    folder = Path(dataset_folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: preprocessed dataset folder not found (run preprocessing first)")
+    if case_ids is None:
+        case_ids = sorted(p.stem for p in folder.glob("*.json"))
+    refs = []
+    for case_id in case_ids:
+        npz, js = folder / f"{case_id}.npz", folder / f"{case_id}.json"
+        if not (npz.is_file() and js.is_file()):
+            raise UserError(f"{folder}: preprocessed case '{case_id}' is missing or unfinished")
+        refs.append(CaseRef(folder.name, case_id, npz, js))
+    return refs
+
+
+def dataset_sampling_weights(case_counts: Mapping[str, int], mode: str = "uniform") -> dict[str, float]:
+    """Probability of drawing each dataset: equal ("uniform"), ~sqrt(n) or ~n ("proportional")."""
+    if mode not in WEIGHTING_MODES:
+        raise UserError(f"dataset_weighting '{mode}': unknown (choose from {', '.join(WEIGHTING_MODES)})")
+    counts = {ds: int(n) for ds, n in case_counts.items() if int(n) > 0}
+    if not counts:
+        raise UserError("dataset sampling: no dataset has any training case")
+    raw = {
+        ds: 1.0 if mode == "uniform" else (math.sqrt(n) if mode == "sqrt" else float(n)) for ds, n in counts.items()
+    }
+    total = sum(raw.values())
+    return {ds: raw.get(ds, 0.0) / total for ds in case_counts}
+
+
+class _CaseArrays(NamedTuple):
+    data: np.ndarray  # (C, Z, Y, X) float32
+    seg: np.ndarray  # (Z, Y, X) int
+
+
+class PatchSampler:
+    """Draws training batches (before augmentation) per the batch contract.
+
+    cases: the training cases of every dataset. plans: the plans.json dict (its `label_space`).
+    configuration: a key of plans["configurations"]; its patch size decides 2D (2 values) or 3D.
+    patch_size / batch_size: default to the configuration's. initial_patch_size: the larger patch
+    the augmentation needs (see AugmentationConfig.initial_patch_size); default = patch_size.
+    cache_size: how many decompressed cases to keep in memory (LRU); 0 disables caching.
+    """
+
+    def __init__(
+        self,
+        cases: Sequence[CaseRef],
+        plans: Mapping,
+        configuration: str,
+        batch_size: int | None = None,
+        patch_size: Sequence[int] | None = None,
+        oversample_foreground_percent: float = 0.33,
+        dataset_weighting: str = "uniform",
+        rng: np.random.Generator | None = None,
+        initial_patch_size: Sequence[int] | None = None,
+        cache_size: int = 8,
+    ):
+        if configuration not in plans.get("configurations", {}):
+            raise UserError(f"plans '{plans.get('plans_name', '?')}': no configuration '{configuration}'")
+        config = plans["configurations"][configuration]
+        self.patch_size = tuple(int(p) for p in (patch_size if patch_size is not None else config["patch_size"]))
+        self.batch_size = int(batch_size if batch_size is not None else config["batch_size"])
+        self.initial_patch_size = tuple(
+            int(p) for p in (initial_patch_size if initial_patch_size is not None else self.patch_size)
+        )
+        self._validate_sizes(oversample_foreground_percent)
+        self.oversample_foreground_percent = float(oversample_foreground_percent)
+        self.rng = rng if rng is not None else np.random.default_rng()
+        self.cache_size = int(cache_size)
+
+        self.class_names, self.class_values = _parse_label_space(plans)
+        self.cases_by_dataset = _group_cases(cases, self.class_values)
+        self.datasets = sorted(self.cases_by_dataset)
+        weights = dataset_sampling_weights({ds: len(c) for ds, c in self.cases_by_dataset.items()}, dataset_weighting)
+        self.dataset_probabilities = np.array([weights[ds] for ds in self.datasets])
+        self._cache: OrderedDict[Path, _CaseArrays] = OrderedDict()
+        self._locations: dict[Path, dict[str, np.ndarray]] = {}
+
+    # ---------------------------------------------------------------- configuration checks
+    def _validate_sizes(self, oversample: float) -> None:
+        if len(self.patch_size) not in (2, 3):
+            raise UserError(f"patch size {list(self.patch_size)}: must have 2 (2d) or 3 (3d) entries")
+        if len(self.initial_patch_size) != len(self.patch_size) or any(
+            i < p for i, p in zip(self.initial_patch_size, self.patch_size)
+        ):
+            raise UserError(
+                f"initial patch size {list(self.initial_patch_size)}: must be >= patch size {list(self.patch_size)}"
+            )
+        if self.batch_size < 1:
+            raise UserError(f"batch size {self.batch_size}: must be at least 1")
+        if not 0.0 <= oversample <= 1.0:
+            raise UserError(f"oversample_foreground_percent {oversample}: must lie in [0, 1]")
+
+    @property
+    def is_2d(self) -> bool:
+        return len(self.patch_size) == 2
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    # ---------------------------------------------------------------- resumability
+    def state(self) -> dict:
+        """The random state; with `set_state` training resumes with exactly the same batches."""
+        return self.rng.bit_generator.state
+
+    def set_state(self, state: dict) -> None:
+        self.rng.bit_generator.state = state
+
+    def reseed(self, seed: int | Sequence[int]) -> None:
+        """Replace the generator (background workers each get their own stream)."""
+        self.rng = np.random.default_rng(seed)
+
+    # ---------------------------------------------------------------- loading
+    def _load(self, case: CaseRef) -> _CaseArrays:
+        cached = self._cache.get(case.npz_path)
+        if cached is not None:
+            self._cache.move_to_end(case.npz_path)
+            return cached
+        arrays = _load_case_arrays(case)
+        if self.cache_size > 0:
+            self._cache[case.npz_path] = arrays
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return arrays
+
+    def _class_locations(self, case: CaseRef) -> dict[str, np.ndarray]:
+        """Foreground voxels per annotated class of the case's dataset (small: kept for all cases)."""
+        if case.json_path not in self._locations:
+            props = load_json(case.json_path)
+            raw = props.get("class_locations", {}) or {}
+            locs = {}
+            for name in self.class_values[case.dataset]:
+                arr = np.asarray(raw.get(name, []), dtype=np.int64).reshape(-1, 3)
+                if len(arr):
+                    locs[name] = arr
+            self._locations[case.json_path] = locs
+        return self._locations[case.json_path]
+
+    # ---------------------------------------------------------------- sampling
+    def _is_forced_foreground(self, index: int) -> bool:
+        return index >= round(self.batch_size * (1.0 - self.oversample_foreground_percent))
+
+    def _choose_case(self) -> CaseRef:
+        ds = self.datasets[int(self.rng.choice(len(self.datasets), p=self.dataset_probabilities))]
+        cases = self.cases_by_dataset[ds]
+        return cases[int(self.rng.integers(len(cases)))]
+
+    def _choose_foreground_voxel(self, case: CaseRef) -> np.ndarray | None:
+        locations = self._class_locations(case)
+        if not locations:
+            return None  # nothing annotated in this case: nnU-Net falls back to a random patch
+        names = sorted(locations)
+        voxels = locations[names[int(self.rng.integers(len(names)))]]
+        return voxels[int(self.rng.integers(len(voxels)))]
+
+    def _patch_start(self, shape: Sequence[int], centre: Sequence[int] | None) -> list[int]:
+        """Lower corner of the patch along each axis of `shape` (nnU-Net's bounds).
+
+        The patch may extend beyond the image by half the augmentation margin (initial - final patch),
+        or further where the image is smaller than the patch. A foreground centre is clamped into the
+        same bounds, which still keeps the voxel inside the patch.
+        """
+        patch, final = self.initial_patch_size[-len(shape):], self.patch_size[-len(shape):]
+        starts = []
+        for d, size in enumerate(shape):
+            need = max(patch[d] - final[d], patch[d] - size)
+            low = -(need // 2)
+            high = size + need // 2 + need % 2 - patch[d]
+            if centre is None:
+                starts.append(int(self.rng.integers(low, high + 1)))
+            else:
+                starts.append(int(min(high, max(low, int(centre[d]) - patch[d] // 2))))
+        return starts
+
+    def _targets(self, case: CaseRef, seg_patch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        target = np.zeros((self.num_classes, *seg_patch.shape), dtype=np.float32)
+        annotated = np.zeros(self.num_classes, dtype=bool)
+        for name, values in self.class_values[case.dataset].items():
+            k = self.class_names.index(name)
+            target[k] = np.isin(seg_patch, values)
+            annotated[k] = True
+        return target, annotated
+
+    def sample_item(self, case: CaseRef, force_foreground: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(data (C, *patch), target (K, *patch), annotated (K,)) for one case."""
+        arrays = self._load(case)
+        voxel = self._choose_foreground_voxel(case) if force_foreground else None
+        if self.is_2d:
+            z = int(voxel[0]) if voxel is not None else int(self.rng.integers(arrays.data.shape[1]))
+            data_img, seg_img = arrays.data[:, z], arrays.seg[z]
+            centre = voxel[1:] if voxel is not None else None
+        else:
+            data_img, seg_img = arrays.data, arrays.seg
+            centre = voxel
+        start = self._patch_start(seg_img.shape, centre)
+        bbox = [[s, s + p] for s, p in zip(start, self.initial_patch_size)]
+        data = crop_and_pad_nd(data_img, bbox, pad_value=0)
+        seg = crop_and_pad_nd(seg_img, bbox, pad_value=0)
+        target, annotated = self._targets(case, seg)
+        return data.astype(np.float32, copy=False), target, annotated
+
+    def next_batch(self) -> dict:
+        """{"data" (B, C, *patch) float32, "target" (B, K, *patch) float32, "annotated" (B, K) bool, "keys"}."""
+        data, target, annotated, keys = [], [], [], []
+        for i in range(self.batch_size):
+            case = self._choose_case()
+            d, t, a = self.sample_item(case, self._is_forced_foreground(i))
+            data.append(d)
+            target.append(t)
+            annotated.append(a)
+            keys.append((case.dataset, case.case_id))
+        return {"data": np.stack(data), "target": np.stack(target), "annotated": np.stack(annotated), "keys": keys}
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict:
+        return self.next_batch()
+
+
+def _parse_label_space(plans: Mapping) -> tuple[list[str], dict[str, dict[str, list[int]]]]:
+    """Class names in vocabulary order, and per dataset {annotated class: label values}."""
+    name = plans.get("plans_name", "?")
+    label_space = plans.get("label_space")
+    if not isinstance(label_space, Mapping) or "classes" not in label_space or "datasets" not in label_space:
+        raise UserError(f"plans '{name}': missing label_space.classes / label_space.datasets")
+    class_names = [c["name"] for c in label_space["classes"]]
+    if len(set(class_names)) != len(class_names):
+        raise UserError(f"plans '{name}': label_space.classes has duplicate names")
+    class_values: dict[str, dict[str, list[int]]] = {}
+    for ds, classes in label_space["datasets"].items():
+        for cls, values in classes.items():
+            if cls not in class_names:
+                raise UserError(f"plans '{name}': dataset {ds} annotates '{cls}', which is not in label_space.classes")
+            if not values:
+                raise UserError(f"plans '{name}': dataset {ds} class '{cls}' has no label values")
+        class_values[ds] = {cls: [int(v) for v in values] for cls, values in classes.items()}
+    return class_names, class_values
+
+
+def _group_cases(cases: Sequence[CaseRef], class_values: Mapping[str, object]) -> dict[str, list[CaseRef]]:
+    if len(cases) == 0:
+        raise UserError("patch sampler: no training cases given")
+    grouped: dict[str, list[CaseRef]] = {}
+    for case in cases:
+        if case.dataset not in class_values:
+            raise UserError(f"case {case.case_id}: dataset '{case.dataset}' is not in the plans' label_space")
+        grouped.setdefault(case.dataset, []).append(case)
+    return grouped
+
+
+def _load_case_arrays(case: CaseRef) -> _CaseArrays:
+    try:
+        with np.load(case.npz_path) as npz:
+            if "seg" not in npz.files:
+                raise UserError(f"{case.npz_path}: no 'seg' array (a training case needs labels)")
+            data, seg = npz["data"], npz["seg"]
+    except (OSError, ValueError) as e:
+        raise UserError(f"{case.npz_path}: cannot read preprocessed case ({e})") from None
+    if data.ndim != 4 or seg.ndim != 4 or seg.shape[0] != 1 or data.shape[1:] != seg.shape[1:]:
+        raise UserError(f"{case.npz_path}: expected data (c,z,y,x) and seg (1,z,y,x), got {data.shape}, {seg.shape}")
+    return _CaseArrays(data.astype(np.float32, copy=False), seg[0])

@@ -1,0 +1,40 @@
+"""textnnunet_generate_phantoms: write the synthetic abdominal CT datasets (Dataset001-004) into the raw folder."""
+from __future__ import annotations
+
+import argparse
+
+from textnnunet.cli.common import user_errors_exit
+from textnnunet.dataset.phantoms import PHANTOM_DATASETS, SIZES, generate_phantom_datasets
+from textnnunet.paths import resolve_folder
+
+
+def build_parser() -> argparse.ArgumentParser:
+    names = ", ".join(spec.name for spec in PHANTOM_DATASETS)
+    parser = argparse.ArgumentParser(
+        prog="textnnunet_generate_phantoms",
+        description=f"Generate synthetic, partially labelled abdominal CT datasets in nnU-Net v2 format ({names}).",
+    )
+    parser.add_argument("--raw", default=None, metavar="PATH", help="raw data folder (default: $TEXTNNUNET_raw)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="default",
+                        help="'default' is the demo data; 'small' is tiny data for tests (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0, help="same seed, same data (default: %(default)s)")
+    parser.add_argument("-d", "--datasets", type=int, nargs="+", default=None, metavar="ID",
+                        help="only these dataset ids (default: all)")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing phantom dataset folders")
+    parser.add_argument("-np", "--num_processes", type=int, default=1, help="worker processes (default: %(default)s)")
+    return parser
+
+
+@user_errors_exit
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    raw = resolve_folder("raw", args.raw)
+    folders = generate_phantom_datasets(raw, size=args.size, seed=args.seed, overwrite=args.overwrite,
+                                        num_processes=args.num_processes, progress=True, datasets=args.datasets)
+    for folder in folders:
+        print(folder)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -147,8 +147,8 @@ def test_downsample_targets_nearest_and_binary():
 
 
 def test_deep_supervision_weights_and_loss():
-    assert deep_supervision_weights(3) == pytest.approx([2 / 3, 1 / 3, 0.0])
-    assert deep_supervision_weights(1) == [1.0]
+    assert list(deep_supervision_weights(3)) == pytest.approx([2 / 3, 1 / 3, 0.0])
+    assert list(deep_supervision_weights(1)) == [1.0]
     g = torch.Generator().manual_seed(1)
     target = (torch.rand(2, 3, 8, 8, 8, generator=g) > 0.5).float()
     annotated = torch.tensor([[True, True, False], [False, False, True]])

@@ -171,7 +171,7 @@ def test_preprocess_dataset_cache_contents(raw_root, tmp_path):
     assert data.dtype == np.float32 and seg.dtype == np.int16
     assert set(props) == {"case_id", "dataset", "spacing_original", "origin", "direction", "shape_original",
                           "bbox_crop", "shape_after_crop", "spacing_target", "shape_after_resample",
-                          "class_locations"}
+                          "class_locations", "original_geometry"}
     assert props["case_id"] == "case0" and props["dataset"] == DATASET
     np.testing.assert_allclose(props["spacing_original"], SPACING)
     np.testing.assert_allclose(props["origin"], (10.0, -5.0, 3.0))
@@ -310,6 +310,27 @@ def test_restore_to_original_puts_blob_back(raw_root):
     assert np.all(restored[:, outside] == 0)
     with pytest.raises(ValueError):
         restore_to_original(probs[:, :-1], props)
+
+
+@pytest.mark.parametrize("direction", [(-1.0, 0, 0, 0, -1.0, 0, 0, 0, 1.0), (0, 1.0, 0, 1.0, 0, 0, 0, 0, 1.0)])
+def test_non_canonical_orientation_round_trip(raw_root, tmp_path, direction):
+    """Flipped or transposed inputs are preprocessed in LPS and predictions come back in the input's layout."""
+    label = raw_root / DATASET / "labelsTr" / "case0.nii.gz"
+    image = sitk.ReadImage(str(raw_root / DATASET / "imagesTr" / "case0_0000.nii.gz"))
+    seg_img = sitk.ReadImage(str(label))
+    for img in (image, seg_img):
+        img.SetDirection(direction)
+    sitk.WriteImage(image, str(tmp_path / "flip_0000.nii.gz"))
+    sitk.WriteImage(seg_img, str(tmp_path / "flip.nii.gz"))
+    _, seg, props = preprocess_case([tmp_path / "flip_0000.nii.gz"], tmp_path / "flip.nii.gz", _plans(),
+                                    "3d_fullres", CLASSES)
+    assert props["direction"] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0]
+    assert props["original_geometry"]["direction"] == list(direction)
+    restored = restore_to_original(np.isin(seg[0], [1, 2])[None].astype(np.float32), props)
+    truth = sitk.GetArrayFromImage(seg_img) > 0
+    assert restored.shape[1:] == truth.shape
+    liver = restored[0] > 0.5
+    assert 2 * (liver & truth).sum() / (liver.sum() + truth.sum()) > 0.85
 
 
 @pytest.mark.slow

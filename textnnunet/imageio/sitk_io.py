@@ -103,3 +103,40 @@ def write_image(array: np.ndarray, geometry: ImageGeometry, path: str | Path, co
     suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
     with atomic_path(path, suffix=suffix) as tmp:
         sitk.WriteImage(array_to_sitk(array, geometry), str(tmp), useCompression=compress)
+
+
+# ------------------------------------------------------------------------------------------ orientation
+# Networks see arrays, not patients: the same anatomy stored with another direction matrix is a mirrored or
+# transposed array. Preprocessing therefore works in one canonical orientation and prediction goes back.
+CANONICAL_ORIENTATION = "LPS"  # identity direction for axis-aligned images
+
+
+def orientation_code(direction: Sequence[float]) -> str:
+    return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(tuple(float(d) for d in direction))
+
+
+def _reorient(array: np.ndarray, geometry: ImageGeometry, code: str) -> tuple[np.ndarray, ImageGeometry]:
+    """Reorient a (k, z, y, x) array with its geometry to `code` (permutations and flips only, no resampling)."""
+    out, out_geometry = [], geometry
+    for channel in array:
+        img = sitk.DICOMOrient(array_to_sitk(np.ascontiguousarray(channel), geometry), code)
+        out.append(sitk.GetArrayFromImage(img))
+        out_geometry = geometry_of(img)
+    return np.stack(out), out_geometry
+
+
+def to_canonical(array: np.ndarray, geometry: ImageGeometry) -> tuple[np.ndarray, ImageGeometry]:
+    if orientation_code(geometry.direction) == CANONICAL_ORIENTATION:
+        return array, geometry
+    return _reorient(array, geometry, CANONICAL_ORIENTATION)
+
+
+def from_canonical(array: np.ndarray, canonical_geometry: ImageGeometry, original: ImageGeometry) -> np.ndarray:
+    """Undo `to_canonical` for a (k, z, y, x) array on the canonical grid; returns the original array layout."""
+    code = orientation_code(original.direction)
+    if code == orientation_code(canonical_geometry.direction):
+        return array
+    restored, geometry = _reorient(array, canonical_geometry, code)
+    if tuple(geometry.shape) != tuple(original.shape):
+        raise ValueError(f"reorientation gave shape {geometry.shape}, expected {original.shape}")
+    return restored

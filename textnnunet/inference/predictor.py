@@ -171,5 +171,8 @@ class TextPredictor:
 
 
 def geometry_from_properties(properties: dict) -> ImageGeometry:
+    """The input image's own geometry (before canonical reorientation)."""
+    if "original_geometry" in properties:
+        return ImageGeometry.from_json(properties["original_geometry"])
     return ImageGeometry(spacing=tuple(properties["spacing_original"]), origin=tuple(properties["origin"]),
                          direction=tuple(properties["direction"]), shape=tuple(properties["shape_original"]))

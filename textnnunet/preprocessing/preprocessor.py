@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from textnnunet.dataset.description import Case, DatasetDescription, load_dataset, test_cases, training_cases
 from textnnunet.errors import UserError
-from textnnunet.imageio.sitk_io import read_image, read_label
+from textnnunet.imageio.sitk_io import ImageGeometry, from_canonical, read_image, read_label, to_canonical
 from textnnunet.preprocessing.cropping import crop_to_nonzero_with_mask, uncrop
 from textnnunet.preprocessing.normalization import normalize
 from textnnunet.preprocessing.resampling import (
@@ -127,8 +127,12 @@ def preprocess_case(
     """Preprocess one case: (data float32 (c,z,y,x), seg int16 (1,z,y,x) or None, properties)."""
     configuration = get_configuration(plans, configuration_name)
     settings = _resampling_settings(configuration)
-    data, geometry = read_image(image_files)
+    data, original_geometry = read_image(image_files)
     seg = _read_seg(Path(label_file), data.shape[1:]) if label_file is not None else None
+    # Work in one canonical orientation so every dataset shows the network the same anatomy layout.
+    data, geometry = to_canonical(data, original_geometry)
+    if seg is not None:
+        seg = to_canonical(seg[None], original_geometry)[0][0]
 
     data, seg, bbox, nonzero = crop_to_nonzero_with_mask(data, seg)
     shape_after_crop = data.shape[1:]
@@ -156,6 +160,7 @@ def preprocess_case(
         "shape_after_crop": [int(s) for s in shape_after_crop],
         "spacing_target": target,
         "shape_after_resample": [int(s) for s in new_shape],
+        "original_geometry": original_geometry.to_json(),
         "class_locations": sample_class_locations(seg, class_label_values or {}) if seg is not None else {},
     }
     return data.astype(np.float32, copy=False), (seg[None].astype(np.int16) if seg is not None else None), properties
@@ -312,6 +317,8 @@ def restore_to_original(
 ) -> np.ndarray:
     """Map (k, z, y, x) probabilities from preprocessed space back onto the original image grid (float32).
 
+    The original grid includes the input's own orientation: the canonical reorientation is undone last.
+
     Resample to the cropped shape at the original spacing, then paste into the original shape (0 outside
     the crop, where the image was empty). Thresholding happens after this, at the original resolution.
     """
@@ -323,4 +330,9 @@ def restore_to_original(
         properties["spacing_target"], properties["spacing_original"], order=order, order_z=order_z,
         separate_z_threshold=separate_z_threshold,
     )
-    return uncrop(cropped, properties["bbox_crop"], properties["shape_original"], fill=0).astype(np.float32)
+    canonical = uncrop(cropped, properties["bbox_crop"], properties["shape_original"], fill=0).astype(np.float32)
+    if "original_geometry" not in properties:
+        return canonical
+    canonical_geometry = ImageGeometry(tuple(properties["spacing_original"]), tuple(properties["origin"]),
+                                       tuple(properties["direction"]), tuple(properties["shape_original"]))
+    return from_canonical(canonical, canonical_geometry, ImageGeometry.from_json(properties["original_geometry"]))

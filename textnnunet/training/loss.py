@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textnnunet.network.deep_supervision import deep_supervision_weights  # noqa: F401  (one implementation, re-exported)
+
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
 
 
@@ -90,17 +92,6 @@ def downsample_targets(target: torch.Tensor, shapes: Sequence[Sequence[int]]) ->
         else:
             out.append(F.interpolate(target.float(), size=spatial, mode="nearest-exact").to(target.dtype))
     return out
-
-
-def deep_supervision_weights(n_outputs: int) -> list[float]:
-    """nnU-Net's weights: 1/2^i per resolution, the lowest resolution switched off, normalised to sum 1."""
-    if n_outputs < 1:
-        raise ValueError("need at least one output")
-    weights = [1.0 / (2**i) for i in range(n_outputs)]
-    if n_outputs > 1:
-        weights[-1] = 0.0
-    total = sum(weights)
-    return [w / total for w in weights]
 
 
 class DeepSupervisionLoss(nn.Module):

@@ -10,7 +10,7 @@ from textnnunet.dataset.description import load_dataset
 from textnnunet.evaluation.metrics import compute_case_metrics, label_map_to_masks
 from textnnunet.evaluation.summary import summarize, write_summary
 from textnnunet.imageio.sitk_io import read_label
-from textnnunet.inference.predictor import PredictionSettings, predict_probabilities
+from textnnunet.inference.predictor import PredictionSettings, geometry_from_properties, predict_probabilities
 from textnnunet.preprocessing.preprocessor import load_case, restore_to_original
 from textnnunet.utils.files import atomic_savez_compressed
 
@@ -59,7 +59,7 @@ def validate_fold(network: torch.nn.Module, plans: dict, configuration: str, cas
                 reference = label_map_to_masks(reference_label_map(raw_root, dataset, case_id, seg, properties),
                                                annotated)
                 predicted = {name: masks[class_names.index(name)] for name in reference}
-                metrics = compute_case_metrics(reference, predicted, properties["spacing_original"],
+                metrics = compute_case_metrics(reference, predicted, geometry_from_properties(properties).spacing,
                                                nsd_tolerance_mm=nsd_tolerance_mm, case_id=case_id)
                 per_case.append({"case_id": case_id, "dataset": dataset, "metrics": metrics})
     finally:

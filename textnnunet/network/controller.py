@@ -1,0 +1,138 @@
+"""Text-conditioned dynamic segmentation heads (the CLIP-Driven Universal Model's controller).
+
+For every image b and prompt k, a controller maps [global image feature_b, text feature_k] to the weights
+and biases of a tiny per-pixel MLP (three 1x1 convolutions, 8 -> 8 -> 8 -> 1 channels, ReLU between).
+That MLP reads the decoder features after a shared reduction to 8 channels and returns one logit per
+pixel. All B*K heads of a batch run together as batched matmuls (no loop over prompts); K is an input.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+HEAD_CHANNELS = 8  # channels the decoder features are reduced to before the dynamic heads
+HEAD_LAYERS = (8, 8, 1)  # output channels of the three dynamic 1x1 convolutions
+COND_DIM = 256  # width of the image and text embeddings fed to the controller
+
+
+def group_count(channels: int, max_groups: int = 16) -> int:
+    """Largest divisor of `channels` not above `max_groups` (the Universal Model uses 16 groups)."""
+    return max(g for g in range(1, min(channels, max_groups) + 1) if channels % g == 0)
+
+
+def dynamic_param_count(in_channels: int = HEAD_CHANNELS, layers: Sequence[int] = HEAD_LAYERS) -> int:
+    """Weights plus biases of the dynamic head (153 for 8 -> 8 -> 8 -> 1)."""
+    count, fan_in = 0, in_channels
+    for out in layers:
+        count += fan_in * out + out
+        fan_in = out
+    return count
+
+
+def split_dynamic_params(
+    params: torch.Tensor, in_channels: int = HEAD_CHANNELS, layers: Sequence[int] = HEAD_LAYERS
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Cut (N, P) controller outputs into per-layer weights (N, out, in) and biases (N, out).
+
+    Layout of one parameter vector: all layers' weights (row-major out x in), then all layers' biases.
+    """
+    n = params.shape[0]
+    shapes = []
+    fan_in = in_channels
+    for out in layers:
+        shapes.append((out, fan_in))
+        fan_in = out
+    sizes = [o * i for o, i in shapes] + [o for o, _ in shapes]
+    chunks = torch.split(params, sizes, dim=1)
+    weights = [c.reshape(n, o, i) for c, (o, i) in zip(chunks[: len(shapes)], shapes)]
+    biases = [c.reshape(n, o) for c, (o, _) in zip(chunks[len(shapes) :], shapes)]
+    return weights, biases
+
+
+def _block_diagonal(w: torch.Tensor) -> torch.Tensor:
+    """(N, G, out, in) per-prompt weights -> (N, G*in, G*out) block-diagonal matrices for x @ W."""
+    n, g, out, fan_in = w.shape
+    eye = torch.eye(g, dtype=w.dtype, device=w.device)
+    return torch.einsum("gh,ngoi->ngiho", eye, w).reshape(n, g * fan_in, g * out)
+
+
+class ControllerHeads(nn.Module):
+    """Universal-Model heads over decoder features at `n_scales` resolutions (highest first)."""
+
+    def __init__(
+        self, decoder_channels: Sequence[int], bottleneck_channels: int, embed_dim: int, conv_dims: int
+    ):
+        super().__init__()
+        self.conv_dims = conv_dims
+        # prompts per block-diagonal matmul (None: 16 on GPU, 1 on CPU); any value gives the same result
+        self.prompts_per_block: int | None = None
+        conv = nn.Conv3d if conv_dims == 3 else nn.Conv2d
+        # text embedding -> "organ embedding" (Linear + ReLU as in the Universal Model)
+        self.text_proj = nn.Sequential(nn.Linear(embed_dim, COND_DIM), nn.ReLU(inplace=True))
+        # bottleneck -> global image feature (GroupNorm, ReLU, global average pool, linear)
+        self.image_norm = nn.Sequential(
+            nn.GroupNorm(group_count(bottleneck_channels), bottleneck_channels), nn.ReLU(inplace=True)
+        )
+        self.image_proj = nn.Linear(bottleneck_channels, COND_DIM)
+        self.controller = nn.Linear(2 * COND_DIM, dynamic_param_count())
+        # one 8-channel reduction per decoder resolution; the dynamic heads themselves are shared
+        self.reductions = nn.ModuleList(
+            nn.Sequential(nn.GroupNorm(group_count(c), c), nn.ReLU(inplace=True), conv(c, HEAD_CHANNELS, 1))
+            for c in decoder_channels
+        )
+
+    def image_features(self, bottleneck: torch.Tensor) -> torch.Tensor:
+        pooled = self.image_norm(bottleneck).mean(dim=tuple(range(2, bottleneck.dim())))
+        return self.image_proj(pooled)  # (B, 256)
+
+    def dynamic_params(self, bottleneck: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        """(B, K, P) head parameters, one vector per (image, prompt) pair."""
+        image = self.image_features(bottleneck)
+        text = self.text_proj(text_embeddings.to(self.controller.weight.dtype))
+        b, k = image.shape[0], text.shape[0]
+        pairs = torch.cat((image[:, None].expand(b, k, -1), text[None].expand(b, k, -1)), dim=2)
+        return self.controller(pairs)
+
+    def apply_heads(self, head_inputs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+        """Run the B*K dynamic heads on (B, 8, *S) inputs; returns (B, K, *S) logits.
+
+        Same maths as the Universal Model's grouped 1x1 convolutions (groups=B*K), done as batched matmuls
+        over voxels: prompts are packed `prompts_per_block` at a time into block-diagonal weight matrices,
+        which turns many 8x8 products into a few large ones (forward+backward about 2x faster than the grouped
+        convolution, 34 vs 74 ms, peak 9 vs 13 GB, for B=2, K=32, 128^3, fp16 on an H100).
+        Zero-padded prompts fill the last block.
+        """
+        b, c, *spatial = head_inputs.shape
+        k = params.shape[1]
+        g = min(k, self.prompts_per_block or (16 if head_inputs.is_cuda else 1))
+        nb = -(-k // g)  # blocks per image
+        if nb * g != k:
+            params = F.pad(params, (0, 0, 0, nb * g - k))
+        weights, biases = split_dynamic_params(params.reshape(b * nb * g, -1), c)
+        voxels = head_inputs.reshape(b, 1, c, -1).transpose(2, 3)  # (B, 1, S, C): channels last
+        x = voxels.expand(b, nb, -1, c).reshape(b * nb, -1, c)
+        for layer, (w, bias) in enumerate(zip(weights, biases)):
+            if layer > 0:
+                x = torch.relu_(x)  # in place is safe: baddbmm keeps its inputs, not its output, for backward
+            out, fan_in = w.shape[1:]
+            w = w.reshape(b * nb, g, out, fan_in)
+            # layer 1 reads the shared image channels; later layers read only their own prompt's channels
+            w = w.permute(0, 3, 1, 2).reshape(b * nb, fan_in, g * out) if layer == 0 else _block_diagonal(w)
+            x = torch.baddbmm(bias.reshape(b * nb, 1, g * out), x, w)
+        logits = x.view(b, nb, -1, g).permute(0, 1, 3, 2).reshape(b, nb * g, -1)[:, :k]
+        return logits.reshape(b, k, *spatial)
+
+    def forward(
+        self,
+        decoder_features: Sequence[torch.Tensor],
+        bottleneck: torch.Tensor,
+        text_embeddings: torch.Tensor,
+        n_scales: int,
+    ) -> list[torch.Tensor]:
+        params = self.dynamic_params(bottleneck, text_embeddings)
+        return [
+            self.apply_heads(self.reductions[s](decoder_features[s]), params) for s in range(n_scales)
+        ]

@@ -162,7 +162,7 @@ def test_preprocess_dataset_cache_contents(raw_root, tmp_path):
     counts = preprocess_dataset(plans, "3d_fullres", desc, out)
     assert counts == {"done": 3, "skipped": 0}
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [f"case{i}.{ext}" for i in range(3) for ext in ("npz", "json")])
+        [f"case{i}.{ext}" for i in range(3) for ext in ("npz", "json")] + ["preprocessing_signature.json"])
 
     with np.load(out / "case0.npz") as f:
         assert sorted(f.files) == ["data", "seg"]
@@ -223,7 +223,7 @@ def test_2d_configuration_keeps_slice_spacing(raw_root):
 
 
 def _mtimes(folder: Path) -> dict[str, int]:
-    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir()}
+    return {p.name: p.stat().st_mtime_ns for p in folder.iterdir() if p.name.startswith("case")}
 
 
 def test_resume_after_interruption_redoes_only_unfinished(raw_root, tmp_path):
@@ -260,6 +260,18 @@ def test_overwrite_redoes_all(raw_root, tmp_path):
     assert preprocess_dataset(plans, "3d_fullres", desc, out, overwrite=True) == {"done": 3, "skipped": 0}
     after = _mtimes(out)
     assert all(after[k] != before[k] for k in before)
+
+
+def test_replanned_spacing_invalidates_the_cache(raw_root, tmp_path):
+    plans, desc = _plans(), load_dataset(raw_root, DATASET)
+    out = tmp_path / "pp" / DATASET
+    preprocess_dataset(plans, "3d_fullres", desc, out)
+    assert preprocess_dataset(plans, "3d_fullres", desc, out) == {"done": 0, "skipped": 3}
+    plans["configurations"]["3d_fullres"]["patch_size"] = [4, 4, 4]  # not a preprocessing setting
+    assert preprocess_dataset(plans, "3d_fullres", desc, out) == {"done": 0, "skipped": 3}
+    plans["configurations"]["3d_fullres"]["spacing"] = [2.0, 2.0, 2.0]
+    assert preprocess_dataset(plans, "3d_fullres", desc, out) == {"done": 3, "skipped": 0}
+    assert load_case(out, "case0")[2]["spacing_target"] == [2.0, 2.0, 2.0]
 
 
 def test_include_test_writes_imagesTs_without_seg(raw_root, tmp_path):

@@ -46,8 +46,9 @@ class PlannerPreset:
 
 PRESETS = {
     "gpu": PlannerPreset("gpu", memory_target_gb=8.0, base_features=32, max_features_3d=320, max_features_2d=512),
-    # About a 64^3 patch with batch 2 on large images: small enough for a few CPU cores.
-    "cpu": PlannerPreset("cpu", memory_target_gb=0.5, base_features=16, max_features_3d=192, max_features_2d=256),
+    # Measured on 2 CPU cores (documentation/results.md): about 0.7 s per training step at the demo's ~32x56x48
+    # patch, batch 2, so the demo trains to its Dice bar in minutes. 16 base features cost ~2.5x that.
+    "cpu": PlannerPreset("cpu", memory_target_gb=0.08, base_features=8, max_features_3d=128, max_features_2d=256),
 }
 
 

@@ -223,6 +223,27 @@ def _process_job(job: tuple) -> str:
     return case.case_id
 
 
+SIGNATURE_FILE = "preprocessing_signature.json"
+
+
+def preprocessing_signature(plans: dict, configuration_name: str, class_values: dict) -> dict:
+    """Everything in a plan that changes the cached arrays (not patch size, batch size or topology)."""
+    configuration = get_configuration(plans, configuration_name)
+    keys = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling")
+    signature = {
+        "configuration": {k: configuration.get(k) for k in keys},
+        "is_2d": is_2d(configuration),
+        "intensity_properties": plans.get("foreground_intensity_properties_per_channel"),
+        "class_values": {k: [int(v) for v in vals] for k, vals in class_values.items()},
+    }
+    return json.loads(json.dumps(signature))  # the form it has once read back from disk
+
+
+def cache_signature(folder: Path) -> dict | None:
+    path = Path(folder) / SIGNATURE_FILE
+    return load_json(path) if path.is_file() else None
+
+
 def preprocess_dataset(
     plans: dict,
     configuration_name: str,
@@ -244,6 +265,15 @@ def preprocess_dataset(
     work: list[tuple[Case, Path, bool]] = [(c, output_folder, True) for c in training_cases(desc)]
     if include_test:
         work += [(c, output_folder / TEST_SUBFOLDER, False) for c in test_cases(desc)]
+
+    # A cache made under other settings (re-planned spacing, normalisation, label values) is stale as a whole.
+    signature, recorded = preprocessing_signature(plans, configuration_name, values), cache_signature(output_folder)
+    if recorded != signature:
+        if recorded is not None and not overwrite:
+            print(f"{output_folder}: made with other plan settings, preprocessing it again")
+            overwrite = True
+        output_folder.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(output_folder / SIGNATURE_FILE, signature)
 
     jobs, skipped = [], 0
     for case, folder, with_label in work:

@@ -167,7 +167,8 @@ class Trainer:
             net = torch.compile(net)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+            # The lowest deep-supervision output has weight 0 (nnU-Net's rule), so its head gets no gradient.
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
         return net
 
     def _autocast_dtype(self):

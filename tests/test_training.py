@@ -1,0 +1,157 @@
+"""Trainer: exact resume, splits, learning-rate schedule, pseudo Dice, CLI errors, DDP with gloo."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from tests.training_cache_helpers import LIVER, SPLEEN, make_plans, two_dataset_cases
+from textnnunet.cli.train import main as train_main
+from textnnunet.training.config import TrainingConfig
+from textnnunet.training.splits import cases_for_fold, load_or_create_splits, make_splits, parse_fold
+from textnnunet.training.trainer import CHECKPOINT_LATEST, Trainer, poly_lr, pseudo_dice_counts
+
+ARCH = {"conv_dims": 3, "n_stages": 3, "features_per_stage": [4, 8, 16], "kernel_sizes": [[3, 3, 3]] * 3,
+        "strides": [[1, 1, 1], [2, 2, 2], [2, 2, 2]], "n_conv_per_stage": [1, 1, 1], "n_conv_per_stage_decoder": [1, 1]}
+
+
+def tiny_plans() -> dict:
+    plans = make_plans(patch_3d=(8, 16, 16), batch_size=2)
+    plans["channel_names"] = {"0": "CT"}
+    plans["configurations"]["3d_fullres"]["architecture"] = ARCH
+    plans["configurations"]["3d_fullres"]["spacing"] = [1.0, 1.0, 1.0]
+    del plans["configurations"]["2d"]
+    return plans
+
+
+@pytest.fixture
+def preprocessed(tmp_path) -> Path:
+    """preprocessed/<plan>/plans.json + 3d_fullres caches for two datasets (3 cases each)."""
+    root = tmp_path / "preprocessed"
+    plan_folder = root / "TextPlans_001_002"
+    two_dataset_cases(plan_folder / "3d_fullres", n_liver=3, n_spleen=3)
+    (plan_folder / "plans.json").write_text(json.dumps(tiny_plans()))
+    return root
+
+
+def _trainer(preprocessed: Path, out: Path, epochs: int) -> Trainer:
+    plans = tiny_plans()
+    config = TrainingConfig(epochs=epochs, iters_per_epoch=2, val_iters_per_epoch=1, device="cpu", seed=3)
+    train = {LIVER: ["liver_000", "liver_001"], SPLEEN: ["spleen_000", "spleen_001"]}
+    val = {LIVER: ["liver_002"], SPLEEN: ["spleen_002"]}
+    embeddings = np.random.default_rng(0).normal(size=(3, 12)).astype(np.float32)
+    return Trainer(plans, "3d_fullres", 0, preprocessed / "TextPlans_001_002" / "3d_fullres", train, val, out,
+                   config, embeddings, echo=False)
+
+
+def test_resume_ends_where_an_uninterrupted_run_ends(preprocessed, tmp_path):
+    straight = _trainer(preprocessed, tmp_path / "straight", epochs=3)
+    straight.run()
+
+    interrupted = _trainer(preprocessed, tmp_path / "resumed", epochs=3)
+    interrupted.run_epoch(0)
+    interrupted._end_of_epoch(0)
+    interrupted.close()  # the "crash" after epoch 0's checkpoint
+    resumed = _trainer(preprocessed, tmp_path / "resumed", epochs=3)
+    resumed.load_checkpoint(tmp_path / "resumed" / CHECKPOINT_LATEST)
+    assert resumed.start_epoch == 1
+    resumed.run()
+
+    a, b = straight.raw_network.state_dict(), resumed.raw_network.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert straight.history.train_loss == resumed.history.train_loss
+    for name in ("checkpoint_final.pth", "checkpoint_latest.pth", "progress.png", "log.txt"):
+        assert (tmp_path / "resumed" / name).is_file()
+
+
+def test_training_reduces_the_loss_on_a_learnable_task(preprocessed, tmp_path):
+    trainer = _trainer(preprocessed, tmp_path / "learn", epochs=3)
+    trainer.config.iters_per_epoch = 8
+    trainer.config.augmentation = "none"
+    trainer.train_iter, trainer.val_iter = trainer._build_iterators()
+    trainer.run()
+    losses = trainer.history.train_loss
+    assert losses[-1] < losses[0] - 0.05, losses
+
+
+def test_splits_are_seeded_disjoint_and_cover_every_case(tmp_path):
+    ids = [f"c{i}" for i in range(12)]
+    splits = make_splits(ids)
+    assert splits == make_splits(ids)
+    assert sorted(c for f in splits for c in f["val"]) == sorted(ids)
+    for fold in splits:
+        assert not set(fold["train"]) & set(fold["val"])
+    few = make_splits(["a", "b"])
+    assert len(few) == 5 and all(f["val"] for f in few)
+    path = tmp_path / "splits_final.json"
+    first = load_or_create_splits(path, {"A": ids})
+    assert load_or_create_splits(path, {"A": ids + ["new"], "B": ["x", "y", "z"]})["A"] == first["A"]
+    train, val = cases_for_fold(load_or_create_splits(path, {}), "all", ["A", "B"])
+    assert val == {"A": [], "B": []} and len(train["A"]) == 12
+
+
+def test_poly_lr_and_fold_parsing():
+    assert poly_lr(0, 10, 0.01) == pytest.approx(0.01)
+    assert poly_lr(5, 10, 0.01) == pytest.approx(0.01 * 0.5**0.9)
+    assert parse_fold("all") == "all" and parse_fold("3") == 3
+    with pytest.raises(Exception, match="fold 'x'"):
+        parse_fold("x")
+
+
+def test_pseudo_dice_counts_only_annotated_items():
+    logits = torch.tensor([[[[5.0, 5.0]], [[5.0, -5.0]]], [[[5.0, 5.0]], [[5.0, 5.0]]]]).unsqueeze(-1)  # (2,2,1,2,1)
+    target = torch.tensor([[[[1.0, 0.0]], [[1.0, 1.0]]], [[[0.0, 0.0]], [[0.0, 0.0]]]]).unsqueeze(-1)
+    annotated = torch.tensor([[True, True], [False, True]])
+    tp, fp, fn = pseudo_dice_counts(logits, target, annotated)
+    assert tp.tolist() == [1, 1] and fp.tolist() == [1, 2] and fn.tolist() == [0, 1]
+
+
+def _cli(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_main(argv)
+    return e.value.code, capsys.readouterr().err
+
+
+def test_cli_errors_are_one_line(preprocessed, tmp_path, capsys):
+    common = ["--preprocessed", str(preprocessed), "--results", str(tmp_path / "results"), "--encoder", "onehot",
+              "--device", "cpu", "--epochs", "1", "--iters_per_epoch", "1", "--val_iters_per_epoch", "1",
+              "--skip_validation", "--quiet"]
+    code, err = _cli(["3d_lowres", "0", *common], capsys)
+    assert code == 2 and "configuration '3d_lowres' is not in" in err and err.count("\n") == 1
+    code, err = _cli(["3d_fullres", "first", *common], capsys)
+    assert code == 2 and "fold 'first'" in err
+    code, err = _cli(["3d_fullres", "0", "--c", *common], capsys)
+    assert code == 2 and "nothing to resume" in err
+    code, err = _cli(["3d_fullres", "0", "--preprocessed", str(tmp_path / "empty"), *common[2:]], capsys)
+    assert code == 2 and "textnnunet_plan_and_preprocess" in err
+
+    code, _ = _cli(["3d_fullres", "0", *common], capsys)
+    assert code == 0
+    fold = tmp_path / "results" / "TextPlans_001_002" / "3d_fullres__onehot" / "fold_0"
+    assert (fold / "checkpoint_final.pth").is_file()
+    code, err = _cli(["3d_fullres", "0", *common], capsys)
+    assert code == 2 and "already holds checkpoints" in err
+
+    cases = preprocessed / "TextPlans_001_002" / "3d_fullres" / SPLEEN
+    for f in cases.iterdir():
+        f.unlink()
+    code, err = _cli(["3d_fullres", "1", *common], capsys)
+    assert code == 2 and "textnnunet_preprocess" in err and SPLEEN in err
+
+
+def test_ddp_two_gloo_processes_run_an_epoch(preprocessed, tmp_path):
+    results = tmp_path / "results"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "textnnunet.cli.train", "3d_fullres", "0", "--preprocessed", str(preprocessed),
+           "--results", str(results), "--encoder", "onehot", "--device", "cpu", "--epochs", "1",
+           "--iters_per_epoch", "2", "--val_iters_per_epoch", "1", "--skip_validation", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fold = results / "TextPlans_001_002" / "3d_fullres__onehot" / "fold_0"
+    ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+    assert ckpt["world_size"] == 2 and ckpt["epochs_done"] == 1

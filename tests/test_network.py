@@ -192,7 +192,7 @@ def test_gradients_reach_text_projection_controller_and_backbone():
         ("text_proj", net.heads.text_proj[0].weight),
         ("image_proj", net.heads.image_proj.weight),
         ("controller", net.heads.controller.weight),
-        ("reduction low-res", net.heads.reductions[1][2].weight),
+        ("reduction low-res", net.heads.reductions[1].weight),
         ("encoder stem", next(net.backbone.encoder.parameters())),
     ]:
         assert param.grad is not None and param.grad.abs().sum() > 0, name
@@ -234,7 +234,7 @@ def test_nnunet_initialisation():
     expected_std = np.sqrt(2.0 / (1 + 1e-2**2) / fan_in)
     assert abs(conv.weight.std().item() / expected_std - 1) < 0.1
     assert torch.count_nonzero(conv.bias) == 0
-    assert torch.count_nonzero(net.heads.reductions[0][2].bias) == 0
+    assert torch.count_nonzero(net.heads.reductions[0].bias) == 0
 
 
 def test_no_library_seg_layers_and_params_identical_across_modes():

@@ -140,8 +140,10 @@ def test_written_datasets_are_identical_for_the_same_seed(tmp_path):
 
 
 def test_datasets_differ_in_spacing_field_of_view_and_orientation():
-    geometries = {s.dataset_id: case_geometry(s, "default", case_rng(0, s, 0))[0] for s in PHANTOM_DATASETS}
+    geometries = {s.dataset_id: case_geometry(s, "full", case_rng(0, s, 0))[0] for s in PHANTOM_DATASETS}
     assert [round(geometries[i].spacing[0], 2) for i in (1, 2, 3)] == [3.0, 5.0, 2.5]
+    demo = {s.dataset_id: case_geometry(s, "default", case_rng(0, s, 0))[0] for s in PHANTOM_DATASETS}
+    assert [round(demo[i].spacing[0], 2) for i in (1, 2, 3)] == [4.5, 7.5, 3.75]  # coarser, same ratios
     assert len({round(g.spacing[2], 1) for g in geometries.values()}) >= 3
     for geometry in geometries.values():
         assert 35 <= geometry.shape[0] <= 80 and 80 <= geometry.shape[1] <= 125
@@ -169,14 +171,16 @@ def test_liver_is_on_the_patient_right_whatever_the_stored_direction(small_raw):
 
 def test_sizes_show_the_same_anatomy_in_millimetres():
     spec = phantom_spec(2)
-    small, default = generate_case(spec, 1, "small"), generate_case(spec, 1, "default")
+    small, default, full = (generate_case(spec, 1, size) for size in ("small", "default", "full"))
 
     def volume_ml(case, code):
         return (case.anatomy == code).sum() * np.prod(case.geometry.spacing) / 1000
 
     for code in (A["liver"], A["spleen"], A["kidney"]):
-        assert volume_ml(small, code) == pytest.approx(volume_ml(default, code), rel=0.25)
-    assert np.prod(small.image.shape) * 10 < np.prod(default.image.shape)
+        assert volume_ml(small, code) == pytest.approx(volume_ml(full, code), rel=0.25)
+        assert volume_ml(default, code) == pytest.approx(volume_ml(full, code), rel=0.25)
+    assert np.prod(small.image.shape) * 3 < np.prod(default.image.shape)
+    assert np.prod(default.image.shape) * 3 < np.prod(full.image.shape)
 
 
 def test_tumours_are_present_in_the_first_case_and_not_everywhere():

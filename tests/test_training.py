@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.training_cache_helpers import LIVER, SPLEEN, make_plans, two_dataset_cases
+from training_cache_helpers import LIVER, SPLEEN, make_plans, two_dataset_cases
 from textnnunet.cli.train import main as train_main
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.splits import cases_for_fold, load_or_create_splits, make_splits, parse_fold
@@ -34,6 +34,8 @@ def preprocessed(tmp_path) -> Path:
     root = tmp_path / "preprocessed"
     plan_folder = root / "TextPlans_001_002"
     two_dataset_cases(plan_folder / "3d_fullres", n_liver=3, n_spleen=3)
+    for dataset in (LIVER, SPLEEN):  # what the preprocessor leaves beside the cases: not a case
+        (plan_folder / "3d_fullres" / dataset / "preprocessing_signature.json").write_text("{}")
     (plan_folder / "plans.json").write_text(json.dumps(tiny_plans()))
     return root
 

@@ -35,3 +35,7 @@ def main(argv=None) -> int:
                                output_folder=Path(args.output) if args.output else None, strict=not args.partial)
     print(summary_markdown(summary))
     return 0
+
+
+if __name__ == "__main__":
+    main()

@@ -148,3 +148,7 @@ def plan_and_preprocess_entry(argv=None) -> int:
     if not args.no_preprocessing:
         _preprocess(args, folders, [joint] + ([] if args.no_baselines else per_dataset))
     return 0
+
+
+if __name__ == "__main__":
+    plan_and_preprocess_entry()

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ablation: treat classes a dataset does not label as background (naive union)")
     p.add_argument("--batch_dice", action="store_true")
     p.add_argument("--no_augmentation", action="store_true")
+    p.add_argument("--mirror_axes", type=int, nargs="*", default=None,
+                   help="patch axes to mirror in training and TTA (default: all but left-right, the last axis; "
+                        "nnU-Net mirrors all: --mirror_axes 0 1 2)")
     p.add_argument("--no_deep_supervision", action="store_true")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no_amp", action="store_true", help="disable mixed precision on CUDA")
@@ -60,7 +63,8 @@ def config_from_args(args) -> TrainingConfig:
         batch_size=args.batch_size, initial_lr=args.initial_lr, conditioning=args.conditioning,
         backbone=args.backbone, dataset_weighting=args.dataset_weighting,
         mask_unannotated=not args.no_partial_label_masking, batch_dice=args.batch_dice,
-        augmentation="none" if args.no_augmentation else "nnunet", deep_supervision=not args.no_deep_supervision,
+        augmentation="none" if args.no_augmentation else "nnunet", mirror_axes=args.mirror_axes,
+        deep_supervision=not args.no_deep_supervision,
         device=args.device, amp=not args.no_amp, compile=args.compile, num_workers=args.num_workers, seed=args.seed)
 
 

@@ -48,8 +48,6 @@ def resolve_inference_device(requested: str) -> torch.device:
     return torch.device(requested)
 
 
-def mirror_axes_for(patch_size: Sequence[int]) -> tuple[int, ...]:
-    return tuple(range(len(patch_size)))
 
 
 def configuration_of_model_folder(model_folder: Path) -> str:
@@ -66,6 +64,8 @@ def build_network_for_checkpoint(plans: dict, configuration: str, ckpt: dict, em
                            in_channels=len(plans["channel_names"]), embed_dim=embed_dim,
                            conditioning=config.conditioning, deep_supervision=False, backbone=config.backbone)
     net.load_state_dict(ckpt["network"])
+    # Test-time mirroring uses the axes the network was trained with (nnU-Net keeps them in its plans).
+    net.mirror_axes = tuple(config.resolved_mirror_axes(len(plans["configurations"][configuration]["patch_size"])))
     return net.eval()
 
 
@@ -75,10 +75,10 @@ def predict_probabilities(networks: Sequence[torch.nn.Module], data: np.ndarray,
     """Average of the folds' sigmoid probabilities (K, z, y, x) for one preprocessed image."""
     image = torch.from_numpy(np.ascontiguousarray(data))
     embeddings = embeddings.to(device)
-    mirror = mirror_axes_for(patch_size) if settings.use_mirroring else None
     total = None
     for net in networks:
         net.to(device)
+        mirror = getattr(net, "mirror_axes", tuple(range(len(patch_size)))) if settings.use_mirroring else None
 
         def predict_patch(x, net=net):
             return net(x, embeddings)

@@ -184,6 +184,14 @@ def is_case_done(folder: Path, case_id: str) -> bool:
     return isinstance(props, dict) and props.get("case_id") == case_id
 
 
+def finished_case_ids(folder: Path) -> list[str]:
+    """Ids of the finished cases in a cache folder (each has its .npz and, written last, its .json)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.npz") if not p.name.startswith(".") and is_case_done(folder, p.stem))
+
+
 def _remove_stale_files(folder: Path, case_id: str) -> None:
     """Drop an unfinished case's leftovers: its json first (so it never pairs with a new npz) and temp files."""
     npz, js = case_files(folder, case_id)

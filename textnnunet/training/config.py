@@ -28,6 +28,10 @@ class TrainingConfig:
     mask_unannotated: bool = True  # False = the naive union ablation (unlabelled organs become background)
     # Augmentation preset: "nnunet" (the full list) or "none".
     augmentation: str = "nnunet"
+    # Axes of the patch to mirror in training and in test-time augmentation. None: every axis except
+    # left-right. Preprocessing reorients to LPS, so the last array axis is the patient's left-right: mirroring
+    # it would teach the network that liver and spleen, left and right kidney, sit on either side.
+    mirror_axes: list[int] | None = None
     # Runtime.
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # only used on CUDA
@@ -45,6 +49,11 @@ class TrainingConfig:
     def from_json(cls, d: dict) -> "TrainingConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    def resolved_mirror_axes(self, patch_dims: int) -> list[int]:
+        if self.mirror_axes is not None:
+            return [int(a) for a in self.mirror_axes]
+        return list(range(patch_dims - 1))
 
     def model_tag(self, encoder_kind: str) -> str:
         """Folder suffix that keeps ablations apart: empty for the default model."""

@@ -9,6 +9,7 @@ import numpy as np
 from textnnunet.errors import UserError
 from textnnunet.experiment_planning.planner import load_plans
 from textnnunet.paths import joint_plans_name, resolve_folders
+from textnnunet.preprocessing.preprocessor import finished_case_ids
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.splits import cases_for_fold, load_or_create_splits, parse_fold
 from textnnunet.training.trainer import (
@@ -43,7 +44,7 @@ def preprocessed_case_ids(cases_folder: Path, datasets: list[str], configuration
     ids = {}
     for dataset in datasets:
         folder = cases_folder / dataset
-        found = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        found = finished_case_ids(folder)
         if not found:
             raise UserError(f"{folder}: no preprocessed cases for configuration {configuration} "
                             f"(run textnnunet_preprocess -d {dataset_ids_hint} -c {configuration})")
@@ -131,7 +132,8 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
         from textnnunet.training.validation import validate_fold
 
         validate_fold(trainer.raw_network, plans, configuration, cases_folder, val_cases, fold_folder,
-                      trainer.embeddings, trainer.class_names, device=trainer.device, raw_root=folders.raw)
+                      trainer.embeddings, trainer.class_names, device=trainer.device, raw_root=folders.raw,
+                      mirror_axes=config.resolved_mirror_axes(len(cfg_plan["patch_size"])))
     if dist.enabled:
         import torch.distributed as tdist
 

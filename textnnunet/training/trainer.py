@@ -5,7 +5,7 @@ elsewhere; this file wires them, loops, checkpoints and resumes.
 """
 from __future__ import annotations
 
-import os
+import dataclasses
 import random
 import time
 from dataclasses import dataclass
@@ -195,6 +195,8 @@ class Trainer:
     def _build_iterators(self):
         patch = list(self.cfg_plan["patch_size"])
         aug = augmentation_preset(self.config.augmentation, patch)
+        if aug.mirror_axes:
+            aug = dataclasses.replace(aug, mirror_axes=tuple(self.config.resolved_mirror_axes(len(patch))))
         # Sampled larger so that rotation/scaling never pull in padding; the spatial transform crops back.
         big_patch = list(aug.initial_patch_size(patch))
         bs = self.batch_size_per_process()

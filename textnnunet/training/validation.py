@@ -35,12 +35,15 @@ def reference_label_map(raw_root: Path | None, dataset: str, case_id: str, seg: 
 def validate_fold(network: torch.nn.Module, plans: dict, configuration: str, cases_folder: Path,
                   val_cases: dict[str, list[str]], fold_folder: Path, class_embeddings: torch.Tensor,
                   class_names: list[str], device: torch.device, raw_root: Path | None = None,
-                  settings: PredictionSettings | None = None, nsd_tolerance_mm: float = 2.0) -> dict:
+                  settings: PredictionSettings | None = None, nsd_tolerance_mm: float = 2.0,
+                  mirror_axes: list[int] | None = None) -> dict:
     """Predict every validation case with all classes, score each on the classes its dataset labels.
 
     Writes validation/<dataset>/<case>.npz (binary masks per class, original grid) and validation/summary.json|md.
     """
     settings = settings or PredictionSettings(use_mirroring=True)
+    if mirror_axes is not None:
+        network.mirror_axes = tuple(mirror_axes)
     was_ds = network.deep_supervision
     network.deep_supervision = False
     network.eval()

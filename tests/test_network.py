@@ -281,3 +281,18 @@ def test_bad_inputs_are_reported():
         net(x, text[:0])
     with pytest.raises(ValueError, match="divisible"):
         net(torch.randn(1, 2, 14, 16, 16), text)
+
+
+def test_text_center_is_subtracted_and_saved_with_the_weights():
+    torch.manual_seed(0)
+    net = TextPromptedUNet(ARCH_3D, 2, EMBED, deep_supervision=False).eval()
+    x, text = inputs(b=1, k=3)
+    vocabulary = torch.randn(5, EMBED)
+    net.set_text_center(vocabulary)
+    centred = net(x, text)
+    plain = TextPromptedUNet(ARCH_3D, 2, EMBED, deep_supervision=False).eval()
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k != "text_center"}, strict=False)
+    assert torch.allclose(centred, plain(x, text - vocabulary.mean(0)), atol=1e-6)
+    restored = TextPromptedUNet(ARCH_3D, 2, EMBED, deep_supervision=False).eval()
+    restored.load_state_dict(net.state_dict())
+    assert torch.allclose(restored(x, text), centred)

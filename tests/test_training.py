@@ -138,6 +138,15 @@ def test_cli_errors_are_one_line(preprocessed, tmp_path, capsys):
     code, err = _cli(["3d_fullres", "0", *common], capsys)
     assert code == 2 and "already holds checkpoints" in err
 
+    plans = tiny_plans()
+    plans["label_space"]["datasets"][SPLEEN] = {}
+    plans_file = preprocessed / "TextPlans_001_002" / "plans.json"
+    original = plans_file.read_text()
+    plans_file.write_text(json.dumps(plans))
+    code, err = _cli(["3d_fullres", "1", *common], capsys)
+    assert code == 2 and f"dataset {SPLEEN} labels none of the plan's classes" in err
+    plans_file.write_text(original)
+
     cases = preprocessed / "TextPlans_001_002" / "3d_fullres" / SPLEEN
     for f in cases.iterdir():
         f.unlink()

@@ -16,7 +16,7 @@ from textnnunet.cli.common import user_errors_exit
 DEMO_PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
 UNSEEN_PROMPTS = ["hepatic parenchyma", "kidneys", "renal tumour"]
 # The demo's budget: trains on 2 CPU cores within the documented time (documentation/results.md).
-DEMO_EPOCHS = 30
+DEMO_EPOCHS = 40
 DEMO_ITERS = 25
 
 
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     else:
         resume = (fold_folder / "checkpoint_latest.pth").is_file()
         train_fold("3d_fullres", 0, TrainingConfig(epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
-                                                   val_iters_per_epoch=10, device=args.device),
+                                                   val_iters_per_epoch=5, device=args.device),
                    raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3], encoder=args.encoder,
                    resume=resume)
     timings["train"] = time.time() - t

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
     p.add_argument("--combined", action="store_true", help="one label map per case (values in prompt order) + legend")
     p.add_argument("--save_probabilities", action="store_true")
+    p.add_argument("--postprocessing", default=None, metavar="JSON",
+                   help="postprocessing.json (from textnnunet_find_best_configuration) applied to the masks")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
     p.add_argument("--step_size", type=float, default=0.5)
     p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
@@ -66,6 +68,11 @@ def main(argv=None) -> int:
     from textnnunet.inference.predictor import PredictionSettings, TextPredictor
     from textnnunet.inference.run import predict_cases
 
+    rules = None
+    if args.postprocessing:  # checked before the checkpoints load: a typo should fail fast
+        from textnnunet.evaluation.postprocessing import load_postprocessing
+
+        rules = load_postprocessing(args.postprocessing)
     settings = PredictionSettings(step_size=args.step_size, use_mirroring=not args.disable_tta, device=args.device,
                                   threshold=args.threshold, allow_unknown_prompts=args.allow_unknown_prompts,
                                   progress=False)
@@ -82,7 +89,7 @@ def main(argv=None) -> int:
     failures = predict_cases(predictor, [Path(i) for i in args.input], Path(args.output), prompts,
                              combined=args.combined, save_probabilities=args.save_probabilities,
                              resume=args.resume, overwrite=args.overwrite, num_preprocess=args.npp,
-                             num_export=args.nps, verbose=not args.quiet)
+                             num_export=args.nps, verbose=not args.quiet, postprocessing=rules)
     return USER_ERROR_EXIT_CODE if failures else 0
 
 

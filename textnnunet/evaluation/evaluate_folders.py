@@ -61,6 +61,9 @@ def evaluate_folders(reference_folder: Path, prediction_folder: Path, classes: d
         label_map, geometry = read_label(ref_path)
         predicted = prediction_masks_for_case(prediction_folder, case_id, ending, manifest, classes)
         judged = {name: values for name, values in classes.items() if name in predicted}
+        if not judged:
+            raise UserError(f"{prediction_folder}: case {case_id} predicts none of the reference classes "
+                            f"({', '.join(classes)}); predicted: {', '.join(predicted) or 'nothing'}")
         missing = sorted(set(classes) - set(judged))
         if strict and missing:
             raise UserError(f"{prediction_folder}: case {case_id} has no prediction for {', '.join(missing)}")

@@ -9,31 +9,42 @@ import numpy as np
 from tqdm import tqdm
 
 from textnnunet.errors import UserError
+from textnnunet.evaluation.postprocessing import postprocess_masks, skipped_constraints
 from textnnunet.inference.export import InputCase, OutputFolder, find_input_cases, split_ending
 from textnnunet.inference.predictor import TextPredictor, geometry_from_properties
 from textnnunet.preprocessing.preprocessor import restore_to_original
 
 
-def print_resolutions(resolutions, stream=sys.stdout) -> None:
+def print_resolutions(resolutions, stream=None) -> None:
+    stream = stream or sys.stdout  # looked up per call: a default bound at import outlives a replaced sys.stdout
     for r in resolutions:
         if r.class_name is None:
             print(f"prompt '{r.prompt}': zero-shot (nearest trained class '{r.nearest}', cosine {r.similarity:.3f})",
                   file=stream)
-        elif r.exact:
+        elif r.exact and r.normalised == r.class_name:
             print(f"prompt '{r.prompt}': trained class '{r.class_name}'", file=stream)
+        elif r.exact:
+            print(f"prompt '{r.prompt}': synonym of trained class '{r.class_name}'", file=stream)
         else:
             print(f"prompt '{r.prompt}' -> '{r.class_name}' (cosine {r.similarity:.3f})", file=stream)
 
 
 def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, prompts: list[str],
                   combined: bool = False, save_probabilities: bool = False, resume: bool = False,
-                  overwrite: bool = False, num_preprocess: int = 1, num_export: int = 1, verbose: bool = True) -> int:
-    """Predict every input case; returns the number of cases that failed (each reported on one line)."""
+                  overwrite: bool = False, num_preprocess: int = 1, num_export: int = 1, verbose: bool = True,
+                  postprocessing: dict | None = None) -> int:
+    """Predict every input case; returns the number of cases that failed (each reported on one line).
+
+    `postprocessing`: rules of a postprocessing.json, applied to the masks (not to saved probabilities).
+    """
     resolutions = predictor.resolve_prompts(prompts)
     if verbose:
         print_resolutions(resolutions)
     embeddings = predictor.embeddings_for(resolutions)
     resolved = [r.class_name for r in resolutions]
+    if postprocessing is not None and verbose:
+        for note in skipped_constraints(postprocessing, resolved):
+            print(f"postprocessing: {note}")
     cases = find_input_cases(inputs, len(predictor.plans["channel_names"]))
     out = OutputFolder(output, overwrite=overwrite)
     if combined:
@@ -57,6 +68,8 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
     def export(case_id, probs, properties, ending):
         original = restore_to_original(probs, properties)
         masks = [(p > predictor.settings.threshold).astype(np.uint8) for p in original]
+        if postprocessing is not None:
+            masks = postprocess_masks(masks, resolved, postprocessing)[0]
         out.write(case_id, masks, prompts, resolved, geometry_from_properties(properties), combined, ending,
                   original if save_probabilities else None)
 

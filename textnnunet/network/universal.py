@@ -49,6 +49,15 @@ class TextPromptedUNet(nn.Module):
         else:
             self.heads = FiLMHeads(self.backbone.decoder_channels, embed_dim, conv_dims)
         initialize_like_nnunet(self, residual=backbone == "ResidualEncoderUNet")
+        # Mean of the trained vocabulary's embeddings, subtracted from every prompt: sentence encoders give all
+        # anatomy terms a large shared component (MiniLM: cosine 0.5 between "spleen" and "kidney"; -0.13 once
+        # centred) that carries no class information but makes the controller start with near-identical heads.
+        # A buffer, so checkpoints carry it and zero-shot prompts at inference are centred the same way.
+        self.register_buffer("text_center", torch.zeros(embed_dim))
+
+    def set_text_center(self, class_embeddings: torch.Tensor) -> None:
+        """Centre prompts on these (training vocabulary) embeddings; call before training."""
+        self.text_center.copy_(torch.as_tensor(class_embeddings, dtype=torch.float32).mean(dim=0))
 
     @property
     def n_scales(self) -> int:
@@ -63,7 +72,7 @@ class TextPromptedUNet(nn.Module):
         self, features: BackboneFeatures, text_embeddings: torch.Tensor
     ) -> list[torch.Tensor] | torch.Tensor:
         self._check_text(text_embeddings)
-        text = text_embeddings.to(features.bottleneck.device)
+        text = text_embeddings.to(features.bottleneck.device) - self.text_center.to(text_embeddings.dtype)
         n = self.n_scales if self.deep_supervision else 1
         outputs = self.heads(features.decoder, features.bottleneck, text, n)
         return outputs if self.deep_supervision else outputs[0]

@@ -102,6 +102,10 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
         raise UserError(f"configuration '{configuration}' is not in {plans_path} "
                         f"(available: {', '.join(plans['configurations'])})")
     cfg_plan = plans["configurations"][configuration]
+    for dataset in plans["datasets"]:
+        if not plans["label_space"]["datasets"].get(dataset):
+            raise UserError(f"{plans_path}: dataset {dataset} labels none of the plan's classes "
+                            f"({', '.join(c['name'] for c in plans['label_space']['classes'])}); re-plan without it")
     cases_folder = plans_path.parent / cfg_plan["data_identifier"]
     ids_hint = " ".join(str(int(n[7:10])) for n in plans["datasets"] if n[7:10].isdigit())
     case_ids = preprocessed_case_ids(cases_folder, plans["datasets"], configuration, ids_hint)

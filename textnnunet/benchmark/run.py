@@ -1,0 +1,308 @@
+"""`run_benchmark`: the Python API behind textnnunet_benchmark.
+
+Trains what is missing (the universal model, one baseline per dataset, ablations), reads each model's
+validation summary (held-out cases of the same fold), predicts the fully labelled test set with every model,
+and writes benchmark.json / benchmark.md / plots into results/benchmark_<plan>_<config>_fold<k>/.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+import platform
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from textnnunet.benchmark import aggregate
+from textnnunet.benchmark.budget import Budget, plan_budget
+from textnnunet.benchmark.report import write_benchmark
+from textnnunet.benchmark.train_baseline import baseline_model_folder, find_dataset_plan, train_baseline
+from textnnunet.errors import UserError
+from textnnunet.inference.predictor import PredictionSettings
+from textnnunet.paths import joint_plans_name, resolve_folders
+from textnnunet.training.config import TrainingConfig
+from textnnunet.training.run import model_folder
+from textnnunet.training.splits import parse_fold
+from textnnunet.training.trainer import CHECKPOINT_FINAL, CHECKPOINT_LATEST
+from textnnunet.utils.files import load_json
+
+ABLATIONS = ("encoder", "conditioning", "masking")
+ENCODERS = ("clip", "minilm", "onehot")
+
+
+@dataclass
+class BenchmarkOptions:
+    dataset_ids: list[int]
+    configuration: str = "3d_fullres"
+    fold: int | str = 0
+    epochs: int = TrainingConfig.epochs
+    iters_per_epoch: int = TrainingConfig.iters_per_epoch  # per baseline; the universal model gets the sum
+    val_iters_per_epoch: int = TrainingConfig.val_iters_per_epoch
+    equal_budget: bool = True
+    train: bool = True
+    ablations: list[str] = field(default_factory=list)
+    test_dataset: int | str | None = None
+    encoder: str = "auto"
+    device: str = "auto"
+    num_processes: int = 2
+    use_mirroring: bool = True  # test-time mirroring for the predictions the benchmark itself makes
+    base_config: TrainingConfig = field(default_factory=TrainingConfig)  # other hyper-parameters, shared by all
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model of the benchmark: its name in the tables, where it lives, how to train it."""
+
+    name: str
+    kind: str  # universal | baseline
+    folder: Path
+    dataset: str | None = None
+    encoder: str = "auto"
+    tag: str = ""
+    config_changes: tuple = ()
+
+
+def environment() -> dict:
+    """Device and library versions, recorded so a number can be traced to where it was measured."""
+    import numpy
+    import SimpleITK
+    import torch
+
+    import textnnunet
+
+    if torch.cuda.is_available():
+        device = f"CUDA {torch.cuda.get_device_name(0)}"
+    else:
+        device = f"CPU {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    versions = {"textnnunet": getattr(textnnunet, "__version__", "0.1.0"), "python": sys.version.split()[0],
+                "torch": torch.__version__, "numpy": numpy.__version__, "SimpleITK": getattr(SimpleITK, "__version__", "?")}
+    try:
+        from importlib.metadata import version
+
+        versions["dynamic-network-architectures"] = version("dynamic-network-architectures")
+    except Exception:  # noqa: BLE001 - a version string is informative, not essential
+        pass
+    return {"device": device, "platform": platform.platform(), "versions": versions}
+
+
+def _default_encoder_kind(universal_folder: Path, requested: str) -> str | None:
+    """The encoder the main universal model uses ('auto' resolves to clip or minilm)."""
+    vocab = universal_folder / "vocabulary.json"
+    if vocab.is_file():
+        return (load_json(vocab).get("encoder") or {}).get("kind")
+    if requested != "auto":
+        return requested
+    from textnnunet.text.encoders import clip_weights_available
+
+    return "clip" if clip_weights_available() else "minilm"
+
+
+def model_specs(options: BenchmarkOptions, results: Path, plans_name: str, datasets: list[str],
+                skipped: dict[str, str]) -> list[ModelSpec]:
+    """Universal, one baseline per dataset, then the requested ablations (unavailable ones go to `skipped`)."""
+    config = options.configuration
+    main_tag = options.base_config.model_tag(options.encoder)
+    universal = ModelSpec(aggregate.UNIVERSAL, "universal", model_folder(results, plans_name, config, main_tag),
+                          encoder=options.encoder, tag=main_tag)
+    specs = [universal]
+    specs += [ModelSpec(aggregate.baseline_name(ds), "baseline", baseline_model_folder(results, ds, config), dataset=ds)
+              for ds in datasets]
+    for ablation in options.ablations:
+        if ablation not in ABLATIONS:
+            raise UserError(f"--ablations {ablation}: unknown (choose from {', '.join(ABLATIONS)})")
+    if "encoder" in options.ablations:
+        default_kind = _default_encoder_kind(universal.folder, options.encoder)
+        for kind in ENCODERS:
+            if kind == default_kind:
+                continue
+            if kind == "clip":
+                from textnnunet.text.encoders import clip_weights_available
+
+                if not clip_weights_available():
+                    skipped["universal__clip"] = "CLIP weights are not available locally"
+                    continue
+            specs.append(_ablation(options, results, plans_name, kind, encoder=kind))
+    if "conditioning" in options.ablations:
+        specs.append(_ablation(options, results, plans_name, "film", conditioning="film"))
+    if "masking" in options.ablations:
+        specs.append(_ablation(options, results, plans_name, "naiveunion", mask_unannotated=False))
+    return specs
+
+
+def _ablation(options: BenchmarkOptions, results: Path, plans_name: str, tag: str, encoder: str | None = None,
+              **changes) -> ModelSpec:
+    return ModelSpec(f"{aggregate.UNIVERSAL}__{tag}", "universal",
+                     model_folder(results, plans_name, options.configuration, tag),
+                     encoder=encoder or options.encoder, tag=tag, config_changes=tuple(sorted(changes.items())))
+
+
+def training_config(options: BenchmarkOptions, budget: Budget, spec: ModelSpec) -> TrainingConfig:
+    iters = budget.universal_iters_per_epoch if spec.kind == "universal" else budget.baseline_iters_per_epoch
+    return dataclasses.replace(options.base_config, epochs=budget.epochs, iters_per_epoch=iters,
+                               val_iters_per_epoch=options.val_iters_per_epoch, device=options.device,
+                               **dict(spec.config_changes))
+
+
+def ensure_baseline_cache(preprocessed: Path, raw: Path | None, dataset: str, options: BenchmarkOptions,
+                          expected_cases: int, log: Callable[[str], None]) -> None:
+    """Preprocess a dataset with its own plan if its cache is incomplete (demo plans skip baselines)."""
+    from textnnunet.preprocessing.preprocessor import finished_case_ids, run_preprocessing
+
+    plans_path = find_dataset_plan(preprocessed, dataset)
+    plans = load_json(plans_path)
+    if options.configuration not in plans["configurations"]:
+        raise UserError(f"{plans_path}: configuration '{options.configuration}' is not in the per-dataset plan")
+    folder = plans_path.parent / plans["configurations"][options.configuration]["data_identifier"] / dataset
+    if len(finished_case_ids(folder)) >= expected_cases:
+        return
+    if raw is None:
+        raise UserError(f"{folder}: per-dataset cache incomplete; pass --raw (or set TEXTNNUNET_raw) to preprocess it")
+    log(f"preprocessing {dataset} with its own plan ({options.configuration})")
+    run_preprocessing(plans_path, [options.configuration], raw, num_processes=options.num_processes)
+
+
+def train_missing(spec: ModelSpec, options: BenchmarkOptions, budget: Budget, folders, plans_name: str,
+                  log: Callable[[str], None]) -> bool:
+    """Train (or resume) a model without a final checkpoint; False when it is missing and training is off."""
+    fold_folder = spec.folder / f"fold_{options.fold}"
+    if (fold_folder / CHECKPOINT_FINAL).is_file():
+        return True
+    if not options.train:
+        return False
+    config = training_config(options, budget, spec)
+    resume = (fold_folder / CHECKPOINT_LATEST).is_file()
+    log(f"training {spec.name}: {config.epochs} epochs x {config.iters_per_epoch} iterations"
+        + (" (resuming)" if resume else ""))
+    if spec.kind == "baseline":
+        train_baseline(spec.dataset, options.configuration, options.fold, config, raw=folders.raw,
+                       preprocessed=folders.preprocessed, results=folders.results,
+                       splits_file=folders.preprocessed / plans_name / "splits_final.json", resume=resume)
+    else:
+        from textnnunet.training.run import train_fold
+
+        train_fold(options.configuration, options.fold, config, raw=folders.raw, preprocessed=folders.preprocessed,
+                   results=folders.results, plans_name=plans_name, encoder=spec.encoder, resume=resume,
+                   model_tag=spec.tag)
+    return True
+
+
+def load_model(spec: ModelSpec, fold, settings: PredictionSettings):
+    from textnnunet.benchmark.models import BaselineModel, UniversalModel
+
+    cls = BaselineModel if spec.kind == "baseline" else UniversalModel
+    return cls(spec.folder, fold, settings)
+
+
+def labelled_test_cases(raw: Path | None, test_dataset: int | str):
+    from textnnunet.dataset.description import load_dataset, test_cases
+
+    if raw is None:
+        raise UserError("--test_dataset needs the raw folder (--raw or TEXTNNUNET_raw)")
+    desc = load_dataset(raw, test_dataset)
+    cases = [c for c in test_cases(desc) if c.label_file is not None]
+    if not cases:
+        raise UserError(f"{desc.folder}: no labelled test cases (imagesTs with labelsTs)")
+    return desc, cases
+
+
+def benchmark_folder(results: Path, plans_name: str, configuration: str, fold) -> Path:
+    return Path(results) / f"benchmark_{plans_name}_{configuration}_fold{fold}"
+
+
+def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, results=None,
+                  echo: bool = True) -> Path:
+    """Run the whole comparison; returns the benchmark folder."""
+    log = print if echo else (lambda *_: None)
+    folders = resolve_folders(raw, preprocessed, results, required=("preprocessed", "results"))
+    options.fold = parse_fold(options.fold)
+    plans_name = joint_plans_name(options.dataset_ids)
+    plans_path = folders.preprocessed / plans_name / "plans.json"
+    if not plans_path.is_file():
+        raise UserError(f"{plans_path}: joint plan not found (run textnnunet_plan_and_preprocess -d "
+                        f"{' '.join(map(str, options.dataset_ids))})")
+    plans = load_json(plans_path)
+    datasets = list(plans["datasets"])
+    budget = plan_budget(options.epochs, options.iters_per_epoch, len(datasets), options.equal_budget)
+    log(budget.describe())
+    skipped: dict[str, str] = {}
+    specs = model_specs(options, folders.results, plans_name, datasets, skipped)
+
+    # Baselines need their own caches; the joint plan's splits file decides both models' folds.
+    from textnnunet.training.run import preprocessed_case_ids
+    from textnnunet.training.splits import load_or_create_splits
+
+    joint_cases = plans_path.parent / plans["configurations"][options.configuration]["data_identifier"]
+    case_ids = preprocessed_case_ids(joint_cases, datasets, options.configuration, " ".join(map(str, options.dataset_ids)))
+    load_or_create_splits(plans_path.parent / "splits_final.json", case_ids)
+    if options.train:
+        for ds in datasets:
+            ensure_baseline_cache(folders.preprocessed, folders.raw, ds, options, len(case_ids[ds]), log)
+
+    available = []
+    for spec in specs:
+        if train_missing(spec, options, budget, folders, plans_name, log):
+            available.append(spec)
+        else:
+            skipped[spec.name] = f"not trained ({spec.folder / f'fold_{options.fold}'} has no {CHECKPOINT_FINAL})"
+    if not any(s.name == aggregate.UNIVERSAL for s in available):
+        raise UserError(f"{specs[0].folder}: the universal model is not trained; run without --no_train")
+
+    out = benchmark_folder(folders.results, plans_name, options.configuration, options.fold)
+    settings = PredictionSettings(device=options.device, use_mirroring=options.use_mirroring)
+    models_info, validation, test_summaries = {}, {}, {}
+    test_desc, test_cases_ = (labelled_test_cases(folders.raw, options.test_dataset)
+                              if options.test_dataset is not None else (None, []))
+    for spec in available:
+        log(f"evaluating {spec.name}")
+        model = load_model(spec, options.fold, settings)
+        info = model.info()
+        validation[spec.name] = model.ensure_validation(folders.preprocessed, folders.raw)
+        info["inference_seconds_per_case"] = None
+        if test_desc is not None:
+            from textnnunet.benchmark.models import evaluate_on_test_set
+
+            if any(c in model.classes for c in test_desc.classes):
+                summary, seconds = evaluate_on_test_set(model, test_cases_, dict(test_desc.classes), test_desc.name,
+                                                        out / f"test_{test_desc.name}" / spec.name.replace(" ", "_"))
+                test_summaries[spec.name] = summary
+                info["inference_seconds_per_case"] = seconds
+        models_info[spec.name] = info
+
+    benchmark = build_benchmark(options, plans_name, budget, models_info, validation, test_summaries,
+                                test_desc.name if test_desc else None, list(test_desc.classes) if test_desc else None,
+                                len(test_cases_), skipped)
+    paths = write_benchmark(benchmark, out)
+    log(f"benchmark written to {paths['md']}")
+    return out
+
+
+def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, models: dict, validation: dict,
+                    test_summaries: dict, test_dataset: str | None, test_classes: list[str] | None, n_test_cases: int,
+                    skipped: dict | None = None, env: dict | None = None, date: str | None = None) -> dict:
+    """The benchmark dict (benchmark.json) from per-model info and summaries: pure, no files or models."""
+    val_table = aggregate.validation_table(validation)
+    model_classes = {name: m["classes"] for name, m in models.items()}
+    wanted = list(test_classes) if test_classes else sorted({c for classes in model_classes.values() for c in classes})
+    benchmark = {
+        "date": date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "settings": {"plans_name": plans_name, "configuration": options.configuration, "fold": options.fold,
+                     "datasets": list(val_table), "epochs": options.epochs, "iters_per_epoch": options.iters_per_epoch,
+                     "ablations": list(options.ablations), "test_dataset": test_dataset, "command": options.command},
+        "environment": env or environment(),
+        "budget": {**budget.to_json(), "description": budget.describe()},
+        "budget_check": aggregate.budget_check(models),
+        "models": models,
+        "validation": val_table,
+        "validation_differences": aggregate.validation_differences(val_table),
+        "coverage": aggregate.coverage(model_classes, wanted),
+        "cost": aggregate.cost_summary(models, wanted),
+        "skipped": dict(skipped or {}),
+    }
+    if test_dataset is not None:
+        table = aggregate.test_table(test_summaries)
+        benchmark["test"] = {"dataset": test_dataset, "num_cases": n_test_cases, "classes": wanted, "table": table,
+                             "differences": aggregate.test_differences(table)}
+    return benchmark

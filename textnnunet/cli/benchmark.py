@@ -1,0 +1,57 @@
+"""textnnunet_benchmark -d 1 2 3 -c 3d_fullres -f 0: one universal model against one nnU-Net per dataset."""
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+
+from textnnunet.cli.common import add_folder_args, user_errors_exit
+from textnnunet.cli.train_baseline import add_training_args, config_from_args
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        description="Train what is missing (universal model, per-dataset baselines, ablations), score every model on "
+                    "each dataset's held-out cases and on a fully labelled test set, and write benchmark.json, "
+                    "benchmark.md and plots to results/benchmark_<plan>_<configuration>_fold<k>/. Budgets are "
+                    "equal by default: --epochs/--iters_per_epoch are each baseline's; the universal model trains "
+                    "the same epochs with iters_per_epoch x (number of datasets).")
+    p.add_argument("-d", "--dataset_ids", nargs="+", type=int, required=True, help="datasets of the joint plan")
+    p.add_argument("-c", "--configuration", default="3d_fullres")
+    p.add_argument("-f", "--fold", default="0")
+    add_training_args(p)
+    p.add_argument("--unequal_budget", action="store_true",
+                   help="give the universal model the iterations of ONE baseline instead of all of them together")
+    p.add_argument("--no_train", action="store_true", help="only evaluate models that are already trained")
+    p.add_argument("--ablations", nargs="*", default=[], choices=("encoder", "conditioning", "masking"),
+                   help="also train and score: other text encoders (clip/minilm/onehot), FiLM conditioning, the naive "
+                        "union without partial-label masking")
+    p.add_argument("--test_dataset", default=None, help="fully labelled test set (imagesTs + labelsTs), e.g. 4")
+    p.add_argument("--encoder", choices=("auto", "clip", "minilm", "onehot"), default="auto",
+                   help="text encoder of the main universal model")
+    p.add_argument("--disable_tta", action="store_true",
+                   help="no test-time mirroring when predicting the test set (faster on CPU)")
+    p.add_argument("-np", "--num_processes", type=int, default=2, help="preprocessing workers for baseline caches")
+    add_folder_args(p)
+    return p
+
+
+@user_errors_exit
+def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    from textnnunet.benchmark.run import BenchmarkOptions, run_benchmark
+
+    options = BenchmarkOptions(
+        dataset_ids=args.dataset_ids, configuration=args.configuration, fold=args.fold, epochs=args.epochs,
+        iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=args.val_iters_per_epoch,
+        equal_budget=not args.unequal_budget, train=not args.no_train, ablations=list(args.ablations),
+        test_dataset=args.test_dataset, encoder=args.encoder, device=args.device, num_processes=args.num_processes,
+        use_mirroring=not args.disable_tta,
+        base_config=config_from_args(args), command="textnnunet_benchmark " + shlex.join(argv))
+    run_benchmark(options, raw=args.raw, preprocessed=args.preprocessed, results=args.results)
+    return 0
+
+
+if __name__ == "__main__":
+    main()

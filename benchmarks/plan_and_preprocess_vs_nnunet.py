@@ -24,6 +24,9 @@ import psutil
 
 HERE = Path(__file__).resolve().parent
 ENV = HERE / ".nnunet_env"
+NNUNET_DEPENDENCIES = ["tqdm", "scipy", "batchgenerators>=0.25.1", "numpy>=1.24", "scikit-learn", "scikit-image>=0.19.3",
+                       "SimpleITK>=2.2.1", "pandas", "graphviz", "tifffile", "requests", "nibabel", "matplotlib",
+                       "seaborn", "imagecodecs", "yacs", "blosc2>=3.3.2", "connected-components-3d"]
 
 
 def ensure_nnunet_env() -> Path:
@@ -33,9 +36,12 @@ def ensure_nnunet_env() -> Path:
     subprocess.run([sys.executable, "-m", "venv", str(ENV)], check=True)
     pip = [str(python), "-m", "pip", "install", "-q"]
     subprocess.run(pip + ["torch==2.13.0"], check=True)  # the local CPU wheel; a plain torch pulls CUDA
-    # dynamic-network-architectures lists timm (-> torchvision, a CUDA build); nnU-Net's U-Nets never import it.
-    subprocess.run(pip + ["--no-deps", "dynamic-network-architectures==0.4.4", "einops"], check=True)
-    subprocess.run(pip + ["nnunetv2"], check=True)
+    # dynamic-network-architectures lists timm (-> torchvision -> a CUDA torch); nnU-Net's U-Nets never import it.
+    # pip follows that requirement even for an installed copy once nnunetv2 depends on it, so nnU-Net's own
+    # packages go in without dependency resolution and their real dependencies are named here.
+    subprocess.run(pip + ["--no-deps", "dynamic-network-architectures==0.4.4", "einops", "nnunetv2",
+                          "batchgeneratorsv2", "acvl-utils"], check=True)
+    subprocess.run(pip + NNUNET_DEPENDENCIES, check=True)
     (ENV / ".ready").write_text("ok\n")
     return python
 

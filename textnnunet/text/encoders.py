@@ -107,6 +107,15 @@ class TextEncoder(ABC):
         return f"{type(self).__name__}({json.dumps(self.identity(), sort_keys=True)})"
 
 
+class PretrainedEncoder(TextEncoder):
+    """A pretrained model named by `model_id` (a hub id or a local folder): its vectors are defined by that."""
+
+    model_id: str
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.name, "model": self.model_id, "template": self.template, "dim": self.dim}
+
+
 # ----------------------------------------------------------------------------------------------
 # CLIP
 
@@ -143,7 +152,7 @@ def _canonical_model(model: str) -> str:
     return str(folder.resolve()) if folder.is_dir() else model
 
 
-class ClipEncoder(TextEncoder):
+class ClipEncoder(PretrainedEncoder):
     """CLIP text tower with projection (CLIPTextModelWithProjection), L2-normalised `text_embeds`."""
 
     name = "clip"
@@ -169,9 +178,6 @@ class ClipEncoder(TextEncoder):
             # Full CLIP configs nest the text settings; the projection size sits at the top level.
             self._dim = int(config.get("projection_dim", config.get("text_config", {}).get("projection_dim", 512)))
         return self._dim
-
-    def identity(self) -> dict[str, Any]:
-        return {"kind": self.name, "model": self.model_id, "template": self.template, "dim": self.dim}
 
     def _load(self) -> None:
         if self._model is not None:
@@ -218,7 +224,7 @@ def bundled_minilm_path() -> Path:
     return path
 
 
-class MiniLMEncoder(TextEncoder):
+class MiniLMEncoder(PretrainedEncoder):
     """Sentence embedding = mean of token states over the attention mask, L2-normalised.
 
     This is what the sentence-transformers pipeline of all-MiniLM-L6-v2 does (Transformer -> mean
@@ -248,9 +254,6 @@ class MiniLMEncoder(TextEncoder):
         if self._dim is None:
             self._dim = int(json.loads((self._path() / "config.json").read_text())["hidden_size"])
         return self._dim
-
-    def identity(self) -> dict[str, Any]:
-        return {"kind": self.name, "model": self.model_id, "template": self.template, "dim": self.dim}
 
     def _load(self) -> None:
         if self._model is not None:

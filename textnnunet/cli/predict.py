@@ -2,11 +2,7 @@
 from __future__ import annotations
 
 import argparse
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-
-from tqdm import tqdm
 
 from textnnunet.cli.common import USER_ERROR_EXIT_CODE, add_folder_args, user_errors_exit
 from textnnunet.errors import UserError

@@ -5,10 +5,8 @@ import argparse
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 from textnnunet.cli.common import add_folder_args, user_errors_exit
-from textnnunet.errors import UserError
 from textnnunet.training.config import TrainingConfig
 
 

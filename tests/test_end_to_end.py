@@ -1,0 +1,50 @@
+"""The whole pipeline through its commands on small phantoms (slow: run with pytest -m slow)."""
+import json
+
+import pytest
+import SimpleITK as sitk
+
+from textnnunet.cli.evaluate import main as evaluate_main
+from textnnunet.cli.find_best_configuration import main as find_best_main
+from textnnunet.cli.generate_phantoms import main as phantoms_main
+from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
+from textnnunet.cli.predict import main as predict_main
+from textnnunet.cli.train import main as train_main
+
+
+def _ok(entry, argv):
+    with pytest.raises(SystemExit) as e:
+        entry(argv)
+    assert e.value.code == 0, argv
+
+
+@pytest.mark.slow
+def test_phantoms_to_evaluation_through_the_commands(tmp_path, monkeypatch):
+    for kind in ("raw", "preprocessed", "results"):
+        monkeypatch.setenv(f"TEXTNNUNET_{kind}", str(tmp_path / kind))
+    _ok(phantoms_main, ["--size", "small"])
+    _ok(plan_and_preprocess_entry, ["-d", "1", "2", "3", "-np", "1", "-c", "3d_fullres", "--preset", "cpu",
+                                    "--verify_dataset_integrity"])
+    plans = json.loads((tmp_path / "preprocessed" / "TextPlans_001_002_003" / "plans.json").read_text())
+    assert [c["name"] for c in plans["label_space"]["classes"]] == ["liver", "liver tumor", "spleen", "kidney",
+                                                                    "kidney tumor"]
+    assert (tmp_path / "preprocessed" / "Dataset002_Spleen" / "plans.json").is_file()  # baseline plan
+    _ok(train_main, ["3d_fullres", "0", "--epochs", "2", "--iters_per_epoch", "3", "--val_iters_per_epoch", "2",
+                     "--device", "cpu", "--quiet"])
+    fold = tmp_path / "results" / "TextPlans_001_002_003" / "3d_fullres" / "fold_0"
+    for name in ("checkpoint_final.pth", "progress.png", "log.txt", "validation/summary.json"):
+        assert (fold / name).is_file(), name
+    test_images = tmp_path / "raw" / "Dataset004_Abdomen" / "imagesTs"
+    out = tmp_path / "pred"
+    _ok(predict_main, ["-i", str(test_images), "-o", str(out), "-p", "liver", "spleen", "kidneys", "--device", "cpu",
+                       "--quiet"])
+    image = sitk.ReadImage(str(next(test_images.glob("*_0000.nii.gz"))))
+    case = next(test_images.glob("*_0000.nii.gz")).name.replace("_0000.nii.gz", "")
+    mask = sitk.ReadImage(str(out / f"{case}_kidneys.nii.gz"))
+    assert mask.GetSize() == image.GetSize() and mask.GetDirection() == image.GetDirection()
+    _ok(evaluate_main, ["-ref", str(tmp_path / "raw" / "Dataset004_Abdomen" / "labelsTs"), "-pred", str(out),
+                        "-d", "4", "--partial"])
+    summary = json.loads((out / "summary.json").read_text())
+    assert set(summary["mean"]) == {"liver", "spleen", "kidney"}  # "kidneys" resolved to the trained class
+    _ok(find_best_main, ["-p", "TextPlans_001_002_003", "-c", "3d_fullres", "-f", "0"])
+    assert (tmp_path / "results" / "TextPlans_001_002_003" / "best_configuration.json").is_file()

@@ -6,7 +6,7 @@ import shlex
 import sys
 
 from textnnunet.cli.common import add_folder_args, user_errors_exit
-from textnnunet.cli.train_baseline import add_training_args, config_from_args
+from textnnunet.cli.training_args import add_training_args, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:

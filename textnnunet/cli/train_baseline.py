@@ -4,36 +4,7 @@ from __future__ import annotations
 import argparse
 
 from textnnunet.cli.common import add_folder_args, user_errors_exit
-from textnnunet.training.config import TrainingConfig
-
-
-def add_training_args(p: argparse.ArgumentParser) -> None:
-    """The budget and recipe flags textnnunet_train has too, with the same defaults."""
-    d = TrainingConfig()
-    p.add_argument("--epochs", type=int, default=d.epochs)
-    p.add_argument("--iters_per_epoch", type=int, default=d.iters_per_epoch)
-    p.add_argument("--val_iters_per_epoch", type=int, default=d.val_iters_per_epoch)
-    p.add_argument("--batch_size", type=int, default=None, help="batch size (default: the plan's)")
-    p.add_argument("--initial_lr", type=float, default=d.initial_lr)
-    p.add_argument("--backbone", choices=("PlainConvUNet", "ResidualEncoderUNet"), default=d.backbone)
-    p.add_argument("--batch_dice", action="store_true")
-    p.add_argument("--no_augmentation", action="store_true")
-    p.add_argument("--mirror_axes", type=int, nargs="*", default=None,
-                   help="patch axes to mirror in training and TTA (default: all but left-right, the last axis)")
-    p.add_argument("--no_deep_supervision", action="store_true")
-    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--no_amp", action="store_true", help="disable mixed precision on CUDA")
-    p.add_argument("--num_workers", type=int, default=d.num_workers)
-    p.add_argument("--seed", type=int, default=d.seed)
-
-
-def config_from_args(args) -> TrainingConfig:
-    return TrainingConfig(
-        epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=args.val_iters_per_epoch,
-        batch_size=args.batch_size, initial_lr=args.initial_lr, backbone=args.backbone, batch_dice=args.batch_dice,
-        augmentation="none" if args.no_augmentation else "nnunet", mirror_axes=args.mirror_axes,
-        deep_supervision=not args.no_deep_supervision, device=args.device, amp=not args.no_amp,
-        num_workers=args.num_workers, seed=args.seed)
+from textnnunet.cli.training_args import add_training_args, config_from_args
 
 
 def build_parser() -> argparse.ArgumentParser:

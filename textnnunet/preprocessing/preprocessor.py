@@ -27,7 +27,7 @@ from textnnunet.preprocessing.resampling import (
     resample_label_map,
     resample_probabilities,
 )
-from textnnunet.utils.files import atomic_savez_compressed, atomic_write_json, load_json
+from textnnunet.utils.files import as_read_back_from_json, atomic_savez_compressed, atomic_write_json, load_json
 
 MAX_LOCATIONS_PER_CLASS = 2000
 LOCATION_SEED = 1234
@@ -244,7 +244,7 @@ def preprocessing_signature(plans: dict, configuration_name: str, class_values: 
         "intensity_properties": plans.get("foreground_intensity_properties_per_channel"),
         "class_values": {k: [int(v) for v in vals] for k, vals in class_values.items()},
     }
-    return json.loads(json.dumps(signature))  # the form it has once read back from disk
+    return as_read_back_from_json(signature)
 
 
 def cache_signature(folder: Path) -> dict | None:

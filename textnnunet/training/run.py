@@ -20,7 +20,7 @@ from textnnunet.training.trainer import (
     Trainer,
     find_resume_checkpoint,
 )
-from textnnunet.utils.files import atomic_write_json, load_json
+from textnnunet.utils.files import as_read_back_from_json, atomic_write_json, load_json
 
 
 def find_joint_plan(preprocessed: Path, plans_name: str | None, dataset_ids: list[int] | None) -> Path:
@@ -59,18 +59,10 @@ def model_folder(results: Path, plans_name: str, configuration: str, tag: str) -
 def _write_or_check(path: Path, content: dict, what: str) -> None:
     """Files a model folder's folds share must agree: a second fold with another encoder would be silently wrong."""
     if path.is_file():
-        if load_json(path) != _roundtrip(content):
+        if load_json(path) != as_read_back_from_json(content):
             raise UserError(f"{path}: differs from this run's {what}; use another --model_tag or results folder")
         return
     atomic_write_json(path, content)
-
-
-def _roundtrip(obj):
-    import json
-
-    from textnnunet.utils.files import _to_jsonable
-
-    return json.loads(json.dumps(_to_jsonable(obj)))
 
 
 def prepare_output_folder(fold_folder: Path, resume: bool, overwrite: bool) -> None:

@@ -48,6 +48,12 @@ def _to_jsonable(obj: Any) -> Any:
     return obj
 
 
+def as_read_back_from_json(obj: Any) -> Any:
+    """`obj` as it looks after a JSON write and read (tuples become lists, numpy scalars numbers): compare
+    in-memory settings with a file written earlier in this form."""
+    return json.loads(json.dumps(_to_jsonable(obj)))
+
+
 def atomic_write_json(target: str | os.PathLike, obj: Any, indent: int | None = 2) -> None:
     with atomic_path(target) as tmp:
         with open(tmp, "w") as f:

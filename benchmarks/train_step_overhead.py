@@ -20,6 +20,7 @@ from textnnunet.experiment_planning.topology import pool_and_conv_props
 from textnnunet.network.baseline import build_softmax_unet
 from textnnunet.network.deep_supervision import deep_supervision_weights
 from textnnunet.network.universal import TextPromptedUNet
+from textnnunet.training.config import TrainingConfig
 from textnnunet.training.loss import downsample_targets, masked_bce_dice_loss
 
 
@@ -75,6 +76,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--no_amp", action="store_true")
+    p.add_argument("--memory_format", choices=("auto", "channels_first", "channels_last"), default="auto",
+                   help="layout of both models and the input (auto: what the trainer uses, channels-last on CPU)")
     p.add_argument("--json", help="also write the results here")
     args = p.parse_args()
     device = torch.device(args.device)
@@ -87,15 +90,16 @@ def main() -> None:
         spacing = args.spacing or [1.0] * len(args.patch)
         arch, patch = architecture_for(args.patch, spacing, args.base_features, args.max_features)
         batch = args.batch_size
+    layout = TrainingConfig(memory_format=args.memory_format).resolved_memory_format(device.type, len(patch))
     torch.manual_seed(0)
-    x = torch.randn(batch, 1, *patch, device=device)
+    x = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     n_scales = arch["n_stages"] - 1
     weights = deep_supervision_weights(n_scales)
     results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
                "torch": torch.__version__, "threads": torch.get_num_threads(), "patch": patch, "batch": batch,
-               "features": arch["features_per_stage"], "amp": amp, "rows": []}
+               "features": arch["features_per_stage"], "amp": amp, "memory_format": str(layout), "rows": []}
     print(f"device {results['device']} | patch {patch} | batch {batch} | features {arch['features_per_stage']} | "
-          f"amp {amp}")
+          f"amp {amp} | {layout}")
     for k in args.prompts:
         target = (torch.rand(batch, k, *patch, device=device) > 0.7).float()
         labels = torch.randint(0, k + 1, (batch, *patch), device=device)
@@ -124,7 +128,7 @@ def main() -> None:
                   "text FiLM": (TextPromptedUNet(arch, 1, args.embed_dim, "film"), text_loss)}
         reference = None
         for name, (net, loss_fn) in models.items():
-            net = net.to(device)
+            net = net.to(device, memory_format=layout)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
             seconds = time_steps(make_step(net, loss_fn, x, device, amp), args.iters, args.warmup, device)

@@ -188,12 +188,14 @@ def set_deep_supervision(net: nn.Module, enabled: bool) -> None:
 def predict_softmax(network: nn.Module, data: np.ndarray, patch_size: Sequence[int], num_classes: int,
                     settings: PredictionSettings, device: torch.device) -> np.ndarray:
     """Softmax probabilities (C, z, y, x) of one preprocessed image: sliding window, Gaussian, mirroring."""
-    network.to(device)
+    layout = TrainingConfig().resolved_memory_format(device.type, len(patch_size))  # as the universal model
+    network.to(device, memory_format=layout)
     mirror = getattr(network, "mirror_axes", tuple(range(len(patch_size)))) if settings.use_mirroring else None
 
     def predict_patch(x):
         # The shared sliding window averages sigmoid(output); logit(softmax) makes that the softmax itself.
-        return torch.logit(torch.softmax(network(x).float(), 1), eps=_PROBABILITY_EPS)
+        logits = network(x.contiguous(memory_format=layout)).float()
+        return torch.logit(torch.softmax(logits, 1), eps=_PROBABILITY_EPS)
 
     probs = sliding_window_predict(predict_patch, torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), patch_size,
                                    num_outputs=num_classes, step_size=settings.step_size, mirror_axes=mirror,

@@ -75,13 +75,14 @@ def predict_probabilities(networks: Sequence[torch.nn.Module], data: np.ndarray,
     """Average of the folds' sigmoid probabilities (K, z, y, x) for one preprocessed image."""
     image = torch.from_numpy(np.ascontiguousarray(data))
     embeddings = embeddings.to(device)
+    layout = TrainingConfig().resolved_memory_format(device.type, len(patch_size))  # channels-last on CPU
     total = None
     for net in networks:
-        net.to(device)
+        net.to(device, memory_format=layout)
         mirror = getattr(net, "mirror_axes", tuple(range(len(patch_size)))) if settings.use_mirroring else None
 
         def predict_patch(x, net=net):
-            return net(x, embeddings)
+            return net(x.contiguous(memory_format=layout), embeddings)
 
         probs = sliding_window_predict(predict_patch, image, patch_size, num_outputs=embeddings.shape[0],
                                        step_size=settings.step_size, mirror_axes=mirror, device=device,

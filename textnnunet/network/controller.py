@@ -99,10 +99,12 @@ class ControllerHeads(nn.Module):
         """Run the B*K dynamic heads on (B, 8, *S) inputs; returns (B, K, *S) logits.
 
         Same maths as the Universal Model's grouped 1x1 convolutions (groups=B*K), done as batched matmuls
-        in channels-first layout, W (out x in) @ x (in x voxels): no transposes, and one wide GEMM per layer
-        that cuBLAS runs at memory speed. Prompts are packed `prompts_per_block` at a time (zero-padded) into
-        block-diagonal weights, so many 8x8 products become a few larger ones. (The channels-last variant,
-        x @ W, fell onto a slow kernel on an H100: about 49 ms of a 160 ms step at 128^3, B=2, K=5.)
+        in channels-first layout, W (out x in) @ x (in x voxels). Layer 1 reads the shared input once for all
+        prompts: one (K*8 x 8) @ (8 x voxels) product per image, so the input is never copied per prompt.
+        Later layers read only their own prompt's channels; prompts are packed `prompts_per_block` at a time
+        (zero-padded) into block-diagonal weights, so many 8x8 products become a few larger ones on a GPU,
+        where cuBLAS runs those at memory speed; on a CPU the plain per-prompt products are faster (block 1).
+        (The channels-last variant, x @ W, fell onto a slow kernel on an H100: 49 ms of a 160 ms step.)
         """
         b, c, *spatial = head_inputs.shape
         k = params.shape[1]
@@ -111,15 +113,17 @@ class ControllerHeads(nn.Module):
         if nb * g != k:
             params = F.pad(params, (0, 0, 0, nb * g - k))
         weights, biases = split_dynamic_params(params.reshape(b * nb * g, -1), c)
-        x = head_inputs.reshape(b, 1, c, -1).expand(b, nb, c, -1).reshape(b * nb, c, -1)  # (B*nb, C, S)
+        x = head_inputs.reshape(b, c, -1)  # (B, C, S); a view unless the input is channels-last
         for layer, (w, bias) in enumerate(zip(weights, biases)):
-            if layer > 0:
-                x = torch.relu_(x)  # in place is safe: baddbmm keeps its inputs, not its output, for backward
             out, fan_in = w.shape[1:]
-            w = w.reshape(b * nb, g, out, fan_in)
-            # layer 1 reads the shared image channels; later layers read only their own prompt's channels
-            w = w.reshape(b * nb, g * out, fan_in) if layer == 0 else _block_diagonal(w)
-            x = torch.baddbmm(bias.reshape(b * nb, g * out, 1), w, x)
+            if layer == 0:
+                # all prompts of an image at once: (B, nb*g*out, C) @ (B, C, S)
+                x = torch.baddbmm(bias.reshape(b, -1, 1), w.reshape(b, nb * g * out, fan_in), x)
+                continue
+            x = torch.relu_(x)  # in place is safe: baddbmm keeps its inputs, not its output, for backward
+            x = x.reshape(b * nb, g * fan_in, -1)  # a view: prompt blocks are contiguous channel ranges
+            block = _block_diagonal(w.reshape(b * nb, g, out, fan_in)) if g > 1 else w
+            x = torch.baddbmm(bias.reshape(b * nb, g * out, 1), block, x)
         logits = x.reshape(b, nb * g, -1)[:, :k]  # last layer has one channel per prompt, in prompt order
         return logits.reshape(b, k, *spatial)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
+import torch
+
 
 @dataclass
 class TrainingConfig:
@@ -36,6 +38,9 @@ class TrainingConfig:
     device: str = "auto"  # auto | cpu | cuda
     amp: bool = True  # only used on CUDA
     compile: bool = False
+    # auto: channels-last on the CPU, where oneDNN's 3D convolutions run 10-35% faster in that layout (measured on
+    # the demo plan); channels-first on CUDA, as nnU-Net. Any choice gives the same numbers up to rounding.
+    memory_format: str = "auto"  # auto | channels_first | channels_last
     num_workers: int = 0
     seed: int = 12345
     ema_alpha: float = 0.9  # nnU-Net's EMA of the pseudo Dice
@@ -49,6 +54,14 @@ class TrainingConfig:
     def from_json(cls, d: dict) -> "TrainingConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in known})
+
+    def resolved_memory_format(self, device_type: str, conv_dims: int) -> torch.memory_format:
+        if self.memory_format not in ("auto", "channels_first", "channels_last"):
+            raise ValueError(f"memory_format: unknown {self.memory_format!r}")
+        last = self.memory_format == "channels_last" or (self.memory_format == "auto" and device_type == "cpu")
+        if not last:
+            return torch.contiguous_format
+        return torch.channels_last_3d if conv_dims == 3 else torch.channels_last
 
     def resolved_mirror_axes(self, patch_dims: int) -> list[int]:
         if self.mirror_axes is not None:

@@ -171,7 +171,9 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------- set-up
     def _build_network(self, embed_dim: int) -> nn.Module:
-        net = self._create_network(embed_dim).to(self.device)
+        self.memory_format = self.config.resolved_memory_format(
+            self.device.type, self.cfg_plan["architecture"]["conv_dims"])
+        net = self._create_network(embed_dim).to(self.device, memory_format=self.memory_format)
         self.raw_network = net
         if self.config.compile and self.device.type == "cuda":
             net = torch.compile(net)
@@ -228,7 +230,7 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------- steps
     def _forward_loss(self, batch: dict, train: bool):
-        data = batch["data"].to(self.device, non_blocking=True)
+        data = batch["data"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         target = batch["target"].to(self.device, non_blocking=True)
         annotated = batch["annotated"].to(self.device)
         if not self.config.mask_unannotated:

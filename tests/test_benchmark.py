@@ -162,6 +162,46 @@ def test_report_files(tmp_path):
     for name in (DICE_PLOT, COST_PLOT):
         assert (tmp_path / "bench" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(paths) == {"json", "md", "dice_plot", "cost_plot"}
+    assert "nnU-Net v2" not in md and "validation_differences_nnunet_v2" not in data  # nothing imported
+
+
+def test_report_puts_an_imported_nnunet_next_to_ours(tmp_path):
+    nnunet = aggregate.nnunet_name(LIVER)
+    models = _models()
+    models[nnunet] = {"kind": "nnunet_v2", "folder": "nnUNet_results/x", "classes": ["liver", "liver tumor"],
+                      "parameters": None, "inference_seconds_per_case": None, "trainer": "nnUNetTrainer",
+                      "training": {"epochs": 3, "iters_per_epoch": None, "iterations": None, "batch_size": 2,
+                                   "wall_seconds": 15.0, "device": None}}
+    validation = validation_summaries()
+    validation[nnunet] = summarize([_case({"liver": (0.95, 0.9), "liver tumor": (0.7, 0.6)}, LIVER, "l0"),
+                                    _case({"liver": (0.85, 0.8), "liver tumor": (0.5, 0.4)}, LIVER, "l1")])
+    test = {"universal": summarize([_case({"liver": (0.9, 0.9), "spleen": (0.8, 0.7)}, "Dataset004_Abdomen", "a0")]),
+            nnunet: summarize([_case({"liver": (0.97, 0.9)}, "Dataset004_Abdomen", "a0")])}
+    options = BenchmarkOptions(dataset_ids=[1, 2], epochs=2, iters_per_epoch=10, ablations=["masking"])
+    benchmark = build_benchmark(options, "TextPlans_001_002", plan_budget(2, 10, 2), models, validation, test,
+                                "Dataset004_Abdomen", ["liver", "spleen"], 1,
+                                env={"device": "CPU test", "platform": "p", "versions": {"torch": "x"}})
+    assert benchmark["validation"][LIVER]["liver"][nnunet]["dice_mean"] == pytest.approx(0.9)
+    assert benchmark["validation_differences_nnunet_v2"][LIVER]["liver"]["dice"] == pytest.approx(0.8 - 0.9)
+    assert math.isnan(benchmark["validation_differences_nnunet_v2"][SPLEEN]["spleen"]["dice"])
+    assert benchmark["test"]["differences_nnunet_v2"]["liver"] == {
+        "baseline": nnunet, "dice": pytest.approx(0.9 - 0.97), "nsd": pytest.approx(0.0)}
+    assert benchmark["test"]["differences"]["liver"]["baseline"] is None  # our baselines stay the plain Δ
+    assert benchmark["coverage"]["liver"] == ["universal", aggregate.baseline_name(LIVER), "universal__naiveunion",
+                                              nnunet]
+    assert benchmark["cost"]["nnunet_v2"]["parameters"] is None and benchmark["budget_check"]["equal"] is True
+
+    write_benchmark(benchmark, tmp_path / "bench")
+    md = (tmp_path / "bench" / BENCHMARK_MD).read_text()
+    assert f"| {nnunet} | nnunet_v2 | n/a (3 epochs) | 2 | 15.0 | n/a | n/a | liver, liver tumor |" in md
+    assert "| universal NSD | baseline NSD | Δ NSD | n | nnU-Net v2 Dice | nnU-Net v2 NSD | Δ Dice vs nnU-Net v2 | " \
+           "universal__naiveunion Dice |" in md
+    assert ("| liver | 0.8000 ± 0.1000 | 0.8000 ± 0.0500 | +0.0000 | 0.7000 ± 0.1000 | 0.7000 ± 0.0000 | +0.0000 "
+            "| 2 | 0.9000 ± 0.0500 | 0.8500 ± 0.0500 | -0.1000 | 0.5000 ± 0.0000 |") in md
+    assert f"{nnunet} Dice" not in md  # not mistaken for an ablation
+    assert "| Δ Dice | Δ Dice vs nnU-Net v2 |" in md and "| nnunet_v2 | 1 | n/a | liver | spleen |" in md
+    spleen_table = md.split(f"### {SPLEEN}")[1].split("##")[0]
+    assert "nnU-Net v2" not in spleen_table  # no nnU-Net imported for the spleen: its table is as before
 
 
 def test_budget_check_flags_reused_models_with_another_budget():
@@ -202,3 +242,22 @@ def test_benchmark_command_on_tiny_caches_trains_missing_models_then_reuses_them
     with pytest.raises(SystemExit) as e:
         benchmark_main(["-d", "1", "3", "--no_train", "--preprocessed", str(pre), "--results", str(res)])
     assert e.value.code == 2 and "TextPlans_001_003" in capsys.readouterr().err
+
+    # a genuine nnU-Net v2 of the liver dataset, trained on our splits, next to ours (a perfect one here)
+    from benchmark_helpers import label_map_of, write_nnunet_model, write_raw_dataset
+
+    labels = {"background": 0, "liver": [1, 2], "liver_tumor": 2}
+    held_out = joint[LIVER][0]["val"]
+    write_raw_dataset(tmp_path / "raw", LIVER, labels, {f"liver_{i:03d}": label_map_of(LIVER) for i in range(3)})
+    nnunet = write_nnunet_model(tmp_path / "nnUNet_results", LIVER, labels, {c: label_map_of(LIVER) for c in held_out})
+    with pytest.raises(SystemExit) as e:
+        benchmark_main(argv + ["--no_train", "--raw", str(tmp_path / "raw"), "--nnunet_model", "1", str(nnunet)])
+    assert e.value.code == 0, capsys.readouterr().err
+    bench = json.loads((out / BENCHMARK_JSON).read_text())
+    name = aggregate.nnunet_name(LIVER)
+    assert bench["models"][name]["kind"] == "nnunet_v2" and bench["models"][name]["folder"] == str(nnunet)
+    for cls in ("liver", "liver tumor"):
+        stats = bench["validation"][LIVER][cls][name]
+        assert (stats["dice_mean"], stats["nsd_mean"], stats["n_cases"]) == (1.0, 1.0, len(held_out))
+    assert name not in bench["validation"][SPLEEN]["spleen"]
+    assert f"| {name} | nnunet_v2 |" in (out / BENCHMARK_MD).read_text()

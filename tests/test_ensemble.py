@@ -99,20 +99,24 @@ def test_predict_applies_postprocessing_rules(tmp_path, capsys):
     image = tmp_path / "c_0000.nii.gz"
     # a random net's probabilities sit near 0.5: pick a threshold that leaves the spleen in many pieces
     _predict(capsys, model, image, tmp_path / "probe", "-p", *PROMPTS, "--save_probabilities")
-    spleen = _probabilities(tmp_path / "probe" / "c_probabilities.npz")[0][1]
-    threshold = str(float(np.quantile(spleen, 0.7)))
-    _predict(capsys, model, image, tmp_path / "raw", "-p", *PROMPTS, "--threshold", threshold)
+    probs = _probabilities(tmp_path / "probe" / "c_probabilities.npz")[0]
+    threshold = float(np.quantile(probs[1], 0.7))
+    # constrain to the spleen whichever other class has the most voxels above that threshold
+    inner = max(("liver", "kidney"), key=lambda p: int((probs[PROMPTS.index(p)] > threshold).sum()))
+    other = "kidney" if inner == "liver" else "liver"
+    _predict(capsys, model, image, tmp_path / "raw", "-p", *PROMPTS, "--threshold", str(threshold))
     rules = tmp_path / "postprocessing.json"
-    rules.write_text(json.dumps({"largest_component": ["spleen"], "constrain_to_organ": {"liver": "spleen"}}))
-    _predict(capsys, model, image, tmp_path / "pp", "-p", *PROMPTS, "--threshold", threshold,
+    rules.write_text(json.dumps({"largest_component": ["spleen"], "constrain_to_organ": {inner: "spleen"}}))
+    _predict(capsys, model, image, tmp_path / "pp", "-p", *PROMPTS, "--threshold", str(threshold),
              "--postprocessing", str(rules))
     raw = {p: _mask(tmp_path / "raw" / f"c_{p}.nii.gz").astype(bool) for p in PROMPTS}
     pp = {p: _mask(tmp_path / "pp" / f"c_{p}.nii.gz").astype(bool) for p in PROMPTS}
     assert ndimage.label(raw["spleen"], np.ones((3, 3, 3)))[1] > 1  # pieces to remove
     np.testing.assert_array_equal(pp["spleen"], keep_largest_component(raw["spleen"]))
-    assert (raw["liver"] & ~pp["spleen"]).any()  # the constraint has something to cut
-    np.testing.assert_array_equal(pp["liver"], raw["liver"] & pp["spleen"])  # cut with the cleaned "organ"
-    np.testing.assert_array_equal(pp["kidney"], raw["kidney"])
+    assert (raw[inner] & ~pp["spleen"]).any()  # the constraint has something to cut
+    np.testing.assert_array_equal(pp[inner], raw[inner] & pp["spleen"])  # cut with the cleaned "organ"
+    np.testing.assert_array_equal(pp[other], raw[other])
+    rules.write_text(json.dumps({"largest_component": ["spleen"], "constrain_to_organ": {"liver": "spleen"}}))
     # the organ is not predicted: said once, the rest still applies
     out = _run(predict_main, ["-i", str(image), "-o", str(tmp_path / "alone"), "-m", str(model), "--device", "cpu",
                               "--disable_tta", "-p", "liver", "--postprocessing", str(rules)], capsys)[1]

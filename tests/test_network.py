@@ -18,7 +18,7 @@ from textnnunet.network import (
     deep_supervision_weights,
 )
 from textnnunet.network.backbone import build_library_unet
-from textnnunet.network.controller import dynamic_param_count
+from textnnunet.network.controller import HEAD_NEGATIVE_SLOPE, dynamic_param_count
 
 torch.set_num_threads(1)
 
@@ -103,8 +103,8 @@ def test_controller_matches_explicit_per_pair_loop(prompts_per_block):
                 # layout: weights 8x8, 8x8, 1x8, then biases 8, 8, 1
                 w1, w2, w3 = p[:64].view(8, 8), p[64:128].view(8, 8), p[128:136].view(1, 8)
                 b1, b2, b3 = p[136:144], p[144:152], p[152:153]
-                h = F.relu(F.conv3d(reduced[b : b + 1], w1[..., None, None, None], b1))
-                h = F.relu(F.conv3d(h, w2[..., None, None, None], b2))
+                h = F.leaky_relu(F.conv3d(reduced[b : b + 1], w1[..., None, None, None], b1), HEAD_NEGATIVE_SLOPE)
+                h = F.leaky_relu(F.conv3d(h, w2[..., None, None, None], b2), HEAD_NEGATIVE_SLOPE)
                 logit = F.conv3d(h, w3[..., None, None, None], b3)[0, 0]
                 assert torch.allclose(outputs[s][b, k], logit, atol=1e-10)
     assert outputs[0].std() > 0
@@ -283,16 +283,35 @@ def test_bad_inputs_are_reported():
         net(torch.randn(1, 2, 14, 16, 16), text)
 
 
-def test_text_center_is_subtracted_and_saved_with_the_weights():
+def test_text_is_standardised_on_the_vocabulary_and_saved_with_the_weights():
+    from textnnunet.network.universal import TEXT_RMS
+
     torch.manual_seed(0)
     net = TextPromptedUNet(ARCH_3D, 2, EMBED, deep_supervision=False).eval()
     x, text = inputs(b=1, k=3)
-    vocabulary = torch.randn(5, EMBED)
-    net.set_text_center(vocabulary)
-    centred = net(x, text)
+    vocabulary = 0.1 * torch.randn(5, EMBED) + 3.0
+    net.set_text_normalization(vocabulary)
+    standardised = (vocabulary - vocabulary.mean(0)) * net.text_scale
+    assert standardised.pow(2).mean().sqrt() == pytest.approx(TEXT_RMS, rel=1e-5)
+    out = net(x, text)
     plain = TextPromptedUNet(ARCH_3D, 2, EMBED, deep_supervision=False).eval()
-    plain.load_state_dict({k: v for k, v in net.state_dict().items() if k != "text_center"}, strict=False)
-    assert torch.allclose(centred, plain(x, text - vocabulary.mean(0)), atol=1e-6)
+    plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("text_")}, strict=False)
+    assert torch.allclose(out, plain(x, (text - vocabulary.mean(0)) * net.text_scale), atol=1e-5)
     restored = TextPromptedUNet(ARCH_3D, 2, EMBED, deep_supervision=False).eval()
     restored.load_state_dict(net.state_dict())
-    assert torch.allclose(restored(x, text), centred)
+    assert torch.allclose(restored(x, text), out)
+    # a checkpoint from before prompts were scaled (no text_scale) loads strictly, with scale 1
+    old = {k: v for k, v in net.state_dict().items() if k != "text_scale"}
+    restored.load_state_dict(old)
+    assert float(restored.text_scale) == 1.0
+
+
+@pytest.mark.parametrize("conditioning", ["controller", "film"])
+def test_untrained_heads_start_at_the_foreground_prior(conditioning):
+    from textnnunet.network.universal import FOREGROUND_PRIOR
+
+    torch.manual_seed(0)
+    net = TextPromptedUNet(ARCH_3D, 1, EMBED, conditioning, deep_supervision=False)
+    with torch.no_grad():
+        probs = torch.sigmoid(net(torch.zeros(1, 1, 16, 16, 16), torch.zeros(3, EMBED)))
+    assert torch.allclose(probs, torch.full_like(probs, FOREGROUND_PRIOR), atol=0.02)

@@ -49,6 +49,9 @@ def make_model_folder(root: Path, channels: int = 1, folds=(0,), seeds=(0,)) -> 
     for fold, seed in zip(folds, seeds):
         torch.manual_seed(seed)
         net = TextPromptedUNet(ARCH, channels, len(CLASSES), deep_supervision=False)
+        # Untrained heads whose outputs straddle 0.5 and vary in space, so masks are neither empty nor full.
+        net.heads.initialize_output_bias(0.0)
+        torch.nn.init.normal_(net.heads.controller.weight, std=0.1)
         (folder / f"fold_{fold}").mkdir()
         torch.save({"network": net.state_dict(), "training_config": config.to_json()},
                    folder / f"fold_{fold}" / "checkpoint_final.pth")

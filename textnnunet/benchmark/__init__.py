@@ -6,5 +6,6 @@ budget.py          equal training budgets
 models.py          trained models behind one face; scoring a labelled test set
 aggregate.py       pure aggregation of summaries into tables
 report.py          benchmark.json, benchmark.md, plots
+nnunet_import.py   a genuine nnU-Net v2 model folder: its predictions scored with the same evaluation
 run.py             `run_benchmark` (textnnunet_benchmark)
 """

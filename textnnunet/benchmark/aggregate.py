@@ -1,15 +1,17 @@
 """Pure aggregation of evaluation summaries into the benchmark's tables (no files, no models: testable by hand).
 
 Inputs are summaries as `textnnunet.evaluation.summary.summarize` writes them (validation/summary.json, or a
-test-set summary). Model names: "universal", "universal__<tag>" for ablations, "baseline <DatasetName>".
+test-set summary). Model names: "universal", "universal__<tag>" for ablations, "baseline <DatasetName>", and
+"nnU-Net v2 <DatasetName>" for a genuine nnU-Net v2 model imported from its nnUNet_results folder.
 """
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from typing import Callable, Mapping
 
 UNIVERSAL = "universal"
 BASELINE_PREFIX = "baseline "
+NNUNET_PREFIX = "nnU-Net v2 "
 
 
 def baseline_name(dataset: str) -> str:
@@ -18,6 +20,19 @@ def baseline_name(dataset: str) -> str:
 
 def is_baseline(model: str) -> bool:
     return model.startswith(BASELINE_PREFIX)
+
+
+def nnunet_name(dataset: str) -> str:
+    """The name of the genuine nnU-Net v2 model imported for `dataset`."""
+    return NNUNET_PREFIX + dataset
+
+
+def is_nnunet(model: str) -> bool:
+    return model.startswith(NNUNET_PREFIX)
+
+
+def is_ablation(model: str) -> bool:
+    return model != UNIVERSAL and not is_baseline(model) and not is_nnunet(model)
 
 
 def _num(value) -> float:
@@ -68,22 +83,26 @@ def _diff(a: Mapping | None, b: Mapping | None, key: str) -> float:
     return a[key] - b[key]
 
 
-def validation_differences(table: Mapping, model: str = UNIVERSAL) -> dict[str, dict[str, dict]]:
-    """`model` minus the dataset's own baseline, per dataset and class (Dice and NSD; NaN where one is missing)."""
+def validation_differences(table: Mapping, model: str = UNIVERSAL,
+                           reference: Callable[[str], str] = baseline_name) -> dict[str, dict[str, dict]]:
+    """`model` minus the dataset's reference model (its own baseline, or `reference(dataset)`), per dataset and
+    class (Dice and NSD; NaN where one is missing)."""
     out: dict[str, dict[str, dict]] = {}
     for ds, classes in table.items():
         for cls, models in classes.items():
-            ours, theirs = models.get(model), models.get(baseline_name(ds))
+            ours, theirs = models.get(model), models.get(reference(ds))
             out.setdefault(ds, {})[cls] = {"dice": _diff(ours, theirs, "dice_mean"),
                                            "nsd": _diff(ours, theirs, "nsd_mean")}
     return out
 
 
-def test_differences(table: Mapping, model: str = UNIVERSAL) -> dict[str, dict]:
-    """`model` minus the baseline that covers each class (the first, if several do); NaN where none does."""
+def test_differences(table: Mapping, model: str = UNIVERSAL,
+                     is_reference: Callable[[str], bool] = is_baseline) -> dict[str, dict]:
+    """`model` minus the baseline (or other `is_reference` model) that covers each class (the first, if several
+    do); NaN where none does. The key "baseline" names that reference model."""
     out = {}
     for cls, models in table.items():
-        baselines = [m for m in models if is_baseline(m)]
+        baselines = [m for m in models if is_reference(m)]
         theirs = models[baselines[0]] if baselines else None
         out[cls] = {"baseline": baselines[0] if baselines else None,
                     "dice": _diff(models.get(model), theirs, "dice_mean"),
@@ -100,14 +119,18 @@ def cost_summary(models: Mapping[str, Mapping], wanted: list[str]) -> dict[str, 
     """What covering the wanted classes costs: one universal model vs one baseline per dataset.
 
     `models`: name -> {"classes": [...], "parameters": int}. Ablations are left out (they are variants of the
-    universal model, not another way to cover the classes).
+    universal model, not another way to cover the classes). Imported nnU-Net v2 models form a third group,
+    "nnunet_v2", present only when there are any (parameters None where a checkpoint did not tell).
     """
     groups = {"universal": [m for m in models if m == UNIVERSAL],
               "baselines": [m for m in models if is_baseline(m)]}
+    if any(is_nnunet(m) for m in models):
+        groups["nnunet_v2"] = [m for m in models if is_nnunet(m)]
     out = {}
     for group, names in groups.items():
         covered = sorted({c for m in names for c in models[m]["classes"] if c in wanted})
-        out[group] = {"models": len(names), "parameters": int(sum(models[m]["parameters"] for m in names)),
+        counts = [models[m]["parameters"] for m in names]
+        out[group] = {"models": len(names), "parameters": None if None in counts else int(sum(counts)),
                       "classes_covered": covered, "classes_missing": [c for c in wanted if c not in covered]}
     return out
 

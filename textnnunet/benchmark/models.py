@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -144,16 +144,28 @@ def evaluate_on_test_set(model: BenchmarkModel, cases: Sequence[Case], test_clas
     judged = {name: values for name, values in test_classes.items() if name in model.classes}
     if not judged:
         raise UserError(f"{dataset_name}: {model.folder} segments none of the test set's classes")
+    return score_cases(cases, lambda case, classes: model.predict_masks(case.image_files, classes), judged,
+                       dataset_name, output_folder, nsd_tolerance_mm)
+
+
+def score_cases(cases: Sequence[Case], predict: Callable[[Case, list[str]], dict[str, np.ndarray]],
+                judged: dict[str, Sequence[int]], dataset_name: str, output_folder: Path,
+                nsd_tolerance_mm: float = 2.0) -> tuple[dict, float]:
+    """The benchmark's evaluation: `predict(case, class names)` against each case's label file; (summary, seconds).
+
+    `judged`: class name -> the reference's label values (regions) for the classes to score. Writes summary.json
+    and summary.md into `output_folder`; seconds are the mean time `predict` took per case.
+    """
     per_case, seconds = [], []
     for case in cases:
         start = time.perf_counter()
-        predicted = model.predict_masks(case.image_files, list(judged))
+        predicted = predict(case, list(judged))
         seconds.append(time.perf_counter() - start)
         label_map, geometry = read_label(case.label_file)
         reference = label_map_to_masks(label_map, judged)
-        metrics = compute_case_metrics(reference, {n: predicted[n] for n in judged}, geometry.spacing,
-                                       nsd_tolerance_mm=nsd_tolerance_mm, case_id=case.case_id)
+        metrics = compute_case_metrics(reference, {n: predicted[n] for n in judged if n in predicted},
+                                       geometry.spacing, nsd_tolerance_mm=nsd_tolerance_mm, case_id=case.case_id)
         per_case.append({"case_id": case.case_id, "dataset": dataset_name, "metrics": metrics})
     summary = summarize(per_case, nsd_tolerance_mm=nsd_tolerance_mm)
     write_summary(summary, output_folder)
-    return summary, float(np.mean(seconds))
+    return summary, float(np.mean(seconds)) if seconds else float("nan")

@@ -6,7 +6,15 @@ from typing import Mapping
 
 import numpy as np
 
-from textnnunet.benchmark.aggregate import UNIVERSAL, baseline_name, finite, is_baseline
+from textnnunet.benchmark.aggregate import (
+    UNIVERSAL,
+    baseline_name,
+    finite,
+    is_ablation,
+    is_baseline,
+    is_nnunet,
+    nnunet_name,
+)
 from textnnunet.utils.files import atomic_path, atomic_write_json, atomic_write_text
 
 BENCHMARK_JSON = "benchmark.json"
@@ -33,8 +41,22 @@ def _seconds(value) -> str:
     return f"{value:.1f}" if finite(value) else "n/a"
 
 
+def _count(value) -> str:
+    return "n/a" if value is None else f"{value:,}"
+
+
+def _iterations(t: Mapping) -> str:
+    if t["iterations"] is None:  # an imported nnU-Net whose files do not tell
+        return "n/a" if t.get("epochs") is None else f"n/a ({t['epochs']} epochs)"
+    return f"{t['iterations']} ({t['epochs']} x {t['iters_per_epoch']})"
+
+
 def _ablation_models(benchmark: Mapping) -> list[str]:
-    return [m for m in benchmark["models"] if m != UNIVERSAL and not is_baseline(m)]
+    return [m for m in benchmark["models"] if is_ablation(m)]
+
+
+def _has_nnunet(benchmark: Mapping) -> bool:
+    return any(is_nnunet(m) for m in benchmark["models"])
 
 
 def models_table(benchmark: Mapping) -> list[str]:
@@ -42,26 +64,38 @@ def models_table(benchmark: Mapping) -> list[str]:
              "inference s/case | classes |", "|---|---|---|---|---|---|---|---|"]
     for name, m in benchmark["models"].items():
         t = m["training"]
-        lines.append(f"| {name} | {m['kind']} | {t['iterations']} ({t['epochs']} x {t['iters_per_epoch']}) | "
-                     f"{t['batch_size']} | {_seconds(t['wall_seconds'])} | {m['parameters']:,} | "
+        lines.append(f"| {name} | {m['kind']} | {_iterations(t)} | "
+                     f"{t['batch_size'] if t['batch_size'] is not None else 'n/a'} | {_seconds(t['wall_seconds'])} | "
+                     f"{_count(m['parameters'])} | "
                      f"{_seconds(m.get('inference_seconds_per_case'))} | {', '.join(m['classes'])} |")
     return lines
 
 
 def validation_section(benchmark: Mapping) -> list[str]:
     ablations = _ablation_models(benchmark)
+    intro = "Each dataset's held-out cases, judged on the classes that dataset labels. Δ = universal − baseline."
+    if _has_nnunet(benchmark):
+        intro += (" nnU-Net v2: the genuine nnU-Net v2 imported for that dataset (its validation predictions of the "
+                  "same cases, same evaluation); Δ vs nnU-Net v2 = universal − nnU-Net v2.")
     lines = ["## Validation: held-out cases of each dataset (fold "
-             f"{benchmark['settings']['fold']})", "",
-             "Each dataset's held-out cases, judged on the classes that dataset labels. Δ = universal − baseline.", ""]
+             f"{benchmark['settings']['fold']})", "", intro, ""]
     for ds, classes in benchmark["validation"].items():
-        base = baseline_name(ds)
-        extra = "".join(f" {a} Dice |" for a in ablations)
+        base, nnunet = baseline_name(ds), nnunet_name(ds)
+        with_nnunet = any(nnunet in models for models in classes.values())
+        nnunet_head = " nnU-Net v2 Dice | nnU-Net v2 NSD | Δ Dice vs nnU-Net v2 |" if with_nnunet else ""
+        extra = nnunet_head + "".join(f" {a} Dice |" for a in ablations)
         lines += [f"### {ds}", "", f"| class | universal Dice | baseline Dice | Δ Dice | universal NSD | baseline NSD | "
-                  f"Δ NSD | n |{extra}", "|---|---|---|---|---|---|---|---|" + "---|" * len(ablations)]
+                  f"Δ NSD | n |{extra}",
+                  "|---|---|---|---|---|---|---|---|" + "---|" * (len(ablations) + 3 * int(with_nnunet))]
         for cls, models in classes.items():
             diff = benchmark["validation_differences"][ds][cls]
             n = max((s["n_cases"] for s in models.values()), default=0)
-            cells = "".join(f" {_pm(models.get(a), 'dice')} |" for a in ablations)
+            cells = ""
+            if with_nnunet:
+                nn_diff = benchmark["validation_differences_nnunet_v2"][ds][cls]
+                cells += (f" {_pm(models.get(nnunet), 'dice')} | {_pm(models.get(nnunet), 'nsd')} | "
+                          f"{_signed(nn_diff['dice'])} |")
+            cells += "".join(f" {_pm(models.get(a), 'dice')} |" for a in ablations)
             lines.append(f"| {cls} | {_pm(models.get(UNIVERSAL), 'dice')} | {_pm(models.get(base), 'dice')} | "
                          f"{_signed(diff['dice'])} | {_pm(models.get(UNIVERSAL), 'nsd')} | "
                          f"{_pm(models.get(base), 'nsd')} | {_signed(diff['nsd'])} | {n} |{cells}")
@@ -74,14 +108,22 @@ def test_section(benchmark: Mapping) -> list[str]:
     if not test:
         return []
     models = [m for m in benchmark["models"]]
+    nnunet = "differences_nnunet_v2" in test
+    intro = ("Dice mean ± std per class; — = the model cannot segment this class. Δ = universal − the baseline "
+             "that covers the class.")
+    if nnunet:
+        intro += " Δ vs nnU-Net v2 = universal − the imported nnU-Net v2 that covers the class."
     lines = [f"## Test set: {test['dataset']} ({test['num_cases']} fully labelled cases, never trained on)", "",
-             "Dice mean ± std per class; — = the model cannot segment this class. Δ = universal − the baseline "
-             "that covers the class.", "",
-             "| class | " + " | ".join(models) + " | Δ Dice |", "|---|" + "---|" * (len(models) + 1)]
+             intro, "",
+             "| class | " + " | ".join(models) + " | Δ Dice |" + (" Δ Dice vs nnU-Net v2 |" if nnunet else ""),
+             "|---|" + "---|" * (len(models) + 1 + int(nnunet))]
     for cls in test["classes"]:
         row = test["table"].get(cls, {})
         diff = test["differences"].get(cls, {}).get("dice", float("nan"))
-        lines.append(f"| {cls} | " + " | ".join(_pm(row.get(m), "dice") for m in models) + f" | {_signed(diff)} |")
+        cells = (f" {_signed(test['differences_nnunet_v2'].get(cls, {}).get('dice', float('nan')))} |"
+                 if nnunet else "")
+        lines.append(f"| {cls} | " + " | ".join(_pm(row.get(m), "dice") for m in models) + f" | {_signed(diff)} |"
+                     + cells)
     lines.append("")
     return lines
 
@@ -94,7 +136,8 @@ def coverage_section(benchmark: Mapping) -> list[str]:
     lines += ["", "## Cost to cover every class", "", "| approach | models | parameters | covered | missing |",
               "|---|---|---|---|---|"]
     for group, c in cost.items():
-        lines.append(f"| {group} | {c['models']} | {c['parameters']:,} | {', '.join(c['classes_covered']) or '—'} | "
+        lines.append(f"| {group} | {c['models']} | {_count(c['parameters'])} | "
+                     f"{', '.join(c['classes_covered']) or '—'} | "
                      f"{', '.join(c['classes_missing']) or '—'} |")
     return lines + [""]
 
@@ -140,12 +183,15 @@ def plot_dice(benchmark: Mapping, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     ablations = _ablation_models(benchmark)
-    val_labels, val_series = [], {"universal": [], "baseline": [], **{a: [] for a in ablations}}
+    nnunet = ["nnU-Net v2"] if _has_nnunet(benchmark) else []
+    val_labels, val_series = [], {"universal": [], "baseline": [], **{a: [] for a in nnunet + ablations}}
     for ds, classes in benchmark["validation"].items():
         for cls, models in classes.items():
             val_labels.append(f"{ds.split('_', 1)[-1]}: {cls}")
             val_series["universal"].append(models.get(UNIVERSAL, {}).get("dice_mean", float("nan")))
             val_series["baseline"].append(models.get(baseline_name(ds), {}).get("dice_mean", float("nan")))
+            for a in nnunet:
+                val_series[a].append(models.get(nnunet_name(ds), {}).get("dice_mean", float("nan")))
             for a in ablations:
                 val_series[a].append(models.get(a, {}).get("dice_mean", float("nan")))
     test = benchmark.get("test")

@@ -2,7 +2,8 @@
 
 Trains what is missing (the universal model, one baseline per dataset, ablations), reads each model's
 validation summary (held-out cases of the same fold), predicts the fully labelled test set with every model,
-and writes benchmark.json / benchmark.md / plots into results/benchmark_<plan>_<config>_fold<k>/.
+and writes benchmark.json / benchmark.md / plots into results/benchmark_<plan>_<config>_fold<k>/. Genuine
+nnU-Net v2 models given with --nnunet_model are scored next to them (`nnunet_import`).
 """
 from __future__ import annotations
 
@@ -17,14 +18,24 @@ from typing import Callable
 
 from textnnunet.benchmark import aggregate
 from textnnunet.benchmark.budget import Budget, plan_budget
+from textnnunet.benchmark.nnunet_import import (
+    NnUNetModel,
+    check_validation_cases,
+    find_predict_executable,
+    open_nnunet_model,
+    score_test_set,
+    score_validation,
+)
+from textnnunet.benchmark.nnunet_import import model_info as nnunet_model_info
 from textnnunet.benchmark.report import write_benchmark
 from textnnunet.benchmark.train_baseline import baseline_model_folder, find_dataset_plan, train_baseline
+from textnnunet.dataset.description import DatasetDescription, find_dataset_folder, load_dataset
 from textnnunet.errors import UserError
-from textnnunet.inference.predictor import PredictionSettings
+from textnnunet.inference.predictor import PredictionSettings, resolve_inference_device
 from textnnunet.paths import joint_plans_name, resolve_folders
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.run import model_folder
-from textnnunet.training.splits import parse_fold
+from textnnunet.training.splits import cases_for_fold, parse_fold
 from textnnunet.training.trainer import CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from textnnunet.utils.files import load_json
 
@@ -50,6 +61,10 @@ class BenchmarkOptions:
     use_mirroring: bool = True  # test-time mirroring for the predictions the benchmark itself makes
     base_config: TrainingConfig = field(default_factory=TrainingConfig)  # other hyper-parameters, shared by all
     command: str = ""
+    # genuine nnU-Net v2 models: (dataset id or name, <nnUNet_results>/DatasetXXX_Name/<Trainer>__<Plans>__<config>)
+    nnunet_models: list[tuple[str, str]] = field(default_factory=list)
+    nnunet_test_predictions: list[tuple[str, str]] = field(default_factory=list)  # (dataset, folder of label maps)
+    nnunet_predict_exe: str | None = None  # nnUNetv2_predict_from_modelfolder (default: the one on PATH)
 
 
 @dataclass(frozen=True)
@@ -208,6 +223,43 @@ def labelled_test_cases(raw: Path | None, test_dataset: int | str):
     return desc, cases
 
 
+def open_nnunet_imports(options: BenchmarkOptions, raw: Path | None,
+                        datasets: list[str]) -> list[tuple[NnUNetModel, DatasetDescription]]:
+    """The --nnunet_model folders with their raw datasets, each checked (before anything is trained)."""
+    if not options.nnunet_models:
+        for flag, given in (("--nnunet_test_predictions", options.nnunet_test_predictions),
+                            ("--nnunet_predict_exe", options.nnunet_predict_exe)):
+            if given:
+                raise UserError(f"{flag}: needs --nnunet_model")
+        return []
+    if raw is None:
+        raise UserError("--nnunet_model needs the raw folder (--raw or TEXTNNUNET_raw): nnU-Net's predictions are "
+                        "scored against the raw labels")
+    imports: dict[str, tuple[NnUNetModel, DatasetDescription]] = {}
+    for identifier, folder in options.nnunet_models:
+        desc = load_dataset(raw, identifier)
+        if desc.name not in datasets:
+            raise UserError(f"--nnunet_model {identifier}: {desc.name} is not one of the benchmark's datasets "
+                            f"({', '.join(datasets)})")
+        if desc.name in imports:
+            raise UserError(f"--nnunet_model {identifier}: given twice for {desc.name}")
+        imports[desc.name] = (open_nnunet_model(folder, options.fold, desc), desc)
+    return list(imports.values())
+
+
+def nnunet_test_prediction_folders(options: BenchmarkOptions, raw: Path | None, imported: list[str]) -> dict[str, Path]:
+    """Dataset name -> the folder of nnU-Net test-set predictions the user gave for that dataset's model."""
+    folders = {}
+    for identifier, folder in options.nnunet_test_predictions:
+        name = find_dataset_folder(raw, identifier).name
+        if name not in imported:
+            raise UserError(f"--nnunet_test_predictions {identifier}: no --nnunet_model given for {name}")
+        folders[name] = Path(folder)
+    if folders and options.test_dataset is None:
+        raise UserError("--nnunet_test_predictions: needs --test_dataset")
+    return folders
+
+
 def benchmark_folder(results: Path, plans_name: str, configuration: str, fold) -> Path:
     return Path(results) / f"benchmark_{plans_name}_{configuration}_fold{fold}"
 
@@ -229,6 +281,9 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
     log(budget.describe())
     skipped: dict[str, str] = {}
     specs = model_specs(options, folders.results, plans_name, datasets, skipped)
+    imports = open_nnunet_imports(options, folders.raw, datasets)
+    nnunet_predictions = nnunet_test_prediction_folders(options, folders.raw, [m.dataset for m, _ in imports])
+    nnunet_executable = find_predict_executable(options.nnunet_predict_exe) if imports else None
 
     # Baselines need their own caches; the joint plan's splits file decides both models' folds.
     from textnnunet.training.run import preprocessed_case_ids
@@ -236,7 +291,11 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
 
     joint_cases = plans_path.parent / plans["configurations"][options.configuration]["data_identifier"]
     case_ids = preprocessed_case_ids(joint_cases, datasets, options.configuration, " ".join(map(str, options.dataset_ids)))
-    load_or_create_splits(plans_path.parent / "splits_final.json", case_ids)
+    splits_path = plans_path.parent / "splits_final.json"
+    held_out = cases_for_fold(load_or_create_splits(splits_path, case_ids), options.fold, datasets)[1]
+    for model, _ in imports:
+        if held_out[model.dataset]:
+            check_validation_cases(model, held_out[model.dataset], splits_path)  # fail before training
     if options.train:
         for ds in datasets:
             ensure_baseline_cache(folders.preprocessed, folders.raw, ds, options, len(case_ids[ds]), log)
@@ -270,6 +329,29 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
                 test_summaries[spec.name] = summary
                 info["inference_seconds_per_case"] = seconds
         models_info[spec.name] = info
+    for model, desc in imports:
+        log(f"evaluating {model.name} ({model.folder})")
+        info = {**nnunet_model_info(model), "inference_seconds_per_case": None}
+        folder_name = model.name.replace(" ", "_")
+        if held_out[model.dataset]:
+            validation[model.name] = score_validation(model, desc, held_out[model.dataset], splits_path,
+                                                      out / f"validation_{model.dataset}" / folder_name)
+        if test_desc is not None and any(c in model.regions for c in test_desc.classes):
+            predictions = nnunet_predictions.get(model.dataset)
+            if predictions is None and nnunet_executable is None:
+                skipped[f"{model.name} on {test_desc.name}"] = (
+                    f"no predictions: pass --nnunet_test_predictions {model.dataset} FOLDER, or make "
+                    "nnUNetv2_predict_from_modelfolder available (PATH or --nnunet_predict_exe)")
+            else:
+                log(f"{model.name} on {test_desc.name}: " + (f"reading {predictions}" if predictions else
+                                                            f"running {nnunet_executable}"))
+                summary, seconds = score_test_set(
+                    model, test_desc, test_cases_, out / f"test_{test_desc.name}" / folder_name,
+                    predictions=predictions, executable=nnunet_executable,
+                    device=resolve_inference_device(options.device).type, use_mirroring=options.use_mirroring)
+                test_summaries[model.name] = summary
+                info["inference_seconds_per_case"] = seconds
+        models_info[model.name] = info
 
     benchmark = build_benchmark(options, plans_name, budget, models_info, validation, test_summaries,
                                 test_desc.name if test_desc else None, list(test_desc.classes) if test_desc else None,
@@ -285,6 +367,7 @@ def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, 
     """The benchmark dict (benchmark.json) from per-model info and summaries: pure, no files or models."""
     val_table = aggregate.validation_table(validation)
     model_classes = {name: m["classes"] for name, m in models.items()}
+    imported = any(aggregate.is_nnunet(name) for name in models)
     wanted = list(test_classes) if test_classes else sorted({c for classes in model_classes.values() for c in classes})
     benchmark = {
         "date": date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -297,6 +380,8 @@ def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, 
         "models": models,
         "validation": val_table,
         "validation_differences": aggregate.validation_differences(val_table),
+        **({"validation_differences_nnunet_v2": aggregate.validation_differences(
+            val_table, reference=aggregate.nnunet_name)} if imported else {}),
         "coverage": aggregate.coverage(model_classes, wanted),
         "cost": aggregate.cost_summary(models, wanted),
         "skipped": dict(skipped or {}),
@@ -305,4 +390,7 @@ def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, 
         table = aggregate.test_table(test_summaries)
         benchmark["test"] = {"dataset": test_dataset, "num_cases": n_test_cases, "classes": wanted, "table": table,
                              "differences": aggregate.test_differences(table)}
+        if imported:
+            benchmark["test"]["differences_nnunet_v2"] = aggregate.test_differences(
+                table, is_reference=aggregate.is_nnunet)
     return benchmark

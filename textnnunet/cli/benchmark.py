@@ -32,6 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable_tta", action="store_true",
                    help="no test-time mirroring when predicting the test set (faster on CPU)")
     p.add_argument("-np", "--num_processes", type=int, default=2, help="preprocessing workers for baseline caches")
+    p.add_argument("--nnunet_model", nargs=2, action="append", default=[], metavar=("DATASET_ID", "MODEL_FOLDER"),
+                   help="put a genuine nnU-Net v2 next to ours (repeatable, one per dataset; needs --raw): "
+                        "MODEL_FOLDER is <nnUNet_results>/DatasetXXX_Name/<Trainer>__<Plans>__<configuration>. Its "
+                        "fold_<k>/validation predictions are scored on our held-out cases of that dataset (nnU-Net "
+                        "must have trained with our splits) and, with --test_dataset, its test-set predictions")
+    p.add_argument("--nnunet_test_predictions", nargs=2, action="append", default=[], metavar=("DATASET_ID", "FOLDER"),
+                   help="that nnU-Net model's predictions of the test set's imagesTs (<case><file_ending> label maps), "
+                        "read instead of running nnUNetv2_predict_from_modelfolder")
+    p.add_argument("--nnunet_predict_exe", default=None, metavar="PATH",
+                   help="nnUNetv2_predict_from_modelfolder to run on the test set (default: the one on PATH; "
+                        "without either, an imported model is scored on validation only)")
     add_folder_args(p)
     return p
 
@@ -47,7 +58,9 @@ def main(argv=None) -> int:
         iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=args.val_iters_per_epoch,
         equal_budget=not args.unequal_budget, train=not args.no_train, ablations=list(args.ablations),
         test_dataset=args.test_dataset, encoder=args.encoder, device=args.device, num_processes=args.num_processes,
-        use_mirroring=not args.disable_tta,
+        use_mirroring=not args.disable_tta, nnunet_models=[tuple(m) for m in args.nnunet_model],
+        nnunet_test_predictions=[tuple(m) for m in args.nnunet_test_predictions],
+        nnunet_predict_exe=args.nnunet_predict_exe,
         base_config=config_from_args(args), command="textnnunet_benchmark " + shlex.join(argv))
     run_benchmark(options, raw=args.raw, preprocessed=args.preprocessed, results=args.results)
     return 0

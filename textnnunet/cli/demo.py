@@ -16,7 +16,7 @@ from textnnunet.cli.common import user_errors_exit
 DEMO_PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
 UNSEEN_PROMPTS = ["hepatic parenchyma", "kidneys", "renal tumour"]
 # The demo's budget: trains on 2 CPU cores within the documented time (documentation/results.md).
-DEMO_EPOCHS = 40
+DEMO_EPOCHS = 50
 DEMO_ITERS = 25
 
 

@@ -1,7 +1,7 @@
 """Text-conditioned dynamic segmentation heads (the CLIP-Driven Universal Model's controller).
 
 For every image b and prompt k, a controller maps [global image feature_b, text feature_k] to the weights
-and biases of a tiny per-pixel MLP (three 1x1 convolutions, 8 -> 8 -> 8 -> 1 channels, ReLU between).
+and biases of a tiny per-pixel MLP (three 1x1 convolutions, 8 -> 8 -> 8 -> 1 channels, leaky ReLU between).
 That MLP reads the decoder features after a shared reduction to 8 channels and returns one logit per
 pixel. All B*K heads of a batch run together as batched matmuls (no loop over prompts); K is an input.
 """
@@ -16,6 +16,10 @@ from torch import nn
 HEAD_CHANNELS = 8  # channels the decoder features are reduced to before the dynamic heads
 HEAD_LAYERS = (8, 8, 1)  # output channels of the three dynamic 1x1 convolutions
 COND_DIM = 256  # width of the image and text embeddings fed to the controller
+# The Universal Model uses ReLU between the dynamic layers. A generated head whose hidden units all go negative
+# then outputs a constant and passes no gradient back to the controller: on the CPU demo the spleen and kidney
+# heads died that way after 200 iterations and never came back (loss 1.16, Dice 0). A leaky slope keeps them alive.
+HEAD_NEGATIVE_SLOPE = 0.01
 
 
 def group_count(channels: int, max_groups: int = 16) -> int:
@@ -72,6 +76,9 @@ class ControllerHeads(nn.Module):
         conv = nn.Conv3d if conv_dims == 3 else nn.Conv2d
         # text embedding -> "organ embedding" (Linear + ReLU as in the Universal Model)
         self.text_proj = nn.Sequential(nn.Linear(embed_dim, COND_DIM), nn.ReLU(inplace=True))
+        # No bias at the start: the text feature of a prompt is then a function of its direction alone, so
+        # different prompts start with different features however small the embeddings are.
+        nn.init.zeros_(self.text_proj[0].bias)
         # bottleneck -> global image feature (GroupNorm, ReLU, global average pool, linear)
         self.image_norm = nn.Sequential(
             nn.GroupNorm(group_count(bottleneck_channels), bottleneck_channels), nn.ReLU(inplace=True)
@@ -82,6 +89,11 @@ class ControllerHeads(nn.Module):
         # conv, like nnU-Net's seg layer: the decoder stage already ends in InstanceNorm + LeakyReLU, so the
         # Universal Model's extra GroupNorm + ReLU here only cost a full-resolution pass (2x step time at 128^3).
         self.reductions = nn.ModuleList(conv(c, HEAD_CHANNELS, 1) for c in decoder_channels)
+
+    def initialize_output_bias(self, logit: float) -> None:
+        """Start every generated head with this output bias (the last entry of a parameter vector)."""
+        with torch.no_grad():
+            self.controller.bias[-1] = logit
 
     def image_features(self, bottleneck: torch.Tensor) -> torch.Tensor:
         pooled = self.image_norm(bottleneck).mean(dim=tuple(range(2, bottleneck.dim())))
@@ -120,7 +132,8 @@ class ControllerHeads(nn.Module):
                 # all prompts of an image at once: (B, nb*g*out, C) @ (B, C, S)
                 x = torch.baddbmm(bias.reshape(b, -1, 1), w.reshape(b, nb * g * out, fan_in), x)
                 continue
-            x = torch.relu_(x)  # in place is safe: baddbmm keeps its inputs, not its output, for backward
+            # in place is safe: baddbmm keeps its inputs, not its output, for backward
+            x = F.leaky_relu_(x, HEAD_NEGATIVE_SLOPE)
             x = x.reshape(b * nb, g * fan_in, -1)  # a view: prompt blocks are contiguous channel ranges
             block = _block_diagonal(w.reshape(b * nb, g, out, fan_in)) if g > 1 else w
             x = torch.baddbmm(bias.reshape(b * nb, g * out, 1), block, x)

@@ -31,6 +31,12 @@ class FiLMHeads(nn.Module):
             nn.Linear(FILM_HIDDEN, 2 * sum(self.decoder_channels)),
         )
         self.heads = nn.ModuleList(conv(c, 1, 1) for c in self.decoder_channels)
+        nn.init.zeros_(self.text_mlp[0].bias)  # as the controller's text projection: prompts differ from the start
+
+    def initialize_output_bias(self, logit: float) -> None:
+        with torch.no_grad():
+            for head in self.heads:
+                head.bias.fill_(logit)
 
     def modulation(self, text_embeddings: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """Per decoder resolution (highest first): (gamma, beta), each (K, C_s)."""

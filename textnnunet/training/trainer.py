@@ -163,7 +163,7 @@ class Trainer:
         net = TextPromptedUNet(self.cfg_plan["architecture"], in_channels=len(self.plans["channel_names"]),
                                embed_dim=embed_dim, conditioning=self.config.conditioning,
                                deep_supervision=self.config.deep_supervision, backbone=self.config.backbone)
-        net.set_text_center(self.embeddings)
+        net.set_text_normalization(self.embeddings)
         return net
 
     def _network_outputs(self, data: torch.Tensor):

@@ -159,6 +159,11 @@ def test_report_files(tmp_path):
     assert "| baselines | 2 | 1,700 |" in md
     assert "universal__naiveunion Dice" in md and "equal." in md and "textnnunet_benchmark -d 1 2" in md
     assert "| liver tumor | 0.5000 ± 0.0000 | 0.6000 ± 0.0000 | — | — | -0.1000 |" in md  # the test-set row
+    # the masking ablation gets its own table: universal against the naive union, row by row
+    assert "## Ablation: universal__naiveunion" in md and "the naive union" in md
+    assert "| Dataset001_Liver validation: liver | 0.8000 | 0.5000 | +0.3000 |" in md
+    assert "| Dataset002_Spleen validation: spleen | 0.8000 | 0.4000 | +0.4000 |" in md
+    assert "better on 3 of 3 rows" in md
     for name in (DICE_PLOT, COST_PLOT):
         assert (tmp_path / "bench" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert set(paths) == {"json", "md", "dice_plot", "cost_plot"}

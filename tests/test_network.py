@@ -315,3 +315,35 @@ def test_untrained_heads_start_at_the_foreground_prior(conditioning):
     with torch.no_grad():
         probs = torch.sigmoid(net(torch.zeros(1, 1, 16, 16, 16), torch.zeros(3, EMBED)))
     assert torch.allclose(probs, torch.full_like(probs, FOREGROUND_PRIOR), atol=0.02)
+
+
+@pytest.mark.parametrize("conditioning", ["controller", "film"])
+def test_computing_only_annotated_pairs_gives_the_same_loss_and_gradients(conditioning):
+    from textnnunet.training.loss import DeepSupervisionLoss, masked_bce_dice_loss
+
+    torch.manual_seed(0)
+    net = TextPromptedUNet(ARCH_3D, 2, EMBED, conditioning)
+    x, text = inputs(b=3, k=4)
+    pairs = torch.tensor([[True, False, True, False], [False, False, False, True], [False, False, False, False]])
+    target = (torch.rand(3, 4, *x.shape[2:]) > 0.6).float()
+    loss_fn = DeepSupervisionLoss(masked_bce_dice_loss, [1.0, 0.5])
+
+    def loss_and_grads(selected):
+        net.zero_grad()
+        outs = net(x, text, selected)
+        loss = loss_fn(outs, target, pairs)
+        loss.backward()
+        return outs, loss, {n: p.grad.clone() for n, p in net.named_parameters() if p.grad is not None}
+
+    full_outs, full_loss, full_grads = loss_and_grads(None)
+    outs, loss, grads = loss_and_grads(pairs)
+    assert torch.allclose(loss, full_loss, atol=1e-6)
+    assert full_grads.keys() == grads.keys()
+    for name in grads:
+        assert torch.allclose(grads[name], full_grads[name], atol=1e-6, rtol=1e-4), name
+    for full, part in zip(full_outs, outs):
+        assert torch.allclose(part[pairs], full[pairs], atol=1e-6)
+        if conditioning == "controller":  # the pairs left out are not computed at all
+            assert not part[~pairs].any()
+    with pytest.raises(ValueError, match="pairs"):
+        net(x, text, pairs[:, :2])

@@ -146,7 +146,7 @@ class BaselineTrainer(Trainer):
         return build_softmax_unet(self.cfg_plan["architecture"], len(self.plans["channel_names"]),
                                   len(self.label_values), self.config.deep_supervision, self.config.backbone)
 
-    def _network_outputs(self, data: torch.Tensor):
+    def _network_outputs(self, data: torch.Tensor, annotated: torch.Tensor):
         return self.network(data)
 
     def _build_loss(self):

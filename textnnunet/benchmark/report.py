@@ -103,6 +103,48 @@ def validation_section(benchmark: Mapping) -> list[str]:
     return lines
 
 
+ABLATION_MEANING = {
+    "naiveunion": "the naive union: each dataset's unlabelled classes trained as background (no partial-label "
+                  "masking)",
+    "film": "FiLM conditioning instead of the controller",
+}
+
+
+def _ablation_meaning(model: str) -> str:
+    tag = model.split("__", 1)[-1]
+    return ABLATION_MEANING.get(tag, f"the {tag} text encoder")
+
+
+def ablation_rows(benchmark: Mapping, ablation: str) -> list[tuple[str, float, float]]:
+    """(where and class, universal Dice, ablation Dice) on every validation class and test-set class both cover."""
+    rows = []
+    for ds, classes in benchmark["validation"].items():
+        for cls, models in classes.items():
+            if UNIVERSAL in models and ablation in models:
+                rows.append((f"{ds} validation: {cls}", models[UNIVERSAL]["dice_mean"], models[ablation]["dice_mean"]))
+    test = benchmark.get("test") or {}
+    for cls in test.get("classes", []):
+        models = test["table"].get(cls, {})
+        if UNIVERSAL in models and ablation in models:
+            rows.append((f"{test['dataset']} test: {cls}", models[UNIVERSAL]["dice_mean"], models[ablation]["dice_mean"]))
+    return rows
+
+
+def ablation_section(benchmark: Mapping) -> list[str]:
+    """One table per ablation: the universal model against the same model with one thing changed."""
+    lines = []
+    for ablation in _ablation_models(benchmark):
+        rows = ablation_rows(benchmark, ablation)
+        better = sum(1 for _, u, a in rows if finite(u) and finite(a) and u > a)
+        lines += [f"## Ablation: {ablation}", "",
+                  f"The universal model against {_ablation_meaning(ablation)}, same budget and everything else equal. "
+                  f"Δ = universal − ablation; the universal model is better on {better} of {len(rows)} rows.", "",
+                  "| where: class | universal Dice | ablation Dice | Δ Dice |", "|---|---|---|---|"]
+        lines += [f"| {where} | {_f(u)} | {_f(a)} | {_signed(u - a)} |" for where, u, a in rows]
+        lines.append("")
+    return lines
+
+
 def test_section(benchmark: Mapping) -> list[str]:
     test = benchmark.get("test")
     if not test:
@@ -156,7 +198,8 @@ def benchmark_markdown(benchmark: Mapping) -> str:
     if benchmark.get("skipped"):
         lines += ["Skipped: " + "; ".join(f"{k} ({v})" for k, v in benchmark["skipped"].items()), ""]
     lines += ["## Models", "", *models_table(benchmark), ""]
-    lines += validation_section(benchmark) + test_section(benchmark) + coverage_section(benchmark)
+    lines += validation_section(benchmark) + test_section(benchmark) + ablation_section(benchmark)
+    lines += coverage_section(benchmark)
     lines += [f"Plots: `{DICE_PLOT}` (Dice per class, side by side), `{COST_PLOT}` (models and parameters needed to "
               "cover every class)."]
     return "\n".join(lines) + "\n"

@@ -140,14 +140,36 @@ class ControllerHeads(nn.Module):
         logits = x.reshape(b, nb * g, -1)[:, :k]  # last layer has one channel per prompt, in prompt order
         return logits.reshape(b, k, *spatial)
 
+    def apply_heads_to_pairs(self, head_inputs: torch.Tensor, params: torch.Tensor,
+                             pairs: torch.Tensor) -> torch.Tensor:
+        """apply_heads for the (image, prompt) pairs marked in `pairs` (B, K) only; the other logits are 0.
+
+        Training needs no more: the partial-label loss reads only the pairs a case's dataset annotates (about a
+        third of them on the demo data), so the per-prompt hidden maps of the others need not exist.
+        """
+        b, k = params.shape[:2]
+        logits = head_inputs.new_zeros((b, k, *head_inputs.shape[2:]))
+        for i in range(b):
+            chosen = pairs[i].nonzero(as_tuple=True)[0]
+            if chosen.numel():
+                logits[i, chosen] = self.apply_heads(head_inputs[i : i + 1], params[i : i + 1, chosen])[0].to(logits.dtype)
+        return logits
+
     def forward(
         self,
         decoder_features: Sequence[torch.Tensor],
         bottleneck: torch.Tensor,
         text_embeddings: torch.Tensor,
         n_scales: int,
+        pairs: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
+        """pairs: optional (B, K) bool, the only (image, prompt) pairs whose logits are needed (others: 0)."""
         params = self.dynamic_params(bottleneck, text_embeddings)
-        return [
-            self.apply_heads(self.reductions[s](decoder_features[s]), params) for s in range(n_scales)
-        ]
+        if pairs is not None and bool(pairs.all()):
+            pairs = None
+        outputs = []
+        for s in range(n_scales):
+            head_inputs = self.reductions[s](decoder_features[s])
+            outputs.append(self.apply_heads(head_inputs, params) if pairs is None
+                           else self.apply_heads_to_pairs(head_inputs, params, pairs.to(params.device)))
+        return outputs

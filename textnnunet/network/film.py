@@ -60,7 +60,9 @@ class FiLMHeads(nn.Module):
         bottleneck: torch.Tensor,
         text_embeddings: torch.Tensor,
         n_scales: int,
+        pairs: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
+        # `pairs` is accepted for the shared interface; all K outputs come from one convolution anyway.
         mods = self.modulation(text_embeddings)
         return [
             self.scale_logits(decoder_features[s], *mods[s], self.heads[s]) for s in range(n_scales)

@@ -91,17 +91,23 @@ class TextPromptedUNet(nn.Module):
         return self.backbone(x)
 
     def decode_heads(
-        self, features: BackboneFeatures, text_embeddings: torch.Tensor
+        self, features: BackboneFeatures, text_embeddings: torch.Tensor, pairs: torch.Tensor | None = None
     ) -> list[torch.Tensor] | torch.Tensor:
+        """pairs: optional (B, K) bool; only those (image, prompt) logits are computed, the rest are 0 (training
+        with the partial-label loss, which reads no other pair)."""
         self._check_text(text_embeddings)
+        if pairs is not None and tuple(pairs.shape) != (features.bottleneck.shape[0], text_embeddings.shape[0]):
+            raise ValueError(f"pairs of shape {tuple(pairs.shape)}: expected (B, K) = "
+                             f"{(features.bottleneck.shape[0], text_embeddings.shape[0])}")
         text = text_embeddings.to(features.bottleneck.device)
         text = (text - self.text_center.to(text.dtype)) * self.text_scale.to(text.dtype)
         n = self.n_scales if self.deep_supervision else 1
-        outputs = self.heads(features.decoder, features.bottleneck, text, n)
+        outputs = self.heads(features.decoder, features.bottleneck, text, n, pairs)
         return outputs if self.deep_supervision else outputs[0]
 
-    def forward(self, x: torch.Tensor, text_embeddings: torch.Tensor) -> list[torch.Tensor] | torch.Tensor:
-        return self.decode_heads(self.encode(x), text_embeddings)
+    def forward(self, x: torch.Tensor, text_embeddings: torch.Tensor,
+                pairs: torch.Tensor | None = None) -> list[torch.Tensor] | torch.Tensor:
+        return self.decode_heads(self.encode(x), text_embeddings, pairs)
 
     def _check_text(self, text_embeddings: torch.Tensor) -> None:
         if text_embeddings.dim() != 2 or text_embeddings.shape[0] < 1 or text_embeddings.shape[1] != self.embed_dim:

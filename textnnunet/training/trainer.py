@@ -166,8 +166,10 @@ class Trainer:
         net.set_text_normalization(self.embeddings)
         return net
 
-    def _network_outputs(self, data: torch.Tensor):
-        return self.network(data, self.embeddings)
+    def _network_outputs(self, data: torch.Tensor, annotated: torch.Tensor):
+        # With partial-label masking the loss (and the pseudo Dice) read only annotated pairs: compute only those.
+        pairs = annotated if self.config.mask_unannotated else None
+        return self.network(data, self.embeddings, pairs)
 
     # ----------------------------------------------------------------------------------------- set-up
     def _build_network(self, embed_dim: int) -> nn.Module:
@@ -236,7 +238,7 @@ class Trainer:
         if not self.config.mask_unannotated:
             annotated = torch.ones_like(annotated)  # naive union: unlabelled classes count as background
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            outputs = self._network_outputs(data)
+            outputs = self._network_outputs(data, annotated)
             if self.config.deep_supervision:
                 shapes = [o.shape[2:] for o in outputs]
                 loss = self.loss(outputs, downsample_targets(target, shapes), annotated)

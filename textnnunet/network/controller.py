@@ -17,8 +17,9 @@ HEAD_CHANNELS = 8  # channels the decoder features are reduced to before the dyn
 HEAD_LAYERS = (8, 8, 1)  # output channels of the three dynamic 1x1 convolutions
 COND_DIM = 256  # width of the image and text embeddings fed to the controller
 # The Universal Model uses ReLU between the dynamic layers. A generated head whose hidden units all go negative
-# then outputs a constant and passes no gradient back to the controller: on the CPU demo the spleen and kidney
-# heads died that way after 200 iterations and never came back (loss 1.16, Dice 0). A leaky slope keeps them alive.
+# then outputs a constant and passes no gradient back to the controller, for good. A leaky slope rules that out.
+# (It was added when the spleen and kidney heads collapsed on the CPU demo; that collapse came from too large text
+# features and recurred with the leaky slope until those were scaled down, see TEXT_RMS.)
 HEAD_NEGATIVE_SLOPE = 0.01
 
 

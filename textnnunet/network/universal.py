@@ -62,7 +62,7 @@ class TextPromptedUNet(nn.Module):
         # of about 0.03, so a fresh text projection returned mostly its bias: after 1300 CPU iterations the
         # controller's text-driven parameters for spleen and kidney still had cosine 0.92-0.98 and the spleen
         # prompt segmented the kidney. At RMS 1 the text outweighed the image feature in the controller and
-        # training turned unstable (spleen and kidney heads collapsed within 100 iterations); TEXT_RMS keeps the
+        # training turned unstable (spleen and kidney heads collapsed to Dice 0 after 100-300 iterations); TEXT_RMS keeps the
         # text at about half the image feature's size. Buffers, so checkpoints carry them and zero-shot prompts
         # at inference are standardised the same way.
         self.register_buffer("text_center", torch.zeros(embed_dim))

@@ -233,3 +233,20 @@ def test_the_benchmark_command_refuses_a_bad_nnunet_model_with_exit_code_2(tmp_p
             benchmark_main(base + extra)
         err = capsys.readouterr().err
         assert e.value.code == 2 and expected in err and "Traceback" not in err
+
+
+def test_parameter_count_counts_the_shared_encoder_once(tmp_path):
+    import torch
+
+    from textnnunet.benchmark.nnunet_import import parameter_count
+
+    # nnU-Net's decoder holds the encoder: its state dict lists every encoder tensor twice, one storage.
+    net = torch.nn.Module()
+    net.encoder = torch.nn.Conv3d(1, 4, 3)
+    net.decoder = torch.nn.Module()
+    net.decoder.encoder = net.encoder
+    net.decoder.seg = torch.nn.Conv3d(4, 2, 1)
+    torch.save({"network_weights": net.state_dict()}, tmp_path / "c.pth")
+    checkpoint = torch.load(tmp_path / "c.pth", weights_only=False)
+    assert len(checkpoint["network_weights"]) == 6
+    assert parameter_count(checkpoint) == (4 * 27 + 4) + (2 * 4 + 2)

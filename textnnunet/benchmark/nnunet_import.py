@@ -271,14 +271,25 @@ def _int_or_none(value) -> int | None:
 
 
 def parameter_count(checkpoint: Mapping) -> int | None:
-    """Learned scalars in the checkpoint's network weights (normalisation running statistics excluded)."""
+    """Learned scalars in the checkpoint's network weights (normalisation running statistics excluded).
+
+    nnU-Net's decoder keeps a reference to the encoder, so every encoder tensor appears twice in the state dict
+    (`encoder.*` and `decoder.encoder.*`, one shared storage): each storage is counted once.
+    """
     import torch
 
     weights = checkpoint.get("network_weights")
     if not weights:
         return None
-    return int(sum(v.numel() for k, v in weights.items() if torch.is_tensor(v) and v.is_floating_point()
-                   and not k.endswith(("running_mean", "running_var"))))
+    seen, total = set(), 0
+    for key, value in weights.items():
+        if not (torch.is_tensor(value) and value.is_floating_point()) or key.endswith(("running_mean", "running_var")):
+            continue
+        storage = (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape))
+        if storage not in seen:
+            seen.add(storage)
+            total += value.numel()
+    return total
 
 
 def training_record(checkpoint: Mapping, plans: Mapping, configuration: str, debug: Mapping) -> dict:

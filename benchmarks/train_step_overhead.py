@@ -23,7 +23,7 @@ from textnnunet.experiment_planning.topology import pool_and_conv_props
 from textnnunet.network.baseline import build_softmax_unet
 from textnnunet.network.deep_supervision import deep_supervision_weights
 from textnnunet.network.universal import TextPromptedUNet
-from textnnunet.training.config import TrainingConfig
+from textnnunet.training.config import memory_format_for
 from textnnunet.training.loss import downsample_targets, masked_bce_dice_loss
 
 
@@ -93,7 +93,7 @@ def main() -> None:
         spacing = args.spacing or [1.0] * len(args.patch)
         arch, patch = architecture_for(args.patch, spacing, args.base_features, args.max_features)
         batch = args.batch_size
-    layout = TrainingConfig(memory_format=args.memory_format).resolved_memory_format(device.type, len(patch))
+    layout = memory_format_for(device.type, len(patch), args.memory_format)
     torch.manual_seed(0)
     x = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
     n_scales = arch["n_stages"] - 1

@@ -24,7 +24,7 @@ from textnnunet.inference.sliding_window import sliding_window_predict
 from textnnunet.network.baseline import build_softmax_unet
 from textnnunet.network.deep_supervision import deep_supervision_weights
 from textnnunet.preprocessing.preprocessor import load_case, restore_to_original
-from textnnunet.training.config import TrainingConfig
+from textnnunet.training.config import TrainingConfig, memory_format_for
 from textnnunet.training.loss import DeepSupervisionLoss
 from textnnunet.training.sampling import PatchSampler
 from textnnunet.training.trainer import DistributedContext, Trainer, pseudo_dice_counts
@@ -188,7 +188,7 @@ def set_deep_supervision(net: nn.Module, enabled: bool) -> None:
 def predict_softmax(network: nn.Module, data: np.ndarray, patch_size: Sequence[int], num_classes: int,
                     settings: PredictionSettings, device: torch.device) -> np.ndarray:
     """Softmax probabilities (C, z, y, x) of one preprocessed image: sliding window, Gaussian, mirroring."""
-    layout = TrainingConfig().resolved_memory_format(device.type, len(patch_size))  # as the universal model
+    layout = memory_format_for(device.type, len(patch_size))  # channels-last on the CPU, as in training
     network.to(device, memory_format=layout)
     mirror = getattr(network, "mirror_axes", tuple(range(len(patch_size)))) if settings.use_mirroring else None
 

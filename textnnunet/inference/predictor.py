@@ -17,7 +17,7 @@ from textnnunet.inference.sliding_window import sliding_window_predict
 from textnnunet.network.universal import TextPromptedUNet
 from textnnunet.preprocessing.preprocessor import preprocess_case, restore_to_original
 from textnnunet.text.vocabulary import Resolution, Vocabulary
-from textnnunet.training.config import TrainingConfig
+from textnnunet.training.config import TrainingConfig, memory_format_for
 from textnnunet.utils.files import load_json
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")
@@ -75,7 +75,7 @@ def predict_probabilities(networks: Sequence[torch.nn.Module], data: np.ndarray,
     """Average of the folds' sigmoid probabilities (K, z, y, x) for one preprocessed image."""
     image = torch.from_numpy(np.ascontiguousarray(data))
     embeddings = embeddings.to(device)
-    layout = TrainingConfig().resolved_memory_format(device.type, len(patch_size))  # channels-last on CPU
+    layout = memory_format_for(device.type, len(patch_size))  # channels-last on the CPU, as in training
     total = None
     for net in networks:
         net.to(device, memory_format=layout)

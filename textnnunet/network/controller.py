@@ -153,7 +153,8 @@ class ControllerHeads(nn.Module):
         for i in range(b):
             chosen = pairs[i].nonzero(as_tuple=True)[0]
             if chosen.numel():
-                logits[i, chosen] = self.apply_heads(head_inputs[i : i + 1], params[i : i + 1, chosen])[0].to(logits.dtype)
+                chosen_logits = self.apply_heads(head_inputs[i : i + 1], params[i : i + 1, chosen])[0]
+                logits[i, chosen] = chosen_logits.to(logits.dtype)
         return logits
 
     def forward(

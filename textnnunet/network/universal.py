@@ -54,7 +54,7 @@ class TextPromptedUNet(nn.Module):
         initialize_like_nnunet(self, residual=backbone == "ResidualEncoderUNet")
         # Sigmoid outputs start at a small foreground probability instead of 0.5 (RetinaNet's prior): from 0.5
         # everywhere the first BCE steps only learn "background"; on the CPU demo the first non-zero pseudo Dice
-        # came after 100 iterations with the prior and after 200 without.
+        # came after about 100 iterations with the prior and about 200 without.
         self.heads.initialize_output_bias(math.log(FOREGROUND_PRIOR / (1 - FOREGROUND_PRIOR)))
         # Prompts are standardised on the trained vocabulary: its mean subtracted (sentence encoders give all
         # anatomy terms a large shared component: MiniLM cosine 0.5 between "spleen" and "kidney", -0.13 once
@@ -62,9 +62,9 @@ class TextPromptedUNet(nn.Module):
         # of about 0.03, so a fresh text projection returned mostly its bias: after 1300 CPU iterations the
         # controller's text-driven parameters for spleen and kidney still had cosine 0.92-0.98 and the spleen
         # prompt segmented the kidney. At RMS 1 the text outweighed the image feature in the controller and
-        # training turned unstable (spleen and kidney heads collapsed to Dice 0 after 100-300 iterations); TEXT_RMS keeps the
-        # text at about half the image feature's size. Buffers, so checkpoints carry them and zero-shot prompts
-        # at inference are standardised the same way.
+        # training turned unstable (spleen and kidney heads collapsed to Dice 0 after 100-300 iterations);
+        # TEXT_RMS keeps the text at about half the image feature's size. Buffers, so checkpoints carry them
+        # and zero-shot prompts at inference are standardised the same way.
         self.register_buffer("text_center", torch.zeros(embed_dim))
         self.register_buffer("text_scale", torch.ones(()))
 

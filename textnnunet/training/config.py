@@ -56,12 +56,7 @@ class TrainingConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def resolved_memory_format(self, device_type: str, conv_dims: int) -> torch.memory_format:
-        if self.memory_format not in ("auto", "channels_first", "channels_last"):
-            raise ValueError(f"memory_format: unknown {self.memory_format!r}")
-        last = self.memory_format == "channels_last" or (self.memory_format == "auto" and device_type == "cpu")
-        if not last:
-            return torch.contiguous_format
-        return torch.channels_last_3d if conv_dims == 3 else torch.channels_last
+        return memory_format_for(device_type, conv_dims, self.memory_format)
 
     def resolved_mirror_axes(self, patch_dims: int) -> list[int]:
         if self.mirror_axes is not None:
@@ -80,3 +75,12 @@ class TrainingConfig:
         if self.backbone != "PlainConvUNet":
             parts.append(self.backbone)
         return "__".join(parts)
+
+
+def memory_format_for(device_type: str, conv_dims: int, choice: str = "auto") -> torch.memory_format:
+    """The tensor layout for `choice` (auto: channels-last on the CPU, channels-first elsewhere)."""
+    if choice not in ("auto", "channels_first", "channels_last"):
+        raise ValueError(f"memory_format: unknown {choice!r}")
+    if choice == "channels_first" or (choice == "auto" and device_type != "cpu"):
+        return torch.contiguous_format
+    return torch.channels_last_3d if conv_dims == 3 else torch.channels_last

@@ -396,20 +396,20 @@ def main() -> None:
         f"textnnunet {startup['textnnunet']:.2f} s; wall includes interpreter start and imports for both")
 
     ratios = {}
+
+    def wall_ratio(key: str, label: str, numerator: dict, denominator: dict, target: str) -> None:
+        """Ratio of median wall times, with and without start-up, stored under `key` and printed."""
+        ratios[key] = numerator["median_wall_seconds"] / denominator["median_wall_seconds"]
+        ratios[key + "_minus_startup"] = (numerator["median_wall_minus_startup_seconds"]
+                                          / denominator["median_wall_minus_startup_seconds"])
+        log(f"{label}: {ratios[key]:.2f}x wall ({ratios[key + '_minus_startup']:.2f}x minus start-up)   {target}")
+
     if 1 in args.prompt_counts:
         one = measured["textnnunet_1"]
-        ratios["textnnunet_1_over_nnunet"] = one["median_wall_seconds"] / nn["median_wall_seconds"]
-        ratios["textnnunet_1_over_nnunet_minus_startup"] = (one["median_wall_minus_startup_seconds"]
-                                                             / nn["median_wall_minus_startup_seconds"])
-        log(f"textnnunet 1 prompt / nnU-Net: {ratios['textnnunet_1_over_nnunet']:.2f}x wall "
-            f"({ratios['textnnunet_1_over_nnunet_minus_startup']:.2f}x minus start-up)   target <= 1.0")
+        wall_ratio("textnnunet_1_over_nnunet", "textnnunet 1 prompt / nnU-Net", one, nn, "target <= 1.0")
         if 5 in args.prompt_counts:
-            five = measured["textnnunet_5"]
-            ratios["textnnunet_5_over_1"] = five["median_wall_seconds"] / one["median_wall_seconds"]
-            ratios["textnnunet_5_over_1_minus_startup"] = (five["median_wall_minus_startup_seconds"]
-                                                            / one["median_wall_minus_startup_seconds"])
-            log(f"textnnunet 5 prompts / 1 prompt: {ratios['textnnunet_5_over_1']:.2f}x wall "
-                f"({ratios['textnnunet_5_over_1_minus_startup']:.2f}x minus start-up)   target < 1.3")
+            wall_ratio("textnnunet_5_over_1", "textnnunet 5 prompts / 1 prompt", measured["textnnunet_5"], one,
+                       "target < 1.3")
     if 5 in args.prompt_counts:
         ratios["textnnunet_5_over_nnunet_x3"] = measured["textnnunet_5"]["median_wall_seconds"] / (
             3 * nn["median_wall_seconds"])

@@ -12,7 +12,7 @@ from textnnunet.dataset.description import (
     training_cases,
 )
 from textnnunet.errors import UserError
-from textnnunet.imageio.sitk_io import ImageGeometry, read_image, read_label, write_image
+from textnnunet.imageio.sitk_io import ImageGeometry, read_geometry, read_image, read_label, write_image
 from textnnunet.paths import joint_plans_name, resolve_folder, resolve_folders
 from textnnunet.utils.files import atomic_write_json, load_json
 
@@ -87,6 +87,7 @@ def test_image_round_trip_keeps_geometry(tmp_path):
     assert data.shape == (1, 5, 6, 7)
     np.testing.assert_allclose(data[0], arr, rtol=1e-6)
     assert geo2.matches(geo)
+    assert read_geometry(tmp_path / "x.nii.gz") == geo2  # the header alone gives the same geometry
     assert not list(tmp_path.glob(".x.nii.gz*")), "temporary file left behind"
 
 
@@ -98,6 +99,10 @@ def test_read_errors_are_user_errors(tmp_path):
     sitk.WriteImage(sitk.GetImageFromArray(np.zeros((4, 5), np.float32)), str(tmp_path / "flat.nii.gz"))
     with pytest.raises(UserError, match="expected a 3D image, found 2D"):
         read_label(tmp_path / "flat.nii.gz")
+    with pytest.raises(UserError, match="expected a 3D image, found 2D"):
+        read_geometry(tmp_path / "flat.nii.gz")
+    with pytest.raises(UserError, match="bad.nii.gz: cannot be read"):
+        read_geometry(bad)
     with pytest.raises(UserError, match="file not found"):
         read_image([tmp_path / "missing.nii.gz"])
 

@@ -21,14 +21,13 @@ from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
-import SimpleITK as sitk
 
 from textnnunet.benchmark.aggregate import nnunet_name
 from textnnunet.benchmark.models import score_cases
 from textnnunet.dataset.description import Case, DatasetDescription, load_dataset_folder, test_cases
 from textnnunet.errors import UserError
 from textnnunet.evaluation.metrics import label_map_to_masks
-from textnnunet.imageio.sitk_io import ImageGeometry, read_label
+from textnnunet.imageio.sitk_io import ImageGeometry, read_geometry, read_label
 from textnnunet.utils.files import load_json
 
 KIND = "nnunet_v2"
@@ -99,18 +98,6 @@ def open_nnunet_model(folder: str | Path, fold: int | str, raw: DatasetDescripti
 
 
 # ------------------------------------------------------------------------------------------ reading label maps
-def stored_geometry(path: Path) -> ImageGeometry:
-    """The geometry in an image file's header, without reading its voxels."""
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        raise UserError(f"{path}: cannot be read as an image") from None
-    return ImageGeometry(tuple(float(s) for s in reader.GetSpacing()[::-1]), tuple(reader.GetOrigin()),
-                         tuple(reader.GetDirection()), tuple(int(s) for s in reader.GetSize()[::-1]))
-
-
 def _geometry_text(g: ImageGeometry) -> str:
     return (f"shape {g.shape}, spacing {tuple(round(s, 4) for s in g.spacing)}, "
             f"origin {tuple(round(o, 3) for o in g.origin)}")
@@ -124,7 +111,7 @@ def label_map_reader(model: NnUNetModel, files: Mapping[str, Path]) -> Callable[
     def read(case: Case, classes: list[str]) -> dict[str, np.ndarray]:
         path = files[case.case_id]
         label_map, geometry = read_label(path)
-        reference = stored_geometry(case.label_file)
+        reference = read_geometry(case.label_file)
         if not geometry.matches(reference):
             raise UserError(f"{path}: geometry ({_geometry_text(geometry)}) differs from the reference "
                             f"{case.label_file} ({_geometry_text(reference)})")

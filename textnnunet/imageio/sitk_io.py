@@ -47,17 +47,34 @@ def read_sitk(path: str | Path) -> sitk.Image:
         raise UserError(f"{path}: cannot be read as an image ({first[:160]})") from None
 
 
-def geometry_of(img: sitk.Image, path: str | Path = "") -> ImageGeometry:
+def geometry_of(img: sitk.Image | sitk.ImageFileReader, path: str | Path = "") -> ImageGeometry:
+    """Geometry (numpy axis order) of an image, or of a reader that has read only the file's header."""
+    components = (img.GetNumberOfComponentsPerPixel() if isinstance(img, sitk.Image)
+                  else img.GetNumberOfComponents())
     if img.GetDimension() != 3:
         raise UserError(f"{path}: expected a 3D image, found {img.GetDimension()}D")
-    if img.GetNumberOfComponentsPerPixel() != 1:
-        raise UserError(f"{path}: expected one component per voxel, found {img.GetNumberOfComponentsPerPixel()}")
+    if components != 1:
+        raise UserError(f"{path}: expected one component per voxel, found {components}")
     return ImageGeometry(
         spacing=tuple(float(s) for s in img.GetSpacing()[::-1]),
         origin=tuple(float(o) for o in img.GetOrigin()),
         direction=tuple(float(d) for d in img.GetDirection()),
         shape=tuple(int(s) for s in img.GetSize()[::-1]),
     )
+
+
+def read_geometry(path: str | Path) -> ImageGeometry:
+    """The geometry in an image file's header, without reading its voxels."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: file not found")
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError:
+        raise UserError(f"{path}: cannot be read as an image") from None
+    return geometry_of(reader, path)
 
 
 def read_image(files: Sequence[str | Path]) -> tuple[np.ndarray, ImageGeometry]:

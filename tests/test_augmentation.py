@@ -12,6 +12,7 @@ from textnnunet.training.augmentation import (
     get_validation_transforms,
     initial_patch_size,
     nnunet_augmentation,
+    nnunet_intensity_augmentation,
     no_augmentation,
 )
 from textnnunet.training.dataloading import TrainingBatchIterator
@@ -99,6 +100,28 @@ def test_nnunet_transforms_change_the_data():
     assert not np.allclose(out["data"], data)
 
 
+def test_intensity_preset_adds_local_intensity_changes_only():
+    cfg = augmentation_preset("nnunet_intensity", (8, 16, 16))
+    assert cfg.name == "nnunet_intensity" and cfg.p_brightness_gradient > 0 and cfg.p_local_gamma > 0
+    assert cfg.p_additive_brightness > 0
+    assert nnunet_augmentation((8, 16, 16)).p_brightness_gradient == 0  # nnU-Net's default stays as it is
+    # only the new transforms on, always: the segmentation is untouched, the image changes smoothly and locally
+    only_local = replace(no_augmentation((8, 16, 16)), p_additive_brightness=1.0, p_brightness_gradient=1.0,
+                         p_local_gamma=1.0)
+    data = np.abs(_batch((4, 1, 8, 16, 16))[0]) + 1.0  # positive: gamma needs a range to map
+    seg = _batch((4, 1, 8, 16, 16))[1]
+    np.random.seed(3)
+    out = get_training_transforms((8, 16, 16), only_local)(data=data.copy(), seg=seg.copy())
+    np.testing.assert_array_equal(out["seg"], seg)
+    change = out["data"] - data
+    assert np.isfinite(out["data"]).all() and np.abs(change).max() > 0.1
+    # not a constant shift everywhere: the gradient and local gamma vary over the patch
+    assert any(np.ptp(change[b]) > 1e-3 for b in range(4))
+    # picklable, so background augmentation workers can use it
+    import pickle
+    pickle.loads(pickle.dumps(get_training_transforms((8, 16, 16), nnunet_intensity_augmentation((8, 16, 16)))))
+
+
 def test_bad_mirror_axes():
     with pytest.raises(UserError, match="mirror_axes"):
         get_training_transforms((8, 8), replace(no_augmentation((8, 8)), mirror_axes=(2,)))
@@ -157,3 +180,17 @@ def test_batch_iterator_with_a_worker_yields_and_closes(tmp_path):
     iterator.close()  # idempotent
     with pytest.raises(RuntimeError, match="closed"):
         next(iterator)
+
+
+def test_augmentation_flag_reaches_the_training_config():
+    import argparse
+
+    from textnnunet.cli.training_args import add_training_args, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_training_args(parser)
+    assert config_from_args(parser.parse_args([])).augmentation == "nnunet_intensity"
+    assert config_from_args(parser.parse_args(["--augmentation", "nnunet"])).augmentation == "nnunet"
+    assert config_from_args(parser.parse_args(["--no_augmentation"])).augmentation == "none"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--augmentation", "heavy"])

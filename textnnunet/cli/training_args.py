@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from textnnunet.training.augmentation import PRESETS
 from textnnunet.training.config import TrainingConfig
 
 
@@ -16,7 +17,10 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--initial_lr", type=float, default=d.initial_lr)
     p.add_argument("--backbone", choices=("PlainConvUNet", "ResidualEncoderUNet"), default=d.backbone)
     p.add_argument("--batch_dice", action="store_true")
-    p.add_argument("--no_augmentation", action="store_true")
+    p.add_argument("--augmentation", choices=PRESETS, default=d.augmentation,
+                   help="nnunet: nnU-Net's defaults; nnunet_intensity: plus local brightness and gamma changes "
+                        "(nnU-Net's DA5 intensity transforms), for datasets from several contrast phases; none: off")
+    p.add_argument("--no_augmentation", action="store_true", help="same as --augmentation none")
     p.add_argument("--mirror_axes", type=int, nargs="*", default=None,
                    help="patch axes to mirror in training and TTA (default: all but left-right, the last axis; "
                         "nnU-Net mirrors all: --mirror_axes 0 1 2)")
@@ -35,6 +39,6 @@ def config_from_args(args) -> TrainingConfig:
     return TrainingConfig(
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=args.val_iters_per_epoch,
         batch_size=args.batch_size, initial_lr=args.initial_lr, backbone=args.backbone, batch_dice=args.batch_dice,
-        augmentation="none" if args.no_augmentation else "nnunet", mirror_axes=args.mirror_axes,
+        augmentation="none" if args.no_augmentation else args.augmentation, mirror_axes=args.mirror_axes,
         deep_supervision=not args.no_deep_supervision, device=args.device, amp=not args.no_amp,
         memory_format=args.memory_format, num_workers=args.num_workers, seed=args.seed)

@@ -6,7 +6,8 @@ they stay binary. The sampler draws a larger "initial" patch (`AugmentationConfi
 so that rotation and scaling do not pull in empty borders; the spatial transform crops it back.
 
 Hyper-parameters live in `AugmentationConfig`; `augmentation_preset(name, patch_size)` builds the
-nnU-Net defaults ("nnunet") or an identity pipeline ("none", for quick tests and ablations).
+nnU-Net defaults ("nnunet"), those plus local intensity changes ("nnunet_intensity", the intensity part of nnU-Net's
+DA5 variant), or an identity pipeline ("none", for quick tests and ablations).
 """
 from __future__ import annotations
 
@@ -18,16 +19,18 @@ from batchgenerators.augmentations.utils import rotate_coords_2d, rotate_coords_
 from batchgenerators.transforms.abstract_transforms import AbstractTransform, Compose
 from batchgenerators.transforms.color_transforms import (
     BrightnessMultiplicativeTransform,
+    BrightnessTransform,
     ContrastAugmentationTransform,
     GammaTransform,
 )
+from batchgenerators.transforms.local_transforms import BrightnessGradientAdditiveTransform, LocalGammaTransform
 from batchgenerators.transforms.noise_transforms import GaussianBlurTransform, GaussianNoiseTransform
 from batchgenerators.transforms.resample_transforms import SimulateLowResolutionTransform
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
 from textnnunet.errors import UserError
 
-PRESETS = ("nnunet", "none")
+PRESETS = ("nnunet", "nnunet_intensity", "none")
 
 
 def _deg(angle: float) -> float:
@@ -61,6 +64,15 @@ class AugmentationConfig:
     p_gamma_inverted: float = 0.1
     p_gamma: float = 0.3
     gamma_range: tuple[float, float] = (0.7, 1.5)
+    # Local intensity changes (0 = off in nnU-Net's default). Datasets from other contrast phases shift an organ's
+    # HU against its neighbours, which a global multiplicative brightness cannot mimic. Units: normalised intensity.
+    p_additive_brightness: float = 0.0
+    additive_brightness_sigma: float = 0.5
+    p_brightness_gradient: float = 0.0
+    brightness_gradient_strength: tuple[float, float] = (1.0, 5.0)  # |peak| of the added smooth field, either sign
+    p_local_gamma: float = 0.0
+    local_gamma_dark: tuple[float, float] = (0.01, 0.8)  # half of the local gammas from here, half from the bright range
+    local_gamma_bright: tuple[float, float] = (1.5, 4.0)
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     # 3D patches much thinner in z than in-plane are augmented slice-wise in 2D (nnU-Net's "dummy 2D").
     dummy_2d: bool = False
@@ -121,6 +133,14 @@ def nnunet_augmentation(patch_size: Sequence[int]) -> AugmentationConfig:
     raise ValueError(f"patch size must have 2 or 3 entries, got {list(patch_size)}")
 
 
+def nnunet_intensity_augmentation(patch_size: Sequence[int]) -> AugmentationConfig:
+    """nnU-Net's defaults plus the local intensity transforms of its DA5 variant, with DA5's probabilities."""
+    return replace(
+        nnunet_augmentation(patch_size), name="nnunet_intensity",
+        p_additive_brightness=0.1, p_brightness_gradient=0.3, p_local_gamma=0.3,
+    )
+
+
 def no_augmentation(patch_size: Sequence[int]) -> AugmentationConfig:
     """Identity pipeline: every probability 0, no mirroring; the spatial step only crops (a no-op here)."""
     base = nnunet_augmentation(patch_size)
@@ -139,6 +159,9 @@ def no_augmentation(patch_size: Sequence[int]) -> AugmentationConfig:
         p_low_resolution=0.0,
         p_gamma_inverted=0.0,
         p_gamma=0.0,
+        p_additive_brightness=0.0,
+        p_brightness_gradient=0.0,
+        p_local_gamma=0.0,
         mirror_axes=(),
         dummy_2d=False,
     )
@@ -147,6 +170,8 @@ def no_augmentation(patch_size: Sequence[int]) -> AugmentationConfig:
 def augmentation_preset(name: str, patch_size: Sequence[int]) -> AugmentationConfig:
     if name == "nnunet":
         return nnunet_augmentation(patch_size)
+    if name == "nnunet_intensity":
+        return nnunet_intensity_augmentation(patch_size)
     if name == "none":
         return no_augmentation(patch_size)
     raise UserError(f"augmentation preset '{name}': unknown (choose from {', '.join(PRESETS)})")
@@ -272,9 +297,58 @@ def get_training_transforms(patch_size: Sequence[int], config: AugmentationConfi
                 p_per_sample=config.p_gamma,
             )
         )
+    if config.p_additive_brightness > 0:
+        transforms.append(
+            BrightnessTransform(0.0, config.additive_brightness_sigma, per_channel=True,
+                                p_per_sample=config.p_additive_brightness, p_per_channel=0.5)
+        )
     if len(config.mirror_axes) > 0:
         transforms.append(MirrorTransform(tuple(config.mirror_axes)))
+    transforms.extend(_local_intensity_transforms(config))
     return Compose(transforms)
+
+
+def _kernel_scale(image_shape: Sequence[int], axis: int) -> float:
+    """Width (voxels) of a local intensity change along `axis`: log-uniform from 1/6 of the patch to all of it."""
+    size = float(image_shape[axis])
+    return float(np.exp(np.random.uniform(np.log(max(size // 6, 1.0)), np.log(size))))
+
+
+class _SignedStrength:
+    """Peak of an additive brightness field: uniform in `magnitude`, positive or negative with equal odds."""
+
+    def __init__(self, magnitude: tuple[float, float]):
+        self.magnitude = magnitude
+
+    def __call__(self, *_unused) -> float:
+        value = np.random.uniform(*self.magnitude)
+        return value if np.random.uniform() < 0.5 else -value
+
+
+class _LocalGamma:
+    """A local gamma that darkens or brightens with equal odds."""
+
+    def __init__(self, dark: tuple[float, float], bright: tuple[float, float]):
+        self.dark, self.bright = dark, bright
+
+    def __call__(self, *_unused) -> float:
+        return np.random.uniform(*(self.dark if np.random.uniform() < 0.5 else self.bright))
+
+
+def _local_intensity_transforms(config: AugmentationConfig) -> list[AbstractTransform]:
+    transforms: list[AbstractTransform] = []
+    if config.p_brightness_gradient > 0:
+        transforms.append(BrightnessGradientAdditiveTransform(
+            _kernel_scale, (-0.5, 1.5), max_strength=_SignedStrength(config.brightness_gradient_strength),
+            mean_centered=False, same_for_all_channels=False, p_per_sample=config.p_brightness_gradient,
+            p_per_channel=0.5,
+        ))
+    if config.p_local_gamma > 0:
+        transforms.append(LocalGammaTransform(
+            _kernel_scale, (-0.5, 1.5), _LocalGamma(config.local_gamma_dark, config.local_gamma_bright),
+            same_for_all_channels=False, p_per_sample=config.p_local_gamma, p_per_channel=0.5,
+        ))
+    return transforms
 
 
 def get_validation_transforms() -> Compose:

@@ -1,6 +1,7 @@
 """The whole pipeline through its commands on small phantoms (slow: run with pytest -m slow)."""
 import json
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -46,5 +47,31 @@ def test_phantoms_to_evaluation_through_the_commands(tmp_path, monkeypatch):
                         "-d", "4", "--partial"])
     summary = json.loads((out / "summary.json").read_text())
     assert set(summary["mean"]) == {"liver", "spleen", "kidney"}  # "kidneys" resolved to the trained class
-    _ok(find_best_main, ["-p", "TextPlans_001_002_003", "-c", "3d_fullres", "-f", "0"])
-    assert (tmp_path / "results" / "TextPlans_001_002_003" / "best_configuration.json").is_file()
+    # nnU-Net's --val --npz: validation alone, probabilities kept; with a second model an ensemble can be scored
+    _ok(train_main, ["3d_fullres", "0", "--val", "--npz", "--device", "cpu", "--quiet"])
+    npz = next((fold / "validation" / "Dataset002_Spleen").glob("*_probabilities.npz"))
+    with np.load(npz) as probs, np.load(str(npz).replace("_probabilities", "")) as masks:
+        assert probs["probabilities"].shape == masks["masks"].shape
+        np.testing.assert_array_equal(probs["probabilities"].astype(np.float32) > 0.5, masks["masks"] > 0)
+    _ok(train_main, ["3d_fullres", "0", "--epochs", "2", "--iters_per_epoch", "3", "--val_iters_per_epoch", "2",
+                     "--conditioning", "film", "--npz", "--device", "cpu", "--quiet"])
+    _ok(find_best_main, ["-p", "TextPlans_001_002_003", "-c", "3d_fullres", "3d_fullres__film", "-f", "0"])
+    best = json.loads((tmp_path / "results" / "TextPlans_001_002_003" / "best_configuration.json").read_text())
+    assert [e["scored"] for e in best["ensembles"]] == [True]
+
+
+@pytest.mark.slow
+def test_demo_runs_every_step_on_small_phantoms(tmp_path, monkeypatch, capsys):
+    from textnnunet.cli.demo import main as demo_main
+
+    for kind in ("raw", "preprocessed", "results"):
+        monkeypatch.delenv(f"TEXTNNUNET_{kind}", raising=False)
+    work = tmp_path / "work"
+    _ok(demo_main, ["--work", str(work), "--size", "small", "--epochs", "1", "--iters_per_epoch", "2",
+                    "--encoder", "onehot", "--device", "cpu", "-np", "1"])
+    model = work / "results" / "TextPlans_001_002_003" / "3d_fullres__onehot"  # named as textnnunet_train names it
+    assert (model / "fold_0" / "checkpoint_final.pth").is_file() and (model / "postprocessing.json").is_file()
+    summary = json.loads((work / "predictions_Dataset004" / "summary.json").read_text())
+    assert set(summary["mean"]) == {"liver", "liver tumor", "spleen", "kidney", "kidney tumor"}
+    assert (work / "results" / "TextPlans_001_002_003" / "inference_instructions.md").is_file()
+    assert "step seconds" in capsys.readouterr().out

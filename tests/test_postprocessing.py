@@ -200,7 +200,7 @@ def test_largest_component_is_kept_only_where_it_helps(tmp_path, liver_has_secon
     assert json.loads((results / PLAN / "best_configuration.json").read_text())["best"]["name"] == "3d_fullres"
     instructions = (results / PLAN / "inference_instructions.md").read_text()
     assert f"-m {results / PLAN / '3d_fullres'}" in instructions and "--postprocessing" in instructions
-    assert "not scored" in instructions and "binary masks only" in instructions
+    assert "not scored" in instructions and "--val --npz" in instructions
     assert result["ensembles"][0]["scored"] is False
 
 

@@ -141,6 +141,8 @@ def test_cli_errors_are_one_line(preprocessed, tmp_path, capsys):
     assert (fold / "checkpoint_final.pth").is_file()
     code, err = _cli(["3d_fullres", "0", *common], capsys)
     assert code == 2 and "already holds checkpoints" in err
+    code, err = _cli(["3d_fullres", "1", "--val", *common], capsys)  # validation alone needs a finished fold
+    assert code == 2 and "checkpoint_final.pth: not found" in err and err.count("\n") == 1
 
     plans = copy.deepcopy(tiny_plans())  # make_plans shares its label space between calls
     plans["label_space"]["datasets"][SPLEEN] = {}

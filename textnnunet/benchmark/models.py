@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -141,11 +141,19 @@ def evaluate_on_test_set(model: BenchmarkModel, cases: Sequence[Case], test_clas
 
     Seconds per case cover what a user waits for: preprocessing, sliding window, restoring the input's grid.
     """
-    judged = {name: values for name, values in test_classes.items() if name in model.classes}
-    if not judged:
-        raise UserError(f"{dataset_name}: {model.folder} segments none of the test set's classes")
+    judged = classes_to_judge(test_classes, model.classes, dataset_name, model.folder)
     return score_cases(cases, lambda case, classes: model.predict_masks(case.image_files, classes), judged,
                        dataset_name, output_folder, nsd_tolerance_mm)
+
+
+def classes_to_judge(test_classes: Mapping[str, Sequence[int]], model_classes: Iterable[str], dataset_name: str,
+                     model_folder: Path) -> dict[str, Sequence[int]]:
+    """The test set's classes (name -> label values) a model covers, matched by name; a clear error if none."""
+    covered = set(model_classes)
+    judged = {name: values for name, values in test_classes.items() if name in covered}
+    if not judged:
+        raise UserError(f"{dataset_name}: {model_folder} segments none of the test set's classes")
+    return judged
 
 
 def score_cases(cases: Sequence[Case], predict: Callable[[Case, list[str]], dict[str, np.ndarray]],

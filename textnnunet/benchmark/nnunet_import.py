@@ -23,7 +23,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 
 from textnnunet.benchmark.aggregate import nnunet_name
-from textnnunet.benchmark.models import score_cases
+from textnnunet.benchmark.models import classes_to_judge, score_cases
 from textnnunet.dataset.description import Case, DatasetDescription, load_dataset_folder, test_cases
 from textnnunet.errors import UserError
 from textnnunet.evaluation.metrics import label_map_to_masks
@@ -229,9 +229,7 @@ def score_test_set(model: NnUNetModel, test: DatasetDescription, cases: Sequence
     imagesTs into `output_folder/predictions`. Seconds per case: the predictor's wall time (start-up included)
     over the images it predicted; None for predictions made elsewhere.
     """
-    judged = {name: values for name, values in test.classes.items() if name in model.regions}
-    if not judged:
-        raise UserError(f"{test.name}: {model.folder} segments none of the test set's classes")
+    judged = classes_to_judge(test.classes, model.regions, test.name, model.folder)
     seconds = None
     if predictions is None:
         if executable is None:

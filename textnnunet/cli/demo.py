@@ -1,7 +1,8 @@
 """textnnunet_demo: the whole pipeline on the built-in phantom datasets, resumable, no exports needed.
 
-generate phantoms -> plan and preprocess datasets 1 2 3 -> train 3d_fullres fold 0 -> predict five prompts on the
-fully labelled Dataset004_Abdomen -> evaluate. Folders default to ./demo_work/{raw,preprocessed,results}.
+generate phantoms -> plan and preprocess datasets 1 2 3 -> train 3d_fullres fold 0 -> decide postprocessing on the
+fold's validation (textnnunet_find_best_configuration) -> predict five prompts on the fully labelled
+Dataset004_Abdomen with it -> evaluate. Folders default to ./demo_work/{raw,preprocessed,results}.
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 from textnnunet.cli.common import user_errors_exit
+from textnnunet.errors import UserError
 
 DEMO_PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
 UNSEEN_PROMPTS = ["hepatic parenchyma", "kidneys", "renal tumour"]
@@ -48,14 +50,14 @@ def main(argv=None) -> int:
 
     from textnnunet.dataset.phantoms import generate_phantom_datasets
 
-    t = _step(f"1/5 phantom datasets in {raw}")
+    t = _step(f"1/6 phantom datasets in {raw}")
     if not (raw / "Dataset004_Abdomen" / "dataset.json").is_file():
         generate_phantom_datasets(raw, size=args.size, seed=0)
     timings["generate"] = time.time() - t
 
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
 
-    t = _step("2/5 fingerprint, plan and preprocess datasets 1 2 3")
+    t = _step("2/6 fingerprint, plan and preprocess datasets 1 2 3")
     _call(plan_and_preprocess_entry, ["-d", "1", "2", "3", "-np", str(args.num_processes), "-c", "3d_fullres",
                                       "--raw", str(raw), "--preprocessed", str(pre), "--no_baselines"])
     timings["plan_and_preprocess"] = time.time() - t
@@ -63,29 +65,40 @@ def main(argv=None) -> int:
     from textnnunet.training.config import TrainingConfig
     from textnnunet.training.run import train_fold
 
-    t = _step(f"3/5 train 3d_fullres fold 0 ({args.epochs} epochs x {args.iters_per_epoch} iterations)")
-    fold_folder = res / "TextPlans_001_002_003" / "3d_fullres" / "fold_0"
+    t = _step(f"3/6 train 3d_fullres fold 0 ({args.epochs} epochs x {args.iters_per_epoch} iterations)")
+    config = TrainingConfig(epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=5,
+                            device=args.device)
+    tag = config.model_tag(args.encoder)  # e.g. "onehot" with --encoder onehot, as textnnunet_train names it
+    model_name = "3d_fullres" + (f"__{tag}" if tag else "")
+    fold_folder = res / "TextPlans_001_002_003" / model_name / "fold_0"
     if (fold_folder / "checkpoint_final.pth").is_file():
         print(f"{fold_folder}: already trained")
     else:
         resume = (fold_folder / "checkpoint_latest.pth").is_file()
-        train_fold("3d_fullres", 0, TrainingConfig(epochs=args.epochs, iters_per_epoch=args.iters_per_epoch,
-                                                   val_iters_per_epoch=5, device=args.device),
-                   raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3], encoder=args.encoder,
-                   resume=resume)
+        train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
+                   encoder=args.encoder, resume=resume)
     timings["train"] = time.time() - t
+
+    from textnnunet.cli.find_best_configuration import main as find_best_main
+
+    t = _step("4/6 decide postprocessing on fold 0's validation (as nnU-Net's find_best_configuration)")
+    _call(find_best_main, ["-p", "TextPlans_001_002_003", "-c", model_name, "-f", "0", "--results", str(res),
+                           "--raw", str(raw), "--preprocessed", str(pre)])
+    postprocessing = fold_folder.parent / "postprocessing.json"
+    timings["find_best_configuration"] = time.time() - t
 
     from textnnunet.cli.predict import main as predict_main
 
-    t = _step("4/5 predict Dataset004_Abdomen (never seen with all labels together) from prompts")
+    t = _step("5/6 predict Dataset004_Abdomen (never seen with all labels together) from prompts")
     out = work / "predictions_Dataset004"
     _call(predict_main, ["-i", str(raw / "Dataset004_Abdomen" / "imagesTs"), "-o", str(out), "-p", *DEMO_PROMPTS,
-                         "--results", str(res), "--device", args.device, "--continue"])
+                         "-m", str(fold_folder.parent), "-f", "0", "--device", args.device, "--continue",
+                         "--postprocessing", str(postprocessing)])
     timings["predict"] = time.time() - t
 
     from textnnunet.cli.evaluate import main as evaluate_main
 
-    t = _step("5/5 evaluate against Dataset004's full labels")
+    t = _step("6/6 evaluate against Dataset004's full labels")
     _call(evaluate_main, ["-ref", str(raw / "Dataset004_Abdomen" / "labelsTs"), "-pred", str(out),
                           "-djfile", str(raw / "Dataset004_Abdomen" / "dataset.json"), "--partial"])
     timings["evaluate"] = time.time() - t
@@ -96,7 +109,11 @@ def main(argv=None) -> int:
     predictor = TextPredictor.from_folder(fold_folder.parent, folds=[0])
     predictor.settings.similarity_threshold = predictor.default_similarity_threshold()
     print("\nprompts the model never saw:")
-    print_resolutions(predictor.resolve_prompts(UNSEEN_PROMPTS))
+    for prompt in UNSEEN_PROMPTS:
+        try:
+            print_resolutions(predictor.resolve_prompts([prompt]))
+        except UserError as e:  # e.g. a one-hot encoder knows its vocabulary and synonyms only
+            print(f"prompt '{prompt}': not resolved ({e})")
     print("\nstep seconds: " + json.dumps({k: round(v, 1) for k, v in timings.items()}))
     print(f"validation of fold 0: {fold_folder / 'validation' / 'summary.md'}")
     print(f"Dataset004 evaluation: {out / 'summary.md'}")

@@ -36,6 +36,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="start over although this fold already has checkpoints")
     p.add_argument("--model_tag", default=None, help="suffix of the model folder (default: derived from the ablation flags)")
     p.add_argument("--skip_validation", action="store_true", help="skip the sliding-window validation after training")
+    p.add_argument("--val", dest="validation_only", action="store_true",
+                   help="only run the validation of a finished fold (its checkpoint_final.pth and training settings)")
+    p.add_argument("--npz", dest="save_probabilities", action="store_true",
+                   help="also save the validation probabilities (needed by textnnunet_find_best_configuration "
+                        "to score ensembles of configurations)")
     p.add_argument("--quiet", action="store_true")
     add_folder_args(p)
     return p
@@ -79,7 +84,8 @@ def main(argv=None) -> int:
         raw=args.raw, preprocessed=args.preprocessed, results=args.results, plans_name=args.plans,
         dataset_ids=args.dataset_ids, encoder=args.encoder, text_model=args.text_model, template=args.template,
         resume=args.resume, overwrite=args.overwrite, model_tag=args.model_tag,
-        validate=not args.skip_validation, dist=dist, echo=not args.quiet)
+        validate=not args.skip_validation, validation_only=args.validation_only,
+        save_probabilities=args.save_probabilities, dist=dist, echo=not args.quiet)
     return 0
 
 

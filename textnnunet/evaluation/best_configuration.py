@@ -5,9 +5,10 @@ with `masks` (K, z, y, x) on the original grid and `classes`), pools the folds' 
 validated by exactly one fold) and compares configurations by the foreground mean of the per-class mean Dice.
 Each case is judged only on the classes its dataset labels (`label_space.datasets` of the plan).
 
-Ensembles of two configurations need probabilities, which training does not store (its validation keeps binary
-masks): a pair is scored only when every case has `validation/<dataset>/<case>_probabilities.npz`
-(`probabilities` (K, z, y, x), `classes`) in both; otherwise the output says it was not scored.
+Ensembles of two configurations need probabilities, which validation stores only when asked (`textnnunet_train
+... --npz`, or `--val --npz` on a finished fold, as nnU-Net): a pair is scored only when every case has
+`validation/<dataset>/<case>_probabilities.npz` (`probabilities` (K, z, y, x), `classes`) in both; otherwise the
+output says it was not scored.
 
 Postprocessing (needs reference labels: raw labels or the preprocessed cache), decided per class on the pooled
 CV cases and adopted only when it raises that class's mean Dice (nnU-Net's rule): keep the largest connected
@@ -369,9 +370,9 @@ def _score_ensemble(candidate: Candidate, keys: Sequence[CaseKey], references: R
     lacking = [m.name for m in candidate.members if not m.has_probabilities()]
     if lacking:
         return {**entry, "scored": False,
-                "reason": f"no validation probabilities for {', '.join(lacking)}: training stores binary masks only "
-                          "(validation/<dataset>/<case>.npz), an ensemble needs "
-                          "validation/<dataset>/<case>_probabilities.npz for every CV case"}
+                "reason": f"no validation probabilities for {', '.join(lacking)}: an ensemble needs "
+                          "validation/<dataset>/<case>_probabilities.npz for every CV case (re-run each fold's "
+                          "validation with textnnunet_train CONFIGURATION FOLD --val --npz)"}
     if not references.available:
         return {**entry, "scored": False, "reason": "no reference labels (give the raw or preprocessed folder)"}
     return {**entry, "scored": True, **_cv_block(score_candidate(candidate, keys, references))}

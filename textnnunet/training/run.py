@@ -80,9 +80,14 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
                raw=None, preprocessed=None, results=None, plans_name: str | None = None,
                dataset_ids: list[int] | None = None, encoder: str = "auto", text_model: str | None = None,
                template: str | None = None, resume: bool = False, overwrite: bool = False,
-               model_tag: str | None = None, validate: bool = True,
+               model_tag: str | None = None, validate: bool = True, validation_only: bool = False,
+               save_probabilities: bool = False,
                dist: DistributedContext = DistributedContext(), echo: bool = True) -> Path:
-    """Train (or resume) one fold; returns the fold's results folder."""
+    """Train (or resume) one fold; returns the fold's results folder.
+
+    validation_only: re-run the validation of a finished fold (its checkpoint_final.pth, its own training_config.json;
+    `config` then only contributes the device), e.g. with save_probabilities to score ensembles later.
+    """
     from textnnunet.text.embedding import class_embeddings_for_plans
 
     config = config or TrainingConfig()
@@ -104,12 +109,15 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
     splits = load_or_create_splits(plans_path.parent / "splits_final.json", case_ids)
     train_cases, val_cases = cases_for_fold(splits, fold, plans["datasets"])
 
-    embeddings, vocabulary = class_embeddings_for_plans(
-        plans, encoder=encoder, text_model=text_model, template=template,
-        cache_folder=folders.preprocessed / "text_embedding_cache")
     tag = model_tag if model_tag is not None else config.model_tag(encoder)
     out = model_folder(folders.results, plans["plans_name"], configuration, tag)
     fold_folder = out / f"fold_{fold}"
+    if validation_only:
+        return _validate_finished_fold(plans, configuration, fold, cases_folder, train_cases, val_cases, fold_folder,
+                                       config, folders.raw, save_probabilities, echo)
+    embeddings, vocabulary = class_embeddings_for_plans(
+        plans, encoder=encoder, text_model=text_model, template=template,
+        cache_folder=folders.preprocessed / "text_embedding_cache")
     if dist.is_main:
         prepare_output_folder(fold_folder, resume, overwrite)
         _write_or_check(out / "plans.json", plans, "plan")
@@ -129,11 +137,43 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
 
         validate_fold(trainer.raw_network, plans, configuration, cases_folder, val_cases, fold_folder,
                       trainer.embeddings, trainer.class_names, device=trainer.device, raw_root=folders.raw,
-                      mirror_axes=config.resolved_mirror_axes(len(cfg_plan["patch_size"])))
+                      mirror_axes=config.resolved_mirror_axes(len(cfg_plan["patch_size"])),
+                      save_probabilities=save_probabilities)
     if dist.enabled:
         import torch.distributed as tdist
 
         tdist.destroy_process_group()
+    return fold_folder
+
+
+def _validate_finished_fold(plans: dict, configuration: str, fold: str, cases_folder: Path, train_cases: dict,
+                            val_cases: dict, fold_folder: Path, config: TrainingConfig,
+                            raw_root: Path | None, save_probabilities: bool, echo: bool) -> Path:
+    """Validation of a trained fold with the settings and prompt vectors it was trained with (nnU-Net's --val)."""
+    from dataclasses import replace
+
+    from textnnunet.text.vocabulary import Vocabulary
+    from textnnunet.training.validation import validate_fold
+
+    final = fold_folder / CHECKPOINT_FINAL
+    if not final.is_file():
+        raise UserError(f"{final}: not found (train the fold to the end before validating it alone)")
+    config_file = fold_folder / "training_config.json"
+    trained = TrainingConfig.from_json(load_json(config_file)) if config_file.is_file() else config
+    trained = replace(trained, device=config.device)
+    if not any(val_cases.values()):
+        raise UserError(f"fold {fold}: no validation cases (fold 'all' trains on everything)")
+    vocabulary_file = fold_folder.parent / "vocabulary.json"
+    if not vocabulary_file.is_file():
+        raise UserError(f"{vocabulary_file}: not found (the model folder is incomplete)")
+    embeddings = np.asarray(Vocabulary.load(vocabulary_file).class_embeddings, dtype=np.float32)
+    trainer = Trainer(plans, configuration, fold, cases_folder, train_cases, val_cases, fold_folder, trained,
+                      embeddings, echo=echo)
+    trainer.load_network_weights(final)
+    validate_fold(trainer.raw_network, plans, configuration, cases_folder, val_cases, fold_folder,
+                  trainer.embeddings, trainer.class_names, device=trainer.device, raw_root=raw_root,
+                  mirror_axes=trained.resolved_mirror_axes(len(plans["configurations"][configuration]["patch_size"])),
+                  save_probabilities=save_probabilities)
     return fold_folder
 
 

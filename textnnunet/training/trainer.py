@@ -365,10 +365,18 @@ class Trainer:
         with atomic_path(path, suffix=".pth") as tmp:
             torch.save(self.checkpoint_dict(epochs_done), tmp)
 
-    def load_checkpoint(self, path: Path) -> None:
+    def _read_checkpoint(self, path: Path) -> dict:
         ckpt = torch.load(path, map_location=self.device, weights_only=False)
         if ckpt["class_names"] != self.class_names:
             raise UserError(f"{path}: checkpoint classes differ from the plan's label space")
+        return ckpt
+
+    def load_network_weights(self, path: Path) -> None:
+        """The network alone (validation of a finished fold: no optimizer, sampler or RNG state needed)."""
+        self.raw_network.load_state_dict(self._read_checkpoint(path)["network"])
+
+    def load_checkpoint(self, path: Path) -> None:
+        ckpt = self._read_checkpoint(path)
         if ckpt.get("world_size", 1) != self.dist.world_size:
             raise UserError(f"{path}: written with {ckpt.get('world_size', 1)} processes; resume with the same number")
         self.raw_network.load_state_dict(ckpt["network"])

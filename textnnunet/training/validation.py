@@ -36,10 +36,12 @@ def validate_fold(network: torch.nn.Module, plans: dict, configuration: str, cas
                   val_cases: dict[str, list[str]], fold_folder: Path, class_embeddings: torch.Tensor,
                   class_names: list[str], device: torch.device, raw_root: Path | None = None,
                   settings: PredictionSettings | None = None, nsd_tolerance_mm: float = 2.0,
-                  mirror_axes: list[int] | None = None) -> dict:
+                  mirror_axes: list[int] | None = None, save_probabilities: bool = False) -> dict:
     """Predict every validation case with all classes, score each on the classes its dataset labels.
 
-    Writes validation/<dataset>/<case>.npz (binary masks per class, original grid) and validation/summary.json|md.
+    Writes validation/<dataset>/<case>.npz (binary masks per class, original grid) and validation/summary.json|md;
+    with `save_probabilities` also <case>_probabilities.npz (float16 sigmoid probabilities, original grid), what
+    textnnunet_find_best_configuration needs to score ensembles (nnU-Net's --npz).
     """
     settings = settings or PredictionSettings(use_mirroring=True)
     if mirror_axes is not None:
@@ -56,9 +58,13 @@ def validate_fold(network: torch.nn.Module, plans: dict, configuration: str, cas
             for case_id in ids:
                 data, seg, properties = load_case(cases_folder / dataset, case_id)
                 probs = predict_probabilities([network], data, class_embeddings, patch, settings, device)
-                masks = restore_to_original(probs, properties) > settings.threshold
+                restored = restore_to_original(probs, properties)
+                masks = restored > settings.threshold
                 atomic_savez_compressed(out / dataset / f"{case_id}.npz", masks=masks.astype(np.uint8),
                                         classes=np.array(class_names))
+                if save_probabilities:
+                    atomic_savez_compressed(out / dataset / f"{case_id}_probabilities.npz",
+                                            probabilities=restored.astype(np.float16), classes=np.array(class_names))
                 reference = label_map_to_masks(reference_label_map(raw_root, dataset, case_id, seg, properties),
                                                annotated)
                 predicted = {name: masks[class_names.index(name)] for name in reference}

@@ -133,12 +133,7 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
         trainer.load_checkpoint(find_resume_checkpoint(fold_folder))
     trainer.run()
     if validate and dist.is_main and any(val_cases.values()):
-        from textnnunet.training.validation import validate_fold
-
-        validate_fold(trainer.raw_network, plans, configuration, cases_folder, val_cases, fold_folder,
-                      trainer.embeddings, trainer.class_names, device=trainer.device, raw_root=folders.raw,
-                      mirror_axes=config.resolved_mirror_axes(len(cfg_plan["patch_size"])),
-                      save_probabilities=save_probabilities)
+        _validate(trainer, config, cases_folder, val_cases, folders.raw, save_probabilities)
     if dist.enabled:
         import torch.distributed as tdist
 
@@ -153,7 +148,6 @@ def _validate_finished_fold(plans: dict, configuration: str, fold: str, cases_fo
     from dataclasses import replace
 
     from textnnunet.text.vocabulary import Vocabulary
-    from textnnunet.training.validation import validate_fold
 
     final = fold_folder / CHECKPOINT_FINAL
     if not final.is_file():
@@ -170,11 +164,19 @@ def _validate_finished_fold(plans: dict, configuration: str, fold: str, cases_fo
     trainer = Trainer(plans, configuration, fold, cases_folder, train_cases, val_cases, fold_folder, trained,
                       embeddings, echo=echo)
     trainer.load_network_weights(final)
-    validate_fold(trainer.raw_network, plans, configuration, cases_folder, val_cases, fold_folder,
-                  trainer.embeddings, trainer.class_names, device=trainer.device, raw_root=raw_root,
-                  mirror_axes=trained.resolved_mirror_axes(len(plans["configurations"][configuration]["patch_size"])),
-                  save_probabilities=save_probabilities)
+    _validate(trainer, trained, cases_folder, val_cases, raw_root, save_probabilities)
     return fold_folder
+
+
+def _validate(trainer: Trainer, config: TrainingConfig, cases_folder: Path, val_cases: dict,
+              raw_root: Path | None, save_probabilities: bool) -> None:
+    """The sliding-window validation of the trainer's network, mirrored on the axes it was trained with."""
+    from textnnunet.training.validation import validate_fold
+
+    validate_fold(trainer.raw_network, trainer.plans, trainer.configuration_name, cases_folder, val_cases,
+                  trainer.output_folder, trainer.embeddings, trainer.class_names, device=trainer.device,
+                  raw_root=raw_root, mirror_axes=config.resolved_mirror_axes(len(trainer.cfg_plan["patch_size"])),
+                  save_probabilities=save_probabilities)
 
 
 def _init_process_group(dist: DistributedContext, config: TrainingConfig) -> None:

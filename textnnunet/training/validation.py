@@ -40,7 +40,7 @@ def validate_fold(network: torch.nn.Module, plans: dict, configuration: str, cas
     """Predict every validation case with all classes, score each on the classes its dataset labels.
 
     Writes validation/<dataset>/<case>.npz (binary masks per class, original grid) and validation/summary.json|md;
-    with `save_probabilities` also <case>_probabilities.npz (float16 sigmoid probabilities, original grid), what
+    with `save_probabilities` also <case>_probabilities.npz (float32 sigmoid probabilities, original grid), what
     textnnunet_find_best_configuration needs to score ensembles (nnU-Net's --npz).
     """
     settings = settings or PredictionSettings(use_mirroring=True)
@@ -64,7 +64,7 @@ def validate_fold(network: torch.nn.Module, plans: dict, configuration: str, cas
                                         classes=np.array(class_names))
                 if save_probabilities:
                     atomic_savez_compressed(out / dataset / f"{case_id}_probabilities.npz",
-                                            probabilities=restored.astype(np.float16), classes=np.array(class_names))
+                                            probabilities=restored.astype(np.float32), classes=np.array(class_names))
                 reference = label_map_to_masks(reference_label_map(raw_root, dataset, case_id, seg, properties),
                                                annotated)
                 predicted = {name: masks[class_names.index(name)] for name in reference}

@@ -2,6 +2,7 @@ from setuptools import find_packages, setup
 
 COMMANDS = {
     "textnnunet_generate_phantoms": "textnnunet.cli.generate_phantoms:main",
+    "textnnunet_convert_dataset": "textnnunet.cli.convert_dataset:main",
     "textnnunet_extract_fingerprint": "textnnunet.cli.plan_and_preprocess:extract_fingerprint_entry",
     "textnnunet_plan_experiment": "textnnunet.cli.plan_and_preprocess:plan_experiment_entry",
     "textnnunet_preprocess": "textnnunet.cli.plan_and_preprocess:preprocess_entry",

@@ -202,7 +202,7 @@ def test_write_summary_json_and_markdown(tmp_path):
     assert loaded["mean"]["liver"]["Dice"] == pytest.approx(0.7)
     assert math.isnan(loaded["mean"]["spleen"]["Dice"])
     md = md_path.read_text()
-    assert "| class | Dice (mean ± std) | IoU | NSD @ 1.5 mm | n |" in md
+    assert "| class | Dice (mean ± std) | IoU | NSD @ 1.5 mm | n | FP voxels | FN voxels |" in md
     assert "| liver | 0.7000 ± 0.1000 | 0.3500 | 1.0000 | 2 |" in md
     assert "| spleen | n/a ± n/a | n/a | 0.5000 | 1 |" in md
     assert "## D1 (1 case(s))" in md and "## D2 (1 case(s))" in md

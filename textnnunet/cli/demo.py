@@ -20,6 +20,7 @@ UNSEEN_PROMPTS = ["hepatic parenchyma", "kidneys", "renal tumour"]
 # The demo's budget: trains on 2 CPU cores within the documented time (documentation/results.md).
 DEMO_EPOCHS = 50
 DEMO_ITERS = 25
+DEMO_CASE_VAL_EVERY = 10  # whole-case validation (one case per dataset) next to the patch pseudo Dice
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,7 +68,7 @@ def main(argv=None) -> int:
 
     t = _step(f"3/6 train 3d_fullres fold 0 ({args.epochs} epochs x {args.iters_per_epoch} iterations)")
     config = TrainingConfig(epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=5,
-                            device=args.device)
+                            device=args.device, case_val_every=DEMO_CASE_VAL_EVERY)
     tag = config.model_tag(args.encoder)  # e.g. "onehot" with --encoder onehot, as textnnunet_train names it
     model_name = "3d_fullres" + (f"__{tag}" if tag else "")
     fold_folder = res / "TextPlans_001_002_003" / model_name / "fold_0"

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 
 from textnnunet.cli.common import user_errors_exit
+from textnnunet.dataset.phantom_variants import VARIANTS
 from textnnunet.dataset.phantoms import PHANTOM_DATASETS, SIZES, generate_phantom_datasets
 from textnnunet.paths import resolve_folder
 
@@ -21,6 +22,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", "--datasets", type=int, nargs="+", default=None, metavar="ID",
                         help="only these dataset ids (default: all)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing phantom dataset folders")
+    parser.add_argument("--variant", default="", metavar="NAME",
+                        help="a row of the generalization matrix instead of the demo data: "
+                             + ", ".join(f"'{n}' ({v.description})" for n, v in VARIANTS.items())
+                             + "; its spacings are absolute, --size is ignored")
     parser.add_argument("-np", "--num_processes", type=int, default=1, help="worker processes (default: %(default)s)")
     return parser
 
@@ -30,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raw = resolve_folder("raw", args.raw)
     folders = generate_phantom_datasets(raw, size=args.size, seed=args.seed, overwrite=args.overwrite,
-                                        num_processes=args.num_processes, progress=True, datasets=args.datasets)
+                                        num_processes=args.num_processes, progress=True, datasets=args.datasets,
+                                        variant=args.variant)
     for folder in folders:
         print(folder)
     return 0

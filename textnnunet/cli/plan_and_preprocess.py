@@ -29,6 +29,9 @@ def _plan_args(parser: argparse.ArgumentParser) -> None:
                         help="planning preset: 'gpu' = nnU-Net's defaults (8 GB, 32 base features); 'cpu' = small "
                              "patches and features that train in minutes on a few cores (default: gpu if CUDA is "
                              "available, else cpu)")
+    parser.add_argument("--min_context_fraction", type=float, default=None,
+                        help="coarsen the target spacing until the patch covers this fraction of the median image "
+                             "along every axis (default: the preset's, 0.75 for cpu, off for gpu; 0 turns it off)")
     parser.add_argument("-gpu_memory_target", "--memory_target_gb", dest="memory_target_gb", type=float, default=None,
                         help="memory budget in GB that the patch and batch size are planned for (overrides the preset)")
     parser.add_argument("--verify_dataset_integrity", action="store_true",
@@ -61,15 +64,37 @@ def _plan(args, folders) -> tuple[Path, list[Path]]:
         _verify(folders.raw, args.dataset_ids, args.num_processes)
     preset = get_preset(args.preset or _default_preset())
     memory = args.memory_target_gb if args.memory_target_gb is not None else preset.memory_target_gb
-    print(f"planning preset '{preset.name}': memory target {memory:g} GB, {preset.base_features} base features")
+    context = preset.min_context_fraction if args.min_context_fraction is None else (args.min_context_fraction or None)
+    rule = (f"context-first (patch >= {context:g} of the median image per axis)" if context
+            else "nnU-Net's (median spacing)")
+    print(f"planning preset '{preset.name}': memory target {memory:g} GB, {preset.base_features} base features, "
+          f"{rule} target spacing")
     joint, per_dataset = plan_datasets(folders.raw, folders.preprocessed, args.dataset_ids, memory_target_gb=memory,
                                        num_processes=args.num_processes, base_features=preset.base_features,
                                        max_features_3d=preset.max_features_3d, max_features_2d=preset.max_features_2d,
-                                       overwrite=args.overwrite_fingerprint)
+                                       overwrite=args.overwrite_fingerprint, min_context_fraction=context,
+                                       max_context_spacing_mm=preset.max_context_spacing_mm)
     print(f"joint plan: {joint}")
+    _print_configurations(joint)
     for p in per_dataset:
         print(f"per-dataset plan: {p}")
     return joint, per_dataset
+
+
+def _print_configurations(plans_path: Path) -> None:
+    """Spacing, patch and how much of the median image the patch sees: what decides whether organs can be told apart."""
+    from textnnunet.experiment_planning.planner import load_plans
+
+    for name, cfg in load_plans(plans_path)["configurations"].items():
+        spacing = " x ".join(f"{v:.2f}" for v in cfg["spacing"])
+        patch = " x ".join(str(v) for v in cfg["patch_size"])
+        coverage = " x ".join(f"{v:.0%}" for v in cfg.get("patch_coverage_of_median_image", []))
+        note = ""
+        if "context" in cfg:
+            median = " x ".join(f"{v:.2f}" for v in cfg["context"]["median_spacing"])
+            note = f" (median spacing {median} mm)" if cfg["context"]["median_spacing"] != cfg["spacing"] else ""
+        print(f"  {name}: spacing {spacing} mm{note}, patch {patch}, batch {cfg['batch_size']}, "
+              f"patch covers {coverage} of the median image")
 
 
 def _preprocess(args, folders, plan_files: list[Path]) -> None:

@@ -32,6 +32,11 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_workers", type=int, default=d.num_workers,
                    help="background augmentation worker processes (0: in-process, exactly resumable)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--case_val_every", type=int, default=d.case_val_every, metavar="N",
+                   help="whole-case validation every N epochs (sliding window, Dice/FP/FN in the log and progress.png; "
+                        "0: off)")
+    p.add_argument("--case_val_cases", type=int, default=d.case_val_cases_per_dataset, metavar="K",
+                   help="validation cases per dataset for --case_val_every (default %(default)s)")
 
 
 def config_from_args(args) -> TrainingConfig:
@@ -41,4 +46,5 @@ def config_from_args(args) -> TrainingConfig:
         batch_size=args.batch_size, initial_lr=args.initial_lr, backbone=args.backbone, batch_dice=args.batch_dice,
         augmentation="none" if args.no_augmentation else args.augmentation, mirror_axes=args.mirror_axes,
         deep_supervision=not args.no_deep_supervision, device=args.device, amp=not args.no_amp,
-        memory_format=args.memory_format, num_workers=args.num_workers, seed=args.seed)
+        memory_format=args.memory_format, num_workers=args.num_workers, seed=args.seed,
+        case_val_every=args.case_val_every, case_val_cases_per_dataset=args.case_val_cases)

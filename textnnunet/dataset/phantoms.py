@@ -43,6 +43,15 @@ BASE_HU: dict[str, float] = {
     "bone_cortex": 650.0, "bone_cancellous": 230.0, "disc": 90.0, "csf": 15.0,
 }
 ENHANCING = ("liver", "spleen", "kidney_cortex", "kidney_medulla", "pancreas", "aorta", "ivc", "liver_vessel")
+# Contrast phases as HU changes against BASE_HU (portal venous). Typical values of abdominal CT: unenhanced
+# organs sit within ~25 HU of each other, the late arterial phase lights up the renal cortex and the aorta.
+PHASE_HU_DELTA: dict[str, dict[str, float]] = {
+    "portal_venous": {},
+    "arterial": {"aorta": 130.0, "ivc": -40.0, "liver": -5.0, "spleen": 40.0, "kidney_cortex": 60.0,
+                 "kidney_medulla": -30.0, "pancreas": 40.0, "liver_vessel": -35.0},
+    "noncontrast": {"aorta": -130.0, "ivc": -80.0, "liver": -5.0, "spleen": -5.0, "kidney_cortex": -130.0,
+                    "kidney_medulla": -100.0, "pancreas": -2.0, "liver_vessel": -95.0},
+}
 
 
 @dataclass(frozen=True)
@@ -75,6 +84,8 @@ class PhantomDatasetSpec:
     num_test: dict[str, int] = field(default_factory=dict)
     labelled_test: bool = False  # write labelsTs for the test cases
     description: str = ""
+    phase: str = "portal_venous"  # key of PHASE_HU_DELTA
+    orientation: str = ""  # DICOM orientation code the files are stored in ("" = as sampled: LPS, x flipped by flip_x)
 
     def case_id(self, index: int) -> str:
         return f"{self.case_prefix}_{index:03d}"
@@ -339,6 +350,8 @@ def smooth_noise(shape: tuple[int, ...], sigma_vox: Iterable[float], rng: np.ran
 def _tissue_hu(spec: PhantomDatasetSpec, rng: np.random.Generator) -> dict[str, float]:
     """Per-case attenuation: dataset phase offset plus a small per-patient jitter on enhancing tissues."""
     hu = dict(BASE_HU)
+    for tissue, delta in PHASE_HU_DELTA[spec.phase].items():
+        hu[tissue] += delta
     jitter = rng.normal(0.0, 4.0)
     for name in ENHANCING:
         hu[name] += spec.enhancement_hu + jitter + rng.normal(0.0, 2.0)
@@ -578,6 +591,7 @@ class _CaseJob:
     size: str
     seed: int
     folder: str
+    variant: str = ""
 
 
 def _case_files(spec: PhantomDatasetSpec, job: _CaseJob) -> tuple[Path, Path | None]:
@@ -590,19 +604,43 @@ def _case_files(spec: PhantomDatasetSpec, job: _CaseJob) -> tuple[Path, Path | N
     return image, folder / ("labelsTs" if job.test else "labelsTr") / f"{case_id}{FILE_ENDING}"
 
 
+def dataset_specs(variant: str = "") -> tuple[PhantomDatasetSpec, ...]:
+    """The four dataset specs, as the demo has them or changed by a variant of the generalization matrix."""
+    if not variant:
+        return PHANTOM_DATASETS
+    from textnnunet.dataset.phantom_variants import variant_specs
+
+    return variant_specs(variant)
+
+
 def _write_case(job: _CaseJob) -> str:
-    spec = PHANTOM_DATASETS[job.spec_index]
+    spec = dataset_specs(job.variant)[job.spec_index]
     image_file, label_file = _case_files(spec, job)
     if image_file.exists() and (label_file is None or label_file.exists()):
         return "skipped"  # finished by an earlier, interrupted run (files are written atomically)
     case = generate_case(spec, job.case_index, job.size, job.seed)
+    image, labels, geometry = stored_in_orientation(case, spec.orientation)
     if label_file is not None:
-        write_image(case.labels, case.geometry, label_file)
-    write_image(case.image, case.geometry, image_file)  # image last: its presence marks the case done
+        write_image(labels, geometry, label_file)
+    write_image(image, geometry, image_file)  # image last: its presence marks the case done
     return "written"
 
 
-def dataset_json(spec: PhantomDatasetSpec, size: str, seed: int) -> dict:
+def stored_in_orientation(case: "PhantomCase", code: str) -> tuple[np.ndarray, np.ndarray, ImageGeometry]:
+    """Image and labels re-stored with another axis order/direction (a DICOM code such as "RAS" or "RSA", the
+    latter a coronal stack); the same voxels in the same physical place, as a scanner exporting otherwise."""
+    if not code:
+        return case.image, case.labels, case.geometry
+    import SimpleITK as sitk
+
+    from textnnunet.imageio.sitk_io import array_to_sitk, geometry_of
+
+    image = sitk.DICOMOrient(array_to_sitk(case.image, case.geometry), code)
+    labels = sitk.DICOMOrient(array_to_sitk(case.labels, case.geometry), code)
+    return sitk.GetArrayFromImage(image), sitk.GetArrayFromImage(labels), geometry_of(image)
+
+
+def dataset_json(spec: PhantomDatasetSpec, size: str, seed: int, variant: str = "") -> dict:
     meta = {
         "channel_names": {"0": "CT"},
         "labels": spec.labels,
@@ -615,6 +653,8 @@ def dataset_json(spec: PhantomDatasetSpec, size: str, seed: int) -> dict:
         "synonyms": spec.synonyms,
         "textnnunet_phantom": {"generator_version": GENERATOR_VERSION, "size": size, "seed": int(seed)},
     }
+    if variant:
+        meta["textnnunet_phantom"]["variant"] = variant
     if spec.regions_class_order is not None:
         meta["regions_class_order"] = list(spec.regions_class_order)
     return meta
@@ -652,10 +692,12 @@ def _prepare_folder(raw_root: Path, spec: PhantomDatasetSpec, marker: dict, over
 
 def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int = 0, overwrite: bool = False,
                               num_processes: int = 1, progress: bool = False,
-                              datasets: Iterable[int] | None = None) -> list[Path]:
+                              datasets: Iterable[int] | None = None, variant: str = "") -> list[Path]:
     """Write the phantom datasets (all four unless `datasets` lists ids) into `raw_root`; returns their folders.
 
-    Deterministic for (size, seed). dataset.json is written last, so a folder without it is an unfinished run
+    `variant` names a row of the generalization matrix (textnnunet.dataset.phantom_variants: other spacings,
+    fields of view, orientations, contrast phase, noise); its spacings are absolute, so `size` is ignored.
+    Deterministic for (size, seed, variant). dataset.json is written last, so a folder without it is an unfinished run
     that a second call with the same settings resumes.
     """
     if size not in SIZES:
@@ -664,10 +706,15 @@ def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int =
         raise UserError(f"seed {seed}: must be a non-negative integer")
     raw_root = Path(raw_root)
     raw_root.mkdir(parents=True, exist_ok=True)
+    specs = dataset_specs(variant)
+    if variant:
+        size = "full"  # a variant's spacings are absolute
     wanted = {phantom_spec(d).dataset_id for d in datasets} if datasets is not None else None
-    chosen = [(i, s) for i, s in enumerate(PHANTOM_DATASETS) if wanted is None or s.dataset_id in wanted]
+    chosen = [(i, s) for i, s in enumerate(specs) if wanted is None or s.dataset_id in wanted]
 
     marker = {"generator_version": GENERATOR_VERSION, "size": size, "seed": int(seed)}
+    if variant:
+        marker["variant"] = variant
     for _, spec in chosen:  # check every folder before touching any
         _check_folder(raw_root, spec, marker, overwrite)
     folders, jobs = [], []
@@ -675,11 +722,12 @@ def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int =
         folder = _prepare_folder(raw_root, spec, marker, overwrite)
         folders.append(folder)
         n_train, n_test = spec.num_training[size], spec.num_test[size]
-        jobs += [_CaseJob(spec_index, i, False, size, int(seed), str(folder)) for i in range(n_train)]
-        jobs += [_CaseJob(spec_index, i, True, size, int(seed), str(folder)) for i in range(n_train, n_train + n_test)]
+        jobs += [_CaseJob(spec_index, i, False, size, int(seed), str(folder), variant) for i in range(n_train)]
+        jobs += [_CaseJob(spec_index, i, True, size, int(seed), str(folder), variant)
+                 for i in range(n_train, n_train + n_test)]
     _run_jobs(jobs, num_processes, progress)
     for (_, spec), folder in zip(chosen, folders):
-        atomic_write_json(folder / "dataset.json", dataset_json(spec, size, seed))
+        atomic_write_json(folder / "dataset.json", dataset_json(spec, size, seed, variant))
         (folder / IN_PROGRESS_MARKER).unlink()
     return folders
 

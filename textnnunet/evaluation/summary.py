@@ -84,19 +84,25 @@ def _fmt(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:.4f}"
 
 
+def _count(value: float | None) -> str:
+    """Mean voxel count per case (FP, FN): where the errors are is the first thing to look at."""
+    return "n/a" if value is None or math.isnan(value) else f"{value:,.0f}"
+
+
 def _markdown_table(block: Mapping, nsd_header: str) -> list[str]:
     lines = [
-        f"| class | Dice (mean ± std) | IoU | {nsd_header} | n |",
-        "|---|---|---|---|---|",
+        f"| class | Dice (mean ± std) | IoU | {nsd_header} | n | FP voxels | FN voxels |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, means in block["mean"].items():
         dice = f"{_fmt(means.get('Dice'))} ± {_fmt(block['std'][name].get('Dice'))}"
         lines.append(
             f"| {name} | {dice} | {_fmt(means.get('IoU'))} | {_fmt(means.get('NSD'))} "
-            f"| {block['count'][name]['n_cases']} |"
+            f"| {block['count'][name]['n_cases']} | {_count(means.get('FP'))} | {_count(means.get('FN'))} |"
         )
     fg = block["foreground_mean"]
-    lines.append(f"| **foreground mean** | {_fmt(fg.get('Dice'))} | {_fmt(fg.get('IoU'))} | {_fmt(fg.get('NSD'))} | |")
+    lines.append(f"| **foreground mean** | {_fmt(fg.get('Dice'))} | {_fmt(fg.get('IoU'))} | {_fmt(fg.get('NSD'))} "
+                 "| | | |")
     return lines
 
 
@@ -108,7 +114,8 @@ def summary_markdown(summary: Mapping) -> str:
         "# Evaluation summary",
         "",
         f"{summary['num_cases']} case(s). Means ignore cases where a metric is undefined "
-        "(Dice/IoU when the class is absent from both reference and prediction); n = cases judged.",
+        "(Dice/IoU when the class is absent from both reference and prediction); n = cases judged; FP/FN voxels "
+        "are means per case.",
         "",
         *_markdown_table(summary, nsd_header),
     ]

@@ -42,13 +42,20 @@ class PlannerPreset:
     base_features: int
     max_features_3d: int
     max_features_2d: int
+    # Context-first planning (None: nnU-Net's rules unchanged). The fraction of the median image the patch must
+    # cover along every axis; the target spacing is coarsened until it does. See documentation/design.md.
+    min_context_fraction: float | None = None
+    max_context_spacing_mm: float = 8.0  # never coarsen beyond this, whatever the field of view
 
 
 PRESETS = {
     "gpu": PlannerPreset("gpu", memory_target_gb=8.0, base_features=32, max_features_3d=320, max_features_2d=512),
     # Measured on 2 CPU cores (documentation/results.md): about 0.7 s per training step at the demo's ~32x56x48
     # patch, batch 2, so the demo trains to its Dice bar in minutes. 16 base features cost ~2.5x that.
-    "cpu": PlannerPreset("cpu", memory_target_gb=0.08, base_features=8, max_features_3d=128, max_features_2d=256),
+    # An 80 MB budget at a clinical 0.8 mm in-plane spacing leaves a keyhole patch (about 4 cm) that tells organs
+    # apart by intensity only; the cpu preset trades resolution for field of view instead (issue 10).
+    "cpu": PlannerPreset("cpu", memory_target_gb=0.08, base_features=8, max_features_3d=128, max_features_2d=256,
+                         min_context_fraction=0.75),
 }
 
 
@@ -152,7 +159,51 @@ def _configuration(identifier: str, spacing: Sequence[float], median_shape: Sequ
             "n_conv_per_stage": [N_CONV_PER_STAGE] * patch.n_stages,
             "n_conv_per_stage_decoder": [N_CONV_PER_STAGE] * (patch.n_stages - 1),
         },
+        "patch_coverage_of_median_image": [round(float(c), 3) for c in patch_coverage(patch.patch_size, median_shape)],
     }
+
+
+def patch_coverage(patch_size: Sequence[int], median_shape: Sequence[float]) -> np.ndarray:
+    """Fraction of the median image the patch spans along each axis (1 where the patch holds the whole axis)."""
+    return np.minimum(1.0, np.asarray(patch_size, np.float64) / np.maximum(np.asarray(median_shape, np.float64), 1))
+
+
+def _coarser_spacing(spacing: np.ndarray, max_spacing_mm: float, step: float = 1.05) -> np.ndarray:
+    """One coarsening step: the finest axes first (towards isotropy, which spends the voxels best), all axes once
+    they are equal; no axis beyond `max_spacing_mm` (an axis already coarser than that is left as it is)."""
+    open_axes = spacing < max_spacing_mm
+    finest = open_axes & (spacing <= spacing[open_axes].min() * 1.001)
+    out = spacing.copy()
+    out[finest] = np.minimum(spacing[finest] * step, max_spacing_mm)
+    return out
+
+
+def context_first_configuration(identifier: str, spacing: Sequence[float], median_shape: Sequence[float],
+                                num_cases: int, settings: "_Settings") -> dict:
+    """The configuration at the finest spacing whose planned patch covers `settings.min_context_fraction` of the
+    median image along every axis (or at `settings.max_context_spacing_mm`, whichever comes first).
+
+    With a small memory budget nnU-Net's rules keep the median spacing and shrink the patch: at a clinical 0.8 mm
+    in-plane spacing and the cpu budget that is a 4 cm keyhole in which liver, spleen and kidney differ only by
+    intensity. Coarsening the spacing instead keeps the anatomy around an organ in view. The median image's
+    extent in mm stays fixed; only how finely it is sampled changes.
+    """
+    median_spacing = np.asarray(spacing, dtype=np.float64)
+    extent_mm = median_spacing * np.asarray(median_shape, dtype=np.float64)
+    current = median_spacing.copy()
+    while True:
+        shape = extent_mm / current
+        config = _configuration(identifier, current, shape, float(np.prod(shape)) * num_cases, settings)
+        enough = bool(np.all(patch_coverage(config["patch_size"], shape) >= settings.min_context_fraction))
+        if enough or np.all(current >= settings.max_context_spacing_mm):
+            break
+        current = _coarser_spacing(current, settings.max_context_spacing_mm)
+    config["context"] = {
+        "rule": "context_first", "min_fraction": float(settings.min_context_fraction),
+        "max_spacing_mm": float(settings.max_context_spacing_mm),
+        "median_spacing": [float(v) for v in median_spacing], "satisfied": enough,
+    }
+    return config
 
 
 @dataclass(frozen=True)
@@ -164,6 +215,15 @@ class _Settings:
     num_classes: int
     schemes: list[str]
     use_mask: list[bool]
+    min_context_fraction: float | None = None
+    max_context_spacing_mm: float = 8.0
+
+    def plan(self, identifier: str, spacing: Sequence[float], median_shape: Sequence[float], num_cases: int) -> dict:
+        """nnU-Net's rule (median spacing, patch shrunk to the budget), or context-first when the preset asks."""
+        if self.min_context_fraction:
+            return context_first_configuration(identifier, spacing, median_shape, num_cases, self)
+        shape = np.asarray(median_shape, dtype=np.float64)
+        return _configuration(identifier, spacing, shape, float(np.prod(shape)) * num_cases, self)
 
 
 def _lowres_configuration(fullres: dict, median_shape: np.ndarray, num_cases: int,
@@ -197,8 +257,14 @@ def _lowres_configuration(fullres: dict, median_shape: np.ndarray, num_cases: in
 
 def plan_experiment(descs: list[DatasetDescription], fingerprints: list[dict], samples: list[np.ndarray],
                     plans_name: str, memory_target_gb: float, base_features: int = 32,
-                    max_features_3d: int = 320, max_features_2d: int = 512) -> dict:
-    """Plans for training one network on all `descs` together (spacings and intensities pooled)."""
+                    max_features_3d: int = 320, max_features_2d: int = 512,
+                    min_context_fraction: float | None = None, max_context_spacing_mm: float = 8.0) -> dict:
+    """Plans for training one network on all `descs` together (spacings and intensities pooled).
+
+    `min_context_fraction` (the cpu preset's rule): coarsen the target spacing until every configuration's patch
+    covers that fraction of the median image along each axis; 3d_lowres is then not made (the context it would add
+    is already there). None keeps nnU-Net's rules.
+    """
     if not descs or len(descs) != len(fingerprints) or len(descs) != len(samples):
         raise ValueError("plan_experiment needs one fingerprint and one sample per dataset")
     for desc, fp in zip(descs, fingerprints):
@@ -219,21 +285,21 @@ def plan_experiment(descs: list[DatasetDescription], fingerprints: list[dict], s
     schemes, use_mask = normalization_settings(channel_names, float(np.median(relative_sizes)),
                                                any(bool(d.raw.get("use_mask_for_norm")) for d in descs))
     settings = _Settings(memory_target_gb, base_features, max_features_3d, max_features_2d,
-                         num_classes=len(label_space["classes"]) + 1, schemes=schemes, use_mask=use_mask)
+                         num_classes=len(label_space["classes"]) + 1, schemes=schemes, use_mask=use_mask,
+                         min_context_fraction=min_context_fraction, max_context_spacing_mm=max_context_spacing_mm)
 
     fullres_spacing = target_spacing(spacings, shapes)
     median_shape = np.median(resampled_shapes(spacings, shapes, fullres_spacing), axis=0)
-    num_voxels_dataset = float(np.prod(median_shape, dtype=np.float64)) * num_cases
 
     configurations: dict[str, dict] = {}
     if round(median_shape[0]) > 1:  # a stack of single slices gets 2d only
-        fullres = _configuration("3d_fullres", fullres_spacing, median_shape, num_voxels_dataset, settings)
+        fullres = settings.plan("3d_fullres", fullres_spacing, median_shape, num_cases)
         configurations["3d_fullres"] = fullres
-        lowres = _lowres_configuration(fullres, median_shape, num_cases, settings)
+        lowres = None if min_context_fraction else _lowres_configuration(fullres, median_shape, num_cases, settings)
         if lowres is not None:
             configurations["3d_lowres"] = lowres
-    configurations["2d"] = _configuration("2d", fullres_spacing[1:], median_shape[1:], num_voxels_dataset,
-                                          settings)
+    # 2d: the dataset's voxels counted as in 3D (nnU-Net's batch cap), the context rule on the in-plane axes.
+    configurations["2d"] = settings.plan("2d", fullres_spacing[1:], median_shape[1:], num_cases * median_shape[0])
     return {
         "plans_name": plans_name,
         "datasets": [d.name for d in descs],
@@ -251,10 +317,11 @@ def plan_experiment(descs: list[DatasetDescription], fingerprints: list[dict], s
 
 
 def plan_single_dataset(desc: DatasetDescription, fingerprint: dict, sample: np.ndarray, memory_target_gb: float,
-                        base_features: int = 32, max_features_3d: int = 320, max_features_2d: int = 512) -> dict:
+                        base_features: int = 32, max_features_3d: int = 320, max_features_2d: int = 512,
+                        min_context_fraction: float | None = None, max_context_spacing_mm: float = 8.0) -> dict:
     """The per-dataset (baseline) plan: the same rules with one dataset, named after it."""
     return plan_experiment([desc], [fingerprint], [sample], desc.name, memory_target_gb, base_features,
-                           max_features_3d, max_features_2d)
+                           max_features_3d, max_features_2d, min_context_fraction, max_context_spacing_mm)
 
 
 # --------------------------------------------------------------------------------------------- plans files
@@ -299,7 +366,8 @@ def ensure_fingerprint(desc: DatasetDescription, folder: Path, num_processes: in
 def plan_datasets(raw_root: str | Path, preprocessed_root: str | Path, dataset_ids: Sequence[int | str],
                   memory_target_gb: float, num_processes: int = 1, base_features: int = 32,
                   max_features_3d: int = 320, max_features_2d: int = 512, extract: bool = True,
-                  overwrite: bool = False, progress: bool = True) -> tuple[Path, list[Path]]:
+                  overwrite: bool = False, progress: bool = True, min_context_fraction: float | None = None,
+                  max_context_spacing_mm: float = 8.0) -> tuple[Path, list[Path]]:
     """Fingerprint (missing ones only, unless `overwrite`), then the joint plan and one plan per dataset.
 
     Writes preprocessed/<TextPlans_...>/plans.json and preprocessed/DatasetXXX_Name/plans.json and returns
@@ -319,7 +387,8 @@ def plan_datasets(raw_root: str | Path, preprocessed_root: str | Path, dataset_i
              for d in descs]
     fingerprints = [f for f, _ in found]
     samples = [s for _, s in found]
-    widths = dict(base_features=base_features, max_features_3d=max_features_3d, max_features_2d=max_features_2d)
+    widths = dict(base_features=base_features, max_features_3d=max_features_3d, max_features_2d=max_features_2d,
+                  min_context_fraction=min_context_fraction, max_context_spacing_mm=max_context_spacing_mm)
     name = joint_plans_name([d.dataset_id for d in descs])
     joint = plan_experiment(descs, fingerprints, samples, name, memory_target_gb, **widths)
     joint_path = save_plans(joint, preprocessed_root / name / PLANS_FILE)

@@ -48,6 +48,10 @@ class TrainingConfig:
     seed: int = 12345
     ema_alpha: float = 0.9  # nnU-Net's EMA of the pseudo Dice
     save_every: int = 1
+    # Whole-case validation during training: every N epochs (0: never), sliding window over this many validation
+    # cases per dataset, Dice/FP/FN in the log and progress.png next to the patch pseudo Dice.
+    case_val_every: int = 0
+    case_val_cases_per_dataset: int = 1
     extra: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:

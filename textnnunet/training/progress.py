@@ -18,6 +18,8 @@ class TrainingHistory:
     ema_pseudo_dice: list[float] = field(default_factory=list)
     learning_rate: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+    # Whole-case validation, when enabled: {"epoch": e, "scores": {class: {"Dice", "FP", "FN"}}} per check.
+    whole_case: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -78,8 +80,13 @@ def plot_progress(history: TrainingHistory, path: Path) -> None:
     ax_dice.legend(loc="upper right")
     classes = sorted({k for d in history.pseudo_dice for k in d})
     for name in classes:
-        axes[1].plot(epochs[: len(history.pseudo_dice)], [d.get(name, np.nan) for d in history.pseudo_dice], label=name)
-    axes[1].set_ylabel("pseudo Dice per class (val patches)")
+        line, = axes[1].plot(epochs[: len(history.pseudo_dice)], [d.get(name, np.nan) for d in history.pseudo_dice],
+                             label=name)
+        checks = [(c["epoch"], c["scores"][name]["Dice"]) for c in history.whole_case if name in c["scores"]]
+        if checks:
+            axes[1].plot(*zip(*checks), "o--", color=line.get_color(), label=f"{name} (whole cases)")
+    axes[1].set_ylabel("Dice per class: val patches (lines),\nwhole val cases (dots)" if history.whole_case
+                       else "pseudo Dice per class (val patches)")
     axes[1].set_ylim(0, 1)
     if classes:
         axes[1].legend(loc="lower right", fontsize="small")

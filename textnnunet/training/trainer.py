@@ -285,6 +285,32 @@ class Trainer:
         self.log(f"epoch {epoch}: train loss {h.train_loss[-1]:.4f} | val loss {h.val_loss[-1]:.4f} | pseudo Dice "
                  + ", ".join(f"{k} {v:.3f}" for k, v in h.pseudo_dice[-1].items())
                  + f" | EMA {h.ema_pseudo_dice[-1]:.4f} | lr {lr:.5f} | {h.epoch_seconds[-1]:.1f} s")
+        every = self.config.case_val_every
+        if every and (epoch + 1) % every == 0 and self.dist.is_main and self.val_refs:
+            self._validate_whole_cases(epoch)
+
+    def _whole_case_refs(self) -> list[CaseRef]:
+        """The first validation cases of each dataset (sorted ids), the same ones at every check."""
+        per_dataset: dict[str, list[CaseRef]] = {}
+        for ref in sorted(self.val_refs, key=lambda r: (r.dataset, r.case_id)):
+            per_dataset.setdefault(ref.dataset, []).append(ref)
+        return [r for refs in per_dataset.values() for r in refs[: self.config.case_val_cases_per_dataset]]
+
+    def _validate_whole_cases(self, epoch: int) -> None:
+        """Sliding-window Dice/FP/FN on whole validation cases; no random numbers are drawn, so training
+        continues exactly as without it."""
+        from textnnunet.preprocessing.preprocessor import load_case
+        from textnnunet.training.validation import whole_case_scores
+
+        start = time.time()
+        if not hasattr(self, "_whole_cases"):
+            self._whole_cases = [(r.dataset, *load_case(r.npz_path.parent, r.case_id)[:2])
+                                 for r in self._whole_case_refs()]
+        scores = whole_case_scores(self.raw_network, self.plans, self.configuration_name, self._whole_cases,
+                                   self.embeddings, self.class_names, self.device)
+        self.history.whole_case.append({"epoch": epoch, "scores": scores})
+        self.log(f"epoch {epoch}: whole-case validation ({len(self._whole_cases)} cases, {time.time() - start:.1f} s): "
+                 + ", ".join(f"{k} Dice {v['Dice']:.3f} FP {v['FP']} FN {v['FN']}" for k, v in scores.items()))
 
     def _all_reduce_mean(self, values: list[float]) -> list[float]:
         if not self.dist.enabled:

@@ -32,6 +32,34 @@ def reference_label_map(raw_root: Path | None, dataset: str, case_id: str, seg: 
     return values[np.argmax(restored, axis=0)].astype(np.int16)
 
 
+def whole_case_scores(network: torch.nn.Module, plans: dict, configuration: str,
+                      cases: list[tuple[str, np.ndarray, np.ndarray]], class_embeddings: torch.Tensor,
+                      class_names: list[str], device: torch.device) -> dict[str, dict[str, float]]:
+    """Dice, FP and FN voxels per class over whole preprocessed cases (dataset, data, seg), sliding window
+    without mirroring: the cheap in-training check of what patch pseudo Dice cannot show (false positives far from
+    the sampled foreground). Classes are judged on the cases whose dataset labels them; counts are summed."""
+    patch = plans["configurations"][configuration]["patch_size"]
+    settings = PredictionSettings(use_mirroring=False)
+    was_ds, was_training = network.deep_supervision, network.training
+    network.deep_supervision = False
+    network.eval()
+    counts: dict[str, np.ndarray] = {}
+    try:
+        for dataset, data, seg in cases:
+            annotated = plans["label_space"]["datasets"][dataset]
+            probs = predict_probabilities([network], data, class_embeddings, patch, settings, device)
+            for name, reference in label_map_to_masks(seg[0], annotated).items():
+                pred = probs[class_names.index(name)] > settings.threshold
+                tp, fp = np.count_nonzero(pred & reference), np.count_nonzero(pred & ~reference)
+                counts.setdefault(name, np.zeros(3, np.int64))
+                counts[name] += (tp, fp, np.count_nonzero(reference & ~pred))
+    finally:
+        network.deep_supervision = was_ds
+        network.train(was_training)
+    return {name: {"Dice": float(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else float("nan"),
+                   "FP": int(fp), "FN": int(fn)} for name, (tp, fp, fn) in counts.items()}
+
+
 def validate_fold(network: torch.nn.Module, plans: dict, configuration: str, cases_folder: Path,
                   val_cases: dict[str, list[str]], fold_folder: Path, class_embeddings: torch.Tensor,
                   class_names: list[str], device: torch.device, raw_root: Path | None = None,

@@ -2,8 +2,8 @@
 
 Layout: kits23/dataset/case_XXXXX/imaging.nii.gz (fetched by the repository's download script) and
 segmentation.nii.gz; labels 1 kidney, 2 tumor, 3 cyst. The kidney class covers its tumours and cysts (region syntax
-"kidney": [1, 2, 3]), and "kidney mass" is tumour or cyst, KiTS23's own evaluation regions. The test set's labels are
-not public: every case with a segmentation is a training case; a case folder with an image but no segmentation goes
+"kidney": [1, 2, 3], KiTS23's own evaluation region "kidney and masses"). The test set's labels are not
+public: every case with a segmentation is a training case; a case folder with an image but no segmentation goes
 to imagesTs.
 """
 from __future__ import annotations
@@ -15,7 +15,7 @@ from textnnunet.dataset.converters.base import DatasetConverter, LabelMapping, S
 from textnnunet.errors import UserError
 
 CASE_FOLDER = re.compile(r"case_\d{5}")
-KITS23_CLASSES = {"kidney": (1, 2, 3), "kidney mass": (2, 3), "kidney tumor": 2, "kidney cyst": 3}
+KITS23_CLASSES = {"kidney": (1, 2, 3), "kidney tumor": 2, "kidney cyst": 3}
 
 
 class KiTS23Converter(DatasetConverter):

@@ -26,8 +26,8 @@ class MSDTask:
 
 MSD_TASKS: dict[str, MSDTask] = {task.folder_name: task for task in (
     MSDTask("BrainTumour", {1: "edema", 2: "non-enhancing tumor", 3: "enhancing tumour"},
-            {"brain tumor": (1, 2, 3), "brain tumor core": (2, 3), "brain tumor edema": 1,
-             "non-enhancing brain tumor": 2, "enhancing brain tumor": 3}),
+            {"brain tumor": (2, 3), "brain tumor edema": 1, "non enhancing brain tumor": 2,
+             "enhancing brain tumor": 3}),
     MSDTask("Heart", {1: "left atrium"}, {"left atrium": 1}),
     MSDTask("Liver", {1: "liver", 2: "cancer"}, {"liver": (1, 2), "liver tumor": 2}),
     MSDTask("Hippocampus", {1: "Anterior", 2: "Posterior"},
@@ -36,7 +36,7 @@ MSD_TASKS: dict[str, MSDTask] = {task.folder_name: task for task in (
             {"prostate": (1, 2), "prostate peripheral zone": 1, "prostate transition zone": 2}),
     MSDTask("Lung", {1: "cancer"}, {"lung tumor": 1}),
     MSDTask("Pancreas", {1: "pancreas", 2: "cancer"}, {"pancreas": (1, 2), "pancreas tumor": 2}),
-    MSDTask("HepaticVessel", {1: "Vessel", 2: "Tumour"}, {"hepatic vessel": 1, "liver tumor": 2}),
+    MSDTask("HepaticVessel", {1: "Vessel", 2: "Tumour"}, {"liver vessel": 1, "liver tumor": 2}),
     MSDTask("Spleen", {1: "spleen"}, {"spleen": 1}),
     MSDTask("Colon", {1: "colon cancer primaries"}, {"colon tumor": 1}),
 )}

@@ -55,8 +55,7 @@ TOTALSEGMENTATOR_V2_STRUCTURES: dict[str, int] = {name: value for value, name in
 ), start=1)}
 
 # Words of TotalSegmentator's names that canonical names spell otherwise (Latin or shortened in the source).
-RENAMED_WORDS = {"clavicula": "clavicle", "iliac_vena": "iliac vein", "autochthon": "autochthonous back muscle",
-                 "hip": "hip bone"}
+RENAMED_WORDS = {"clavicula": "clavicle", "iliac_vena": "iliac vein"}
 # Kidneys contain their cysts (as KiTS23's kidney region): the kidney class is the region of both values.
 KIDNEY_CYSTS = {"kidney_left": "kidney_cyst_left", "kidney_right": "kidney_cyst_right"}
 

@@ -389,3 +389,20 @@ def test_label_values_are_remapped_through_the_mapping_with_the_source_geometry(
     assert sitk.GetArrayFromImage(written).dtype == np.uint8
     assert (written.GetSpacing(), written.GetOrigin(), written.GetDirection()) == (
         image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+
+
+def test_documentation_lists_every_class_each_converter_writes():
+    """documentation/datasets.md is the user's label mapping: it must not drift from the converters' tables."""
+    from textnnunet.dataset.converters import amos22, btcv, flare22, kits23, word
+    from textnnunet.dataset.converters.msd import MSD_TASKS
+    from textnnunet.dataset.converters.totalsegmentator import TOTALSEGMENTATOR_V2_STRUCTURES
+
+    text = (Path(__file__).resolve().parents[1] / "documentation" / "datasets.md").read_text()
+    tables = [task.classes for task in MSD_TASKS.values()] + [
+        kits23.KITS23_CLASSES, btcv.BTCV_CLASSES, amos22.AMOS22_CLASSES, word.WORD_CLASSES, flare22.FLARE22_CLASSES]
+    missing = sorted({name for table in tables for name in table if f"`{name}`" not in text})
+    missing += [s for s, v in TOTALSEGMENTATOR_V2_STRUCTURES.items()
+                if f"{v} `{s}` → {canonical_structure_name(s)} |" not in text]
+    assert missing == []
+    for name in CONVERTERS:
+        assert f"`--from {name}" in text

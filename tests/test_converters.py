@@ -406,3 +406,32 @@ def test_documentation_lists_every_class_each_converter_writes():
     assert missing == []
     for name in CONVERTERS:
         assert f"`--from {name}" in text
+
+
+def test_worker_processes_write_the_same_dataset_and_name_is_used(tmp_path):
+    fake = make_kits23(tmp_path)
+    one = convert_dataset(get_converter("kits23"), fake.src, tmp_path / "raw1", 5)
+    two = convert_dataset(get_converter("kits23"), fake.src, tmp_path / "raw2", 5, name="Kidneys", num_processes=2)
+    assert two.folder.name == "Dataset005_Kidneys"
+    assert json.loads((two.folder / "dataset.json").read_text())["name"] == "Kidneys"
+    for path in sorted(one.folder.rglob("*.nii.gz")):
+        twin = two.folder / path.relative_to(one.folder)
+        np.testing.assert_array_equal(_read(path)[0], _read(twin)[0])
+
+
+def test_converted_ct_datasets_plan_together_after_the_integrity_check(converted, tmp_path, capsys):
+    """textnnunet_plan_and_preprocess --verify_dataset_integrity on every converted CT dataset at once (datasets
+    with other channels are planned on their own until CT and MR plan jointly)."""
+    from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
+
+    raw, results = converted
+    ct_ids = [str(101 + i) for i, (fake, _) in enumerate(results) if fake.channel_names == {"0": "CT"}]
+    others = [str(101 + i) for i, (fake, _) in enumerate(results) if fake.channel_names != {"0": "CT"}]
+    assert len(ct_ids) == 7 and len(others) == 3
+    for ids in [ct_ids] + [[i] for i in others]:
+        with pytest.raises(SystemExit) as exit_info:
+            plan_and_preprocess_entry(["-d", *ids, "--verify_dataset_integrity", "--no_preprocessing", "-np", "1",
+                                       "--preset", "cpu", "--raw", str(raw), "--preprocessed", str(tmp_path / "pre")])
+        output = capsys.readouterr()
+        assert exit_info.value.code == 0, output.err
+        assert output.out.count("integrity check passed") == len(ids)

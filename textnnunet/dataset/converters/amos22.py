@@ -27,7 +27,7 @@ class AMOS22Converter(DatasetConverter):
     title = "AMOS22"
     default_dataset_name = "AMOS22"
     reference = "Ji et al., AMOS: A Large-Scale Abdominal Multi-Organ Benchmark, NeurIPS 2022; zenodo.org/record/7262581"
-    licence = "CC BY 4.0"
+    licence = "see zenodo.org/record/7262581"
     modalities = ("CT", "MR")
 
     def find_layout(self, src: Path) -> Path:

@@ -10,7 +10,7 @@ keeps the source geometry and writes the same nnU-Net v2 layout.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
 
@@ -206,12 +206,6 @@ def remap_label_image(image: sitk.Image, mapping: LabelMapping, path: Path) -> s
     return label_image_like(written, image, max(mapping.source_to_target.values()))
 
 
-def require_folder(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise UserError(f"{path}: folder not found ({what})")
-    return path
-
-
 def files_matching(folder: Path, pattern: str) -> list[tuple[re.Match, Path]]:
     """(match, path) of the files in `folder` whose whole name matches `pattern`, sorted by name; hidden files
     (macOS '._' copies in the MSD tarballs, unfinished downloads) are skipped."""
@@ -234,13 +228,6 @@ def first_existing_folder(candidates: Iterable[Path], what: str, src: Path) -> P
             return folder
     looked = ", ".join(str(c) for c in candidates)
     raise UserError(f"{src}: {what} not found (looked for {looked})")
-
-
-@dataclass
-class FolderPairLayout:
-    """A layout of image folders with matching label folders (split name -> (images, labels or None))."""
-    root: Path
-    splits: dict[str, tuple[Path, Path | None]] = field(default_factory=dict)
 
 
 def paired_folder_cases(root: Path, images: str, labels: str, pattern: str, case_id: str, test: bool,

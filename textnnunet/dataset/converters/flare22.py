@@ -31,7 +31,7 @@ class FLARE22Converter(DatasetConverter):
     default_dataset_name = "FLARE22"
     reference = "Ma et al., Unleashing the strengths of unlabelled data in deep learning-assisted pan-cancer " \
                 "abdominal organ quantification: the FLARE22 challenge, Lancet Digit Health (2024)"
-    licence = "CC BY-NC-SA 4.0 (CT images and pancreas from MSD, other organs from AbdomenCT-1K)"
+    licence = "see flare22.grand-challenge.org (CT images and pancreas from MSD, other organs from AbdomenCT-1K)"
 
     def find_layout(self, src: Path) -> Path:
         candidates = [src, src / "FLARE22Train", src / "Training" / "FLARE22_LabeledCase50",

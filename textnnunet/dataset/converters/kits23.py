@@ -23,7 +23,7 @@ class KiTS23Converter(DatasetConverter):
     title = "KiTS23"
     default_dataset_name = "KiTS23"
     reference = "Heller et al., The KiTS21 Challenge, arXiv:2307.01984; https://kits-challenge.org/kits23/"
-    licence = "CC BY-NC-SA 4.0"
+    licence = "see github.com/neheller/kits23"
 
     def find_layout(self, src: Path) -> Path:
         for folder in (src / "dataset", src):

@@ -88,7 +88,7 @@ class TotalSegmentatorConverter(DatasetConverter):
     title = "TotalSegmentator v2 (CT)"
     default_dataset_name = "TotalSegmentator"
     reference = "Wasserthal et al., TotalSegmentator: robust segmentation of 104 anatomic structures in CT images, " \
-                "Radiology: Artificial Intelligence (2023); zenodo.org/records/10047292"
+                "Radiology: Artificial Intelligence (2023); doi.org/10.5281/zenodo.6802613"
     licence = "CC BY 4.0"
 
     def find_layout(self, src: Path) -> Path:

@@ -26,7 +26,7 @@ class WORDConverter(DatasetConverter):
     default_dataset_name = "WORD"
     reference = "Luo et al., WORD: A large scale dataset, benchmark and clinical applicable study for abdominal " \
                 "organ segmentation from CT image, Medical Image Analysis 82 (2022)"
-    licence = "GPL-3.0 (research use; see github.com/HiLab-git/WORD)"
+    licence = "academic research use only, not clinical or commercial (see github.com/HiLab-git/WORD)"
 
     def find_layout(self, src: Path) -> Path:
         for folder in [src] + sorted(p for p in src.glob("WORD*") if p.is_dir()):

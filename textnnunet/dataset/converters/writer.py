@@ -67,7 +67,8 @@ def convert_dataset(converter: DatasetConverter, src: str | Path, raw_root: str 
     cases = converter.cases(layout)
     channel_names = converter.channel_names(layout)
     _check_cases(cases, src)
-    folder_name = f"Dataset{int(dataset_id):03d}_{_safe_name(name or converter.dataset_name(layout))}"
+    name = _safe_name(name or converter.dataset_name(layout))
+    folder_name = f"Dataset{int(dataset_id):03d}_{name}"
     raw_root = Path(raw_root).expanduser().resolve()
     marker = {"converter": converter.name, "modality": converter.modality, "source": str(src),
               "converter_version": CONVERTER_VERSION}
@@ -77,7 +78,7 @@ def convert_dataset(converter: DatasetConverter, src: str | Path, raw_root: str 
     notes = _collect_notes(folder, cases)
     train = [c for c in cases if not c.test]
     test = [c for c in cases if c.test]
-    meta = dataset_json(converter, layout, mapping, channel_names, len(train), len(test),
+    meta = dataset_json(converter, layout, mapping, name, channel_names, len(train), len(test),
                         sum(c.label is not None for c in test), src)
     if notes:
         atomic_write_json(folder / REPORT_FILE, {"notes": notes})
@@ -87,14 +88,15 @@ def convert_dataset(converter: DatasetConverter, src: str | Path, raw_root: str 
     return ConversionResult(folder, len(train), len(test), sum(c.label is not None for c in test), notes)
 
 
-def dataset_json(converter: DatasetConverter, layout, mapping: LabelMapping, channel_names: dict[str, str],
-                 num_training: int, num_test: int, num_test_labels: int, src: Path) -> dict:
+def dataset_json(converter: DatasetConverter, layout, mapping: LabelMapping, name: str,
+                 channel_names: dict[str, str], num_training: int, num_test: int, num_test_labels: int,
+                 src: Path) -> dict:
     meta = {
         "channel_names": channel_names,
         "labels": mapping.dataset_json_labels(),
         "numTraining": num_training,
         "file_ending": NIFTI_GZ,
-        "name": converter.dataset_name(layout),
+        "name": name,
         "description": converter.description(layout),
         "reference": converter.reference,
         "licence": converter.licence,

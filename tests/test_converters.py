@@ -435,3 +435,46 @@ def test_converted_ct_datasets_plan_together_after_the_integrity_check(converted
         output = capsys.readouterr()
         assert exit_info.value.code == 0, output.err
         assert output.out.count("integrity check passed") == len(ids)
+
+
+def test_dataset_name_and_raw_folder_are_checked(tmp_path):
+    fake = make_kits23(tmp_path)
+    with pytest.raises(UserError, match="dataset name 'my kidneys'"):
+        convert_dataset(get_converter("kits23"), fake.src, tmp_path / "raw", 5, name="my kidneys")
+    (tmp_path / "raw_file").write_text("")
+    with pytest.raises(UserError, match="raw data folder is a file"):
+        convert_dataset(get_converter("kits23"), fake.src, tmp_path / "raw_file", 5)
+    with pytest.raises(UserError, match="dataset id 1000: must be between 1 and 999"):
+        convert_dataset(get_converter("kits23"), fake.src, tmp_path / "raw", 1000)
+
+
+def test_totalsegmentator_v1_or_incomplete_cases_are_named(tmp_path):
+    from converter_fakes import make_totalsegmentator
+
+    fake = make_totalsegmentator(tmp_path)
+    segmentations = fake.src / "s0001" / "segmentations"
+    shutil.copy(segmentations / "heart.nii.gz", segmentations / "heart_myocardium.nii.gz")
+    with pytest.raises(UserError, match=r"s0001/segmentations/heart_myocardium.nii.gz: not a TotalSegmentator v2 "
+                                        r"structure \(1 unknown file\(s\); is this the v1 dataset\?\)"):
+        convert_dataset(get_converter("totalsegmentator"), fake.src, tmp_path / "raw", 5, overwrite=True)
+    (segmentations / "heart_myocardium.nii.gz").unlink()
+    (segmentations / "sternum.nii.gz").unlink()
+    with pytest.raises(UserError, match=r"s0001/segmentations/sternum.nii.gz: missing \(1 of the 117"):
+        convert_dataset(get_converter("totalsegmentator"), fake.src, tmp_path / "raw", 5, overwrite=True)
+
+
+def test_training_image_without_its_label_is_named(tmp_path):
+    from converter_fakes import make_flare22, make_word
+
+    fake = make_btcv(tmp_path)
+    (fake.src / "RawData" / "Training" / "label" / "label0002.nii.gz").unlink()
+    with pytest.raises(UserError, match=r"label0002.nii.gz: missing \(the label of img0002.nii.gz\)"):
+        convert_dataset(get_converter("btcv"), fake.src, tmp_path / "raw", 5)
+    fake = make_flare22(tmp_path)
+    (fake.src / "FLARE22Train" / "labels" / "FLARE22_Tr_0001.nii.gz").unlink()
+    with pytest.raises(UserError, match=r"FLARE22_Tr_0001.nii.gz: missing"):
+        convert_dataset(get_converter("flare22"), fake.src, tmp_path / "raw", 6)
+    fake = make_word(tmp_path)
+    (fake.src / "labelsVal" / "word_0101.nii.gz").unlink()
+    with pytest.raises(UserError, match=r"labelsVal/word_0101.nii.gz: missing"):
+        convert_dataset(get_converter("word"), fake.src, tmp_path / "raw", 7)

@@ -7,6 +7,7 @@ settings are refused unless --overwrite. dataset.json is written last.
 """
 from __future__ import annotations
 
+import re
 import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -113,10 +114,11 @@ def dataset_json(converter: DatasetConverter, layout, mapping: LabelMapping, nam
 
 # ----------------------------------------------------------------------------------------------- folder
 def _safe_name(name: str) -> str:
-    cleaned = "".join(ch if ch.isalnum() or ch in "-" else "" for ch in str(name))
-    if not cleaned:
-        raise UserError(f"dataset name {name!r}: needs letters or digits")
-    return cleaned
+    """The Name of DatasetXXX_Name: letters, digits, '-' and '_' (a folder name on every system)."""
+    name = str(name)
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_-]*", name):
+        raise UserError(f"dataset name {name!r}: use letters, digits, '-' and '_' (starting with a letter or digit)")
+    return name
 
 
 def _check_cases(cases: list[SourceCase], src: Path) -> None:
@@ -131,6 +133,8 @@ def _check_cases(cases: list[SourceCase], src: Path) -> None:
 
 def _prepare_folder(raw_root: Path, folder_name: str, dataset_id: int, marker: dict, overwrite: bool) -> Path:
     """The dataset folder, after refusing to clobber a finished dataset, another id's folder or foreign files."""
+    if raw_root.exists() and not raw_root.is_dir():
+        raise UserError(f"{raw_root}: raw data folder is a file")
     raw_root.mkdir(parents=True, exist_ok=True)
     folder = raw_root / folder_name
     for other in sorted(raw_root.iterdir()):

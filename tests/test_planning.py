@@ -284,3 +284,55 @@ def test_plan_datasets_without_extraction_names_the_command(tmp_path):
     _two_raw_datasets(tmp_path / "raw")
     with pytest.raises(UserError, match="textnnunet_extract_fingerprint"):
         plan_datasets(tmp_path / "raw", tmp_path / "pre", [1], 8, extract=False, progress=False)
+
+
+# ------------------------------------------------------------------------------- context-first (cpu preset)
+
+def _cpu_plan(spacing, shape, n=10, context=PRESETS["cpu"].min_context_fraction):
+    a = _desc("Dataset001_A", {"liver": (1,)})
+    fa, sa = _fingerprint(a.name, n, spacing=spacing, shape=shape)
+    cpu = PRESETS["cpu"]
+    return plan_experiment([a], [fa], [sa], a.name, cpu.memory_target_gb, cpu.base_features, cpu.max_features_3d,
+                           cpu.max_features_2d, min_context_fraction=context)
+
+
+def test_cpu_preset_trades_resolution_for_context_on_clinical_spacing():
+    # A clinical abdominal CT: 0.8 mm in-plane, 2.5 mm slices, 450 x 450 x 80 voxels.
+    keyhole = _cpu_plan((2.5, 0.8, 0.8), (80, 450, 450), context=None)["configurations"]["3d_fullres"]
+    assert keyhole["spacing"] == [2.5, 0.8, 0.8]
+    assert max(keyhole["patch_coverage_of_median_image"]) < 0.5  # nnU-Net's rule at 80 MB: a keyhole
+    plans = _cpu_plan((2.5, 0.8, 0.8), (80, 450, 450))
+    full = plans["configurations"]["3d_fullres"]
+    assert min(full["patch_coverage_of_median_image"]) >= 0.75
+    assert full["context"]["satisfied"] and full["context"]["median_spacing"] == [2.5, 0.8, 0.8]
+    # In-plane is coarsened first, towards isotropy; the extent in mm is what it was.
+    assert full["spacing"][1] > 0.8 * 3 and full["spacing"][1] == full["spacing"][2]
+    assert full["spacing"][0] >= 2.5 and full["spacing"][0] <= full["spacing"][1] * 1.06
+    extent = np.asarray(full["spacing"]) * full["median_image_size_in_voxels"]
+    assert np.allclose(extent, [200, 360, 360], rtol=0.02)
+    assert "3d_lowres" not in plans["configurations"]
+    assert min(plans["configurations"]["2d"]["patch_coverage_of_median_image"]) >= 0.75
+
+
+def test_cpu_preset_keeps_the_median_spacing_when_the_patch_already_sees_enough():
+    full = _cpu_plan((4.5, 4.6, 4.6), (40, 60, 60))["configurations"]["3d_fullres"]  # the demo's data
+    assert full["spacing"] == [4.5, 4.6, 4.6] and min(full["patch_coverage_of_median_image"]) >= 0.75
+
+
+def test_context_coarsening_stops_at_the_spacing_cap():
+    # A whole-body scan: even at the cap the patch cannot see 75% of 1.8 m.
+    full = _cpu_plan((1.5, 0.8, 0.8), (1200, 512, 512), n=2)["configurations"]["3d_fullres"]
+    assert full["context"]["satisfied"] is False
+    assert max(full["spacing"]) <= PRESETS["cpu"].max_context_spacing_mm + 1e-9
+
+
+def test_coarser_spacing_moves_the_finest_axes_first():
+    from textnnunet.experiment_planning.planner import _coarser_spacing
+
+    assert np.allclose(_coarser_spacing(np.array([2.5, 0.8, 0.8]), 8.0), [2.5, 0.84, 0.84])
+    assert np.allclose(_coarser_spacing(np.array([2.0, 2.0, 2.0]), 8.0), [2.1, 2.1, 2.1])
+    assert np.allclose(_coarser_spacing(np.array([9.0, 7.9, 7.9]), 8.0), [9.0, 8.0, 8.0])
+
+
+def test_gpu_preset_keeps_nnunet_rules():
+    assert PRESETS["gpu"].min_context_fraction is None

@@ -113,7 +113,7 @@ def test_padding_where_patch_extends_outside(tmp_path):
         np.testing.assert_array_equal(batch["data"][b, :, 1:5, 1:5, 1:5], data)
         padded = np.ones((6, 6, 6), dtype=bool)
         padded[1:5, 1:5, 1:5] = False
-        assert np.all(batch["data"][b, 0][padded] == 0)
+        assert np.all(batch["data"][b, 0][padded] == data.min())  # the image's minimum, as the sliding window
         assert np.all(batch["target"][b, SPLEEN_K][padded] == 0)
         assert np.all(batch["target"][b, SPLEEN_K][~padded] == 1)
 
@@ -194,3 +194,14 @@ def test_list_case_refs(tmp_path):
     assert [r.case_id for r in list_case_refs(tmp_path / LIVER, ["liver_001"])] == ["liver_001"]
     with pytest.raises(UserError, match="liver_009"):
         list_case_refs(tmp_path / LIVER, ["liver_009"])
+
+
+def test_patches_beyond_the_image_are_padded_with_the_channel_minimum():
+    from textnnunet.training.sampling import crop_and_pad_channels
+
+    data = np.stack([np.full((4, 4, 4), 2.0, np.float32), np.full((4, 4, 4), -3.0, np.float32)])
+    data[0, 0, 0, 0], data[1, 1, 1, 1] = -1.5, -7.0
+    patch = crop_and_pad_channels(data, [[-2, 6], [0, 4], [0, 4]], data.reshape(2, -1).min(axis=1))
+    assert patch.shape == (2, 8, 4, 4)
+    assert np.all(patch[0, :2] == -1.5) and np.all(patch[1, 6:] == -7.0)
+    assert np.array_equal(patch[:, 2:6], data)

@@ -168,8 +168,8 @@ def test_image_smaller_than_patch_is_padded_and_cropped_back():
     result = sliding_window_predict(predict, image, (8, 12, 16), num_outputs=1)
     assert seen == [(1, 1, 8, 12, 16)]
     assert result.shape == (1, 5, 9, 16)
-    # zero padding centred like nnU-Net: 1 below / 2 above in z, 1 below / 2 above in y
-    padded = torch.nn.functional.pad(image, (0, 0, 1, 2, 1, 2))
+    # padding centred like nnU-Net (1 below / 2 above in z, 1 below / 2 above in y), with the image minimum
+    padded = torch.nn.functional.pad(image, (0, 0, 1, 2, 1, 2), value=float(image.min()))
     expected = torch.sigmoid(net(padded[None]))[0][:, 1:6, 1:10, :]
     assert torch.allclose(result, expected, atol=1e-6)
 
@@ -187,7 +187,8 @@ def test_2d_configuration_predicts_slice_by_slice():
     assert result.shape == (3, 4, 20, 9)
     assert set(seen) == {(1, 2, 20, 12)} and len(seen) == 4 * 2  # 4 slices x 2 mirrors
     for z in range(4):
-        padded = torch.nn.functional.pad(image[:, z], (1, 2))[None]
+        padded = torch.stack([torch.nn.functional.pad(image[c, z], (1, 2), value=float(image[c].min()))
+                              for c in range(2)])[None]
         expected = (torch.sigmoid(net(padded)) + torch.sigmoid(net(padded.flip(3))).flip(3)) / 2
         assert torch.allclose(result[:, z], expected[0, :, :, 1:10], atol=1e-5)
 
@@ -228,3 +229,18 @@ def test_ensemble_rejects_bad_input():
         ensemble_probabilities([torch.zeros(2), torch.zeros(3)])
     with pytest.raises(ValueError):
         ensemble_probabilities([torch.zeros(2)], weights=[1, 2])
+
+
+def test_padding_beyond_the_image_is_each_channels_minimum_not_zero():
+    from textnnunet.inference.sliding_window import pad_with_channel_minimum
+
+    image = torch.randn(2, 5, 6, 7)
+    image[1] += 10.0
+    padded, slicer = pad_with_channel_minimum(image, (8, 8, 8))
+    assert tuple(padded.shape) == (2, 8, 8, 8) and torch.equal(padded[slicer], image)
+    outside = torch.ones(padded.shape[1:], dtype=torch.bool)
+    outside[slicer[1:]] = False
+    for c in range(2):
+        assert torch.all(padded[c][outside] == image[c].min())
+    same, _ = pad_with_channel_minimum(image, (4, 4, 4))
+    assert torch.equal(same, image)

@@ -172,3 +172,19 @@ def test_ddp_two_gloo_processes_run_an_epoch(preprocessed, tmp_path):
     fold = results / "TextPlans_001_002" / "3d_fullres__onehot" / "fold_0"
     ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=False)
     assert ckpt["world_size"] == 2 and ckpt["epochs_done"] == 1
+
+
+def test_whole_case_validation_is_recorded_and_leaves_training_unchanged(preprocessed, tmp_path):
+    plain = _trainer(preprocessed, tmp_path / "plain", epochs=2)
+    plain.run()
+    checked = _trainer(preprocessed, tmp_path / "checked", epochs=2)
+    checked.config.case_val_every = 1
+    checked.run()
+    assert plain.history.train_loss == checked.history.train_loss  # no random numbers drawn, no state changed
+    assert [c["epoch"] for c in checked.history.whole_case] == [0, 1]
+    scores = checked.history.whole_case[-1]["scores"]
+    annotated = {c for ds in (LIVER, SPLEEN) for c in tiny_plans()["label_space"]["datasets"][ds]}
+    assert set(scores) == annotated and {"liver", "spleen"} <= annotated  # each case judged on its dataset's classes
+    assert all({"Dice", "FP", "FN"} <= set(v) for v in scores.values())
+    assert not plain.history.whole_case
+    assert "whole-case validation" in (tmp_path / "checked" / "log.txt").read_text()

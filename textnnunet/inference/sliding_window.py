@@ -1,7 +1,8 @@
 """Sliding-window inference with Gaussian importance weighting, mirroring TTA and fold ensembling.
 
 Follows nnU-Net v2's scheme (windows overlapping by half a patch, Gaussian weights with
-sigma = patch / 8, constant zero padding to at least one patch, mirroring over all flips of the
+sigma = patch / 8, padding to at least one patch (with each channel's minimum, not zero: see
+pad_with_channel_minimum), mirroring over all flips of the
 allowed axes) with one deliberate difference: the model has one *sigmoid* per class (Universal
 Model), so windows, mirrors and folds are averaged as sigmoid probabilities rather than as logits.
 """
@@ -115,6 +116,18 @@ def _batched(items: list, size: int) -> list[list]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
+def pad_with_channel_minimum(image: torch.Tensor, patch_size: Sequence[int]) -> tuple[torch.Tensor, tuple]:
+    """Pad the trailing axes to at least one patch, each channel with its minimum (what training pads with:
+    training.sampling.crop_and_pad_channels); returns the padded image and the slicer that undoes it."""
+    padded, slicer = pad_nd_image(image, patch_size, "constant", {"value": 0}, return_slicer=True)
+    if tuple(padded.shape) == tuple(image.shape):
+        return padded, slicer
+    for c in range(image.shape[0]):
+        padded[c] = float(image[c].min())
+        padded[(c, *slicer[1:])] = image[c]
+    return padded, slicer
+
+
 def sliding_window_predict(
     predict_patch: PatchPredictor,
     image: torch.Tensor | np.ndarray,
@@ -157,7 +170,7 @@ def sliding_window_predict(
     mirror_dims = _mirror_combinations(mirror_axes, patch_dims)
 
     # Padding only ever grows the trailing (patch) axes; the slicer undoes it afterwards.
-    padded, pad_slicer = pad_nd_image(image, patch_size, "constant", {"value": 0}, return_slicer=True)
+    padded, pad_slicer = pad_with_channel_minimum(image, patch_size)
     padded_spatial = tuple(padded.shape[1:])
     slicers = _window_slicers(padded_spatial, patch_size, step_size, slice_mode)
 

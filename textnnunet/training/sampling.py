@@ -71,6 +71,17 @@ def dataset_sampling_weights(case_counts: Mapping[str, int], mode: str = "unifor
 class _CaseArrays(NamedTuple):
     data: np.ndarray  # (C, Z, Y, X) float32
     seg: np.ndarray  # (Z, Y, X) int
+    pad_values: np.ndarray  # (C,) what lies beyond the image: each channel's minimum (air, not tissue)
+
+
+def crop_and_pad_channels(data: np.ndarray, bbox: list[list[int]], pad_values: np.ndarray) -> np.ndarray:
+    """crop_and_pad_nd per channel, padding each channel with its own value.
+
+    Zero, nnU-Net's padding, is the foreground mean after CT normalisation: a slab of liver-like intensity
+    beyond the image edge. The channel minimum (air / the lower clip) is what the edge of a scan looks like.
+    The sliding window pads the same way (inference.sliding_window.pad_with_channel_minimum).
+    """
+    return np.stack([crop_and_pad_nd(data[c], bbox, pad_value=float(pad_values[c])) for c in range(data.shape[0])])
 
 
 class PatchSampler:
@@ -236,7 +247,7 @@ class PatchSampler:
             centre = voxel
         start = self._patch_start(seg_img.shape, centre)
         bbox = [[s, s + p] for s, p in zip(start, self.initial_patch_size)]
-        data = crop_and_pad_nd(data_img, bbox, pad_value=0)
+        data = crop_and_pad_channels(data_img, bbox, arrays.pad_values)
         seg = crop_and_pad_nd(seg_img, bbox, pad_value=0)
         target, annotated = self._targets(case, seg)
         return data.astype(np.float32, copy=False), target, annotated
@@ -301,4 +312,5 @@ def _load_case_arrays(case: CaseRef) -> _CaseArrays:
         raise UserError(f"{case.npz_path}: cannot read preprocessed case ({e})") from None
     if data.ndim != 4 or seg.ndim != 4 or seg.shape[0] != 1 or data.shape[1:] != seg.shape[1:]:
         raise UserError(f"{case.npz_path}: expected data (c,z,y,x) and seg (1,z,y,x), got {data.shape}, {seg.shape}")
-    return _CaseArrays(data.astype(np.float32, copy=False), seg[0])
+    data = data.astype(np.float32, copy=False)
+    return _CaseArrays(data, seg[0], data.reshape(data.shape[0], -1).min(axis=1))

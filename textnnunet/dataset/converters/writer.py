@@ -76,17 +76,22 @@ def convert_dataset(converter: DatasetConverter, src: str | Path, raw_root: str 
     folder = _prepare_folder(raw_root, folder_name, int(dataset_id), marker, overwrite)
     jobs = [_CaseJob(converter, case, mapping, len(channel_names), folder) for case in cases]
     _run_jobs(jobs, num_processes)
+    num_training = sum(not c.test for c in cases)
+    num_test, num_test_labels = sum(c.test for c in cases), sum(c.test and c.label is not None for c in cases)
+    meta = dataset_json(converter, layout, mapping, name, channel_names, num_training, num_test, num_test_labels, src)
+    notes = _finish_folder(folder, meta, cases)
+    return ConversionResult(folder, num_training, num_test, num_test_labels, notes)
+
+
+def _finish_folder(folder: Path, meta: dict, cases: list[SourceCase]) -> list[str]:
+    """Write the notes report and dataset.json (last: it marks the dataset finished), drop the working files."""
     notes = _collect_notes(folder, cases)
-    train = [c for c in cases if not c.test]
-    test = [c for c in cases if c.test]
-    meta = dataset_json(converter, layout, mapping, name, channel_names, len(train), len(test),
-                        sum(c.label is not None for c in test), src)
     if notes:
         atomic_write_json(folder / REPORT_FILE, {"notes": notes})
     atomic_write_json(folder / "dataset.json", meta)
     shutil.rmtree(folder / NOTES_FOLDER, ignore_errors=True)
     (folder / IN_PROGRESS_MARKER).unlink()
-    return ConversionResult(folder, len(train), len(test), sum(c.label is not None for c in test), notes)
+    return notes
 
 
 def dataset_json(converter: DatasetConverter, layout, mapping: LabelMapping, name: str,

@@ -23,8 +23,8 @@ setup(
     version="0.1.0",
     description="Text-prompted universal 3D medical segmentation across partially labelled datasets, nnU-Net style",
     packages=find_packages(include=["textnnunet", "textnnunet.*"]),
-    # The anatomy lexicon is data the prompt resolution reads at run time.
-    package_data={"textnnunet.text": ["anatomy_lexicon.json"]},
+    # The anatomy lexicon (read when prompts are resolved) and the prompt set that calibrates it.
+    package_data={"textnnunet.text": ["anatomy_lexicon.json", "prompt_set.json"]},
     python_requires=">=3.10",
     install_requires=[
         # torch and dynamic-network-architectures are installed first by setup_env.sh (see there why).

@@ -10,8 +10,10 @@ how names were chosen). Each entry has
     side      "left"/"right" for side children
     sources   {source list: label name in that list}
 
-Lookups take any spelling: `normalise_prompt` lower-cases, drops punctuation and articles and maps British
-spellings (a word list in the file) to US ones.
+Lookups take any spelling: `AnatomyLexicon.normalise` lower-cases, drops punctuation and leading articles and
+maps British spellings (a word list in the file) to US ones. The file also lists lesion words (a prompt that names
+a lesion must not land on an organ, and vice versa) and filler words ('segmentation', 'normal', ...) that do not
+change which structure a prompt means.
 """
 from __future__ import annotations
 
@@ -48,8 +50,11 @@ class LexiconEntry:
 
 class AnatomyLexicon:
     def __init__(self, entries: list[LexiconEntry], version: str, spelling_variants: dict[str, str],
-                 side_words: dict[str, str], sources: dict[str, Any], where: str = "lexicon") -> None:
+                 side_words: dict[str, str], sources: dict[str, Any], where: str = "lexicon",
+                 lesion_words: list[str] | None = None, filler_words: list[str] | None = None) -> None:
         self.version = version
+        self.lesion_words = frozenset(lesion_words or ())
+        self.filler_words = frozenset(filler_words or ())
         self.sources = sources
         self._spelling = dict(spelling_variants)
         self._side_words = dict(side_words)
@@ -119,6 +124,14 @@ class AnatomyLexicon:
             return words[-1], " ".join(words[:-1])
         return None
 
+    def without_fillers(self, text: str) -> str:
+        """The words that name a structure: 'normal kidney segmentation' -> 'kidney' ('' if nothing is left)."""
+        return " ".join(w for w in self.normalise(text).split() if w not in self.filler_words)
+
+    def is_lesion(self, text: str) -> bool:
+        """Whether `text` names a lesion (tumour, mass, cyst, stone, ...) rather than an anatomical structure."""
+        return any(word in self.lesion_words for word in self.normalise(text).split())
+
     def surface_forms(self) -> Iterator[tuple[str, str]]:
         """(name or synonym, entry name) for every way the lexicon names a structure."""
         for entry in self.entries.values():
@@ -170,10 +183,35 @@ def read_lexicon(path: str | Path) -> AnatomyLexicon:
         raise UserError(f"{path}: not an anatomy lexicon (needs an 'entries' list)")
     entries = [_entry_from_json(raw, str(path)) for raw in data["entries"]]
     return AnatomyLexicon(entries, str(data.get("version", "?")), data.get("spelling_variants") or {},
-                          data.get("side_words") or {}, data.get("sources") or {}, where=str(path))
+                          data.get("side_words") or {}, data.get("sources") or {}, where=str(path),
+                          lesion_words=data.get("lesion_words") or [], filler_words=data.get("filler_words") or [])
 
 
 @functools.lru_cache(maxsize=1)
 def load_lexicon() -> AnatomyLexicon:
     """The lexicon shipped with the package (read once per process)."""
     return read_lexicon(LEXICON_FILE)
+
+
+def edit_distance(a: str, b: str, limit: int = 3) -> int:
+    """Damerau-Levenshtein distance (adjacent transpositions count 1); anything above `limit` is `limit + 1`."""
+    if abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, start=1):
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb))
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        if min(current) > limit:
+            return limit + 1
+        previous2, previous = previous, current
+    return min(previous[-1], limit + 1)
+
+
+def typo_allowance(text: str) -> int:
+    """How many typing errors a name of this length may carry and still be recognised: 0 below 4 characters,
+    1 up to 9, 2 from 10 (shorter names are too close to each other: 'rib 1', 'rib 2')."""
+    return 0 if len(text) < 4 else 1 if len(text) < 10 else 2

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +19,10 @@ from textnnunet.dataset.description import normalise_class_name
 from textnnunet.errors import UserError
 from textnnunet.text.cache import EmbeddingCache
 from textnnunet.text.encoders import TextEncoder, encoder_from_identity
+from textnnunet.text.prompts import PromptResolver, Resolution, resolve_or_refuse
 from textnnunet.utils.files import atomic_write_text, load_json
 
 VOCABULARY_FILE = "vocabulary.json"
-
-
-@dataclass(frozen=True)
-class Resolution:
-    """What one typed prompt turned into.
-
-    `class_name` is the trained class the prompt resolves to, or None when the prompt is below the
-    threshold but unknown prompts were allowed (then `embedding` is the prompt's own vector and the
-    network is asked zero-shot). `nearest` is always the nearest trained class.
-    """
-
-    prompt: str
-    normalised: str
-    class_name: str | None
-    nearest: str
-    similarity: float
-    exact: bool
-    embedding: np.ndarray = field(repr=False, compare=False)
 
 
 def _cosine(query: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -242,28 +224,18 @@ class Vocabulary:
     def resolve_prompts(self, prompts: list[str], threshold: float, allow_unknown: bool = False,
                         encoder: TextEncoder | None = None,
                         cache: EmbeddingCache | None = None) -> list[Resolution]:
-        """Resolve each prompt; one below `threshold` is an error unless `allow_unknown`."""
+        """Each prompt's decision (textnnunet.text.prompts); a refused prompt is an error unless `allow_unknown`."""
+        return resolve_or_refuse(self.decide_prompts(prompts, threshold, allow_unknown, encoder, cache), self)
+
+    def decide_prompts(self, prompts: list[str], threshold: float, allow_unknown: bool = False,
+                       encoder: TextEncoder | None = None, cache: EmbeddingCache | None = None) -> list[Resolution]:
+        """Each prompt's decision, refusals included (what textnnunet_embed_prompts shows)."""
         if not prompts:
             raise UserError(f"prompts: none given; trained vocabulary: {self.describe()}")
         if encoder is not None:
             self._resolve_encoder(encoder)
         vocab = self._embedded(encoder, cache)
-        return [vocab._resolve_one(p, threshold, allow_unknown, encoder, cache) for p in prompts]
-
-    def _resolve_one(self, prompt: str, threshold: float, allow_unknown: bool, encoder: TextEncoder | None,
-                     cache: EmbeddingCache | None) -> Resolution:
-        text = self._normalised_or_fail(prompt)
-        if text in self._lookup:
-            cls = self._lookup[text]
-            return Resolution(prompt, text, cls, cls, 1.0, True, self.class_embeddings[self.classes.index(cls)])
-        cls, similarity = self.nearest_classes(text, 1, encoder, cache)[0]
-        if similarity >= threshold:
-            return Resolution(prompt, text, cls, cls, similarity, False,
-                              self.class_embeddings[self.classes.index(cls)])
-        if not allow_unknown:
-            raise UserError(f"prompt '{prompt}': not a trained class (nearest '{cls}', cosine {similarity:.3f} "
-                            f"< threshold {threshold:g}); trained vocabulary: {self.describe()}")
-        return Resolution(prompt, text, None, cls, similarity, False, self._embed_prompt(text, encoder, cache))
+        return PromptResolver(vocab, threshold, encoder, cache).resolve_all(list(prompts), allow_unknown)
 
     def _normalised_or_fail(self, prompt: str) -> str:
         text = normalise_class_name(prompt) if isinstance(prompt, str) else ""

@@ -245,3 +245,28 @@ def test_cli_generates_and_refuses_to_overwrite(tmp_path, capsys):
     with pytest.raises(SystemExit) as refused:
         main(["--raw", str(tmp_path), "--size", "small", "-d", "2"])
     assert refused.value.code == 2 and "already exists" in capsys.readouterr().err
+
+
+def test_sided_kidney_labels_split_at_the_patient_midline():
+    spec = phantom_spec(5)
+    case = generate_case(spec, 0, "small")
+    left, right = case.labels == spec.label_values["kidney_left"], case.labels == spec.label_values["kidney_right"]
+    kidney = np.isin(case.anatomy, [A["kidney"], A["kidney_tumor"]])
+    assert left.sum() > 50 and right.sum() > 50
+    np.testing.assert_array_equal(left | right, kidney)  # both sides together are the kidneys with their tumours
+    _, grid = case_geometry(spec, "small", case_rng(0, spec, 0))
+    x = np.broadcast_to(grid.x[None, None, :], case.labels.shape)
+    assert (x[left] > 0).all() and (x[right] < 0).all()  # x points to the patient's left
+
+
+def test_mr_phantoms_have_mr_contrast_and_channel_names(tmp_path):
+    t1, t2 = generate_case(phantom_spec(13), 0, "small"), generate_case(phantom_spec(14), 0, "small")
+    for case in (t1, t2):
+        assert case.image.min() >= 0  # magnitude images: no negative values, air is dark
+    mean = {w: {n: c.image[c.anatomy == A[n]].mean() for n in ("liver", "spleen", "fat")}
+            for w, c in (("T1", t1), ("T2", t2))}
+    assert mean["T1"]["liver"] > mean["T1"]["spleen"] and mean["T2"]["spleen"] > mean["T2"]["liver"]
+    folder = generate_phantom_datasets(tmp_path, size="small", datasets=[12])[0]
+    assert load_dataset(tmp_path, 12).channel_names == {"0": "T2"}
+    assert folder.name == "Dataset012_SpleenKidneyT2"
+    assert not (tmp_path / "Dataset001_Liver").exists()  # only what was asked for

@@ -136,18 +136,34 @@ def _fingerprint(name, n, spacing=(1.0, 1.0, 1.0), shape=(64, 64, 64), value=100
     return fp, np.full((1, 10 * n), value, dtype=np.float32)
 
 
-def test_channel_mismatch_names_both_datasets():
+def test_ct_and_mr_datasets_plan_together_each_with_its_own_normalisation():
     a = _desc("Dataset001_A", {"liver": (1,)}, {"0": "CT"})
     b = _desc("Dataset002_B", {"spleen": (1,)}, {"0": "T2"})
+    fa, sa = _fingerprint(a.name, 2, value=60.0)
+    fb, sb = _fingerprint(b.name, 2, value=400.0)
+    plans = plan_experiment([a, b], [fa, fb], [sa, sb], "TextPlans_001_002", 8)
+    groups = plans["intensity_groups"]
+    assert list(groups) == ["CT", "T2"] and plans["dataset_intensity_group"] == {a.name: "CT", b.name: "T2"}
+    assert groups["CT"]["normalization_schemes"] == ["CTNormalization"]
+    assert groups["T2"]["normalization_schemes"] == ["ZScoreNormalization"]
+    # CT percentiles pooled over the CT datasets only: the MR intensities do not leak into them.
+    assert groups["CT"]["foreground_intensity_properties_per_channel"]["0"]["mean"] == 60.0
+    assert len(plans["channel_names"]) == 1  # one network input channel
+
+
+def test_multi_channel_mismatch_names_both_datasets():
+    a = _desc("Dataset001_A", {"liver": (1,)}, {"0": "CT"})
+    b = _desc("Dataset002_B", {"prostate": (1,)}, {"0": "T2", "1": "ADC"})
     fa, sa = _fingerprint(a.name, 2)
     fb, sb = _fingerprint(b.name, 2)
-    with pytest.raises(UserError, match="Dataset002_B.*T2.*Dataset001_A.*CT"):
+    with pytest.raises(UserError, match="Dataset002_B.*T2.*ADC.*Dataset001_A.*CT.*multi-channel"):
         plan_experiment([a, b], [fa, fb], [sa, sb], "TextPlans_001_002", 8)
-    # Case-insensitive: "ct" and "CT" agree.
+    # Case-insensitive: "ct" and "CT" are one group.
     c = _desc("Dataset003_C", {"kidney": (1,)}, {"0": "ct"})
     fc, sc = _fingerprint(c.name, 2)
     plans = plan_experiment([a, c], [fa, fc], [sa, sc], "TextPlans_001_003", 8)
     assert plans["configurations"]["3d_fullres"]["normalization_schemes"] == ["CTNormalization"]
+    assert list(plans["intensity_groups"]) == ["CT"]
 
 
 def test_label_space_union_with_regions_and_synonyms():
@@ -336,3 +352,32 @@ def test_coarser_spacing_moves_the_finest_axes_first():
 
 def test_gpu_preset_keeps_nnunet_rules():
     assert PRESETS["gpu"].min_context_fraction is None
+
+
+def test_ct_and_mr_datasets_are_preprocessed_each_with_its_own_normalisation(tmp_path):
+    from textnnunet.preprocessing.normalization import intensity_group_of
+    from textnnunet.preprocessing.preprocessor import load_case, run_preprocessing
+
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    make_dataset(raw, "Dataset001_Liver", {"0": "CT"}, {"background": 0, "liver": 1},
+                 {f"l{i}": blob_case(seed=i, value=60.0) for i in range(2)})
+    make_dataset(raw, "Dataset002_SpleenT2", {"0": "T2"}, {"background": 0, "spleen": 1},
+                 {f"s{i}": blob_case(seed=10 + i, value=900.0) for i in range(2)})
+    joint, _ = plan_datasets(raw, pre, [1, 2], memory_target_gb=0.08, base_features=8, progress=False)
+    run_preprocessing(joint, ["3d_fullres"], raw)
+    plans = json.loads(joint.read_text())
+    assert plans["dataset_intensity_group"] == {"Dataset001_Liver": "CT", "Dataset002_SpleenT2": "T2"}
+    folder = joint.parent / "3d_fullres"
+    ct, _, _ = load_case(folder / "Dataset001_Liver", "l0")
+    t2, _, _ = load_case(folder / "Dataset002_SpleenT2", "s0")
+    # z-scored per image (T2) vs clipped to the CT percentiles and standardised with the CT statistics.
+    assert abs(float(t2.mean())) < 0.05 and abs(float(t2.std()) - 1.0) < 0.05
+    # The CT foreground is the constant 60 HU here: clipped to its own percentiles, the CT image is flat.
+    assert plans["intensity_groups"]["CT"]["foreground_intensity_properties_per_channel"]["0"]["mean"] == 60.0
+    assert float(np.abs(ct).max()) < 1e-3
+    # A new image for a model of two modalities: the user must say which one it is.
+    with pytest.raises(UserError, match="CT, T2.*--modality"):
+        intensity_group_of(plans)
+    assert intensity_group_of(plans, group="t2") == "T2"
+    with pytest.raises(UserError, match="--modality PET"):
+        intensity_group_of(plans, group="PET")

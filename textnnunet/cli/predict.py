@@ -35,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow_unknown_prompts", action="store_true",
                    help="predict prompts below the similarity threshold with their own embedding (zero-shot)")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--modality", default=None, metavar="NAME",
+                   help="image type of the inputs (a channel name such as CT or T2), needed only for models trained "
+                        "on several (their plans.json lists them under intensity_groups)")
     p.add_argument("-npp", type=int, default=1, help="background threads reading and preprocessing inputs")
     p.add_argument("-nps", type=int, default=1, help="background threads exporting outputs")
     p.add_argument("--continue", dest="resume", action="store_true", help="skip cases whose outputs exist")
@@ -71,7 +74,7 @@ def main(argv=None) -> int:
         rules = load_postprocessing(args.postprocessing)
     settings = PredictionSettings(step_size=args.step_size, use_mirroring=not args.disable_tta, device=args.device,
                                   threshold=args.threshold, allow_unknown_prompts=args.allow_unknown_prompts,
-                                  progress=False)
+                                  progress=False, modality=args.modality)
     predictor = TextPredictor.from_folder(find_model_folder(args), folds=args.folds, checkpoint=args.checkpoint,
                                           settings=settings)
     if args.similarity_threshold is not None:

@@ -34,6 +34,11 @@ ANATOMY_CODES: dict[str, int] = {
     "stomach": 7, "bowel": 8, "bone": 9, "vessel": 10, "muscle": 11, "fat": 12,
 }
 A = ANATOMY_CODES
+# Left/right halves of paired organs, split at the midline: (anatomy structures included, side of patient x).
+# An organ includes its tumour, as KiTS's "kidney" region and TotalSegmentator's kidney masks do.
+SIDED: dict[str, tuple[tuple[str, ...], int]] = {
+    "kidney_left": (("kidney", "kidney_tumor"), +1), "kidney_right": (("kidney", "kidney_tumor"), -1),
+}
 
 # Base attenuation (HU, portal venous phase) of each tissue; enhancing tissues shift with the dataset phase.
 BASE_HU: dict[str, float] = {
@@ -41,6 +46,18 @@ BASE_HU: dict[str, float] = {
     "kidney_cortex": 165.0, "kidney_medulla": 130.0, "pancreas": 42.0, "aorta": 170.0, "ivc": 120.0,
     "liver_vessel": 135.0, "stomach_wall": 55.0, "water": 10.0, "gas": -850.0, "bowel_wall": 45.0,
     "bone_cortex": 650.0, "bone_cancellous": 230.0, "disc": 90.0, "csf": 15.0,
+}
+# MR signal (arbitrary units, 0-1000) of each tissue in two weightings: T1 (fat and marrow bright, fluid and flowing
+# blood dark, liver brighter than spleen) and T2 (fluid bright, spleen and kidneys brighter than the dark liver).
+MR_BASE: dict[str, dict[str, float]] = {
+    "T1": {"air": 0.0, "fat": 820.0, "visceral_fat": 790.0, "muscle": 300.0, "liver": 470.0, "spleen": 330.0,
+           "kidney_cortex": 390.0, "kidney_medulla": 250.0, "pancreas": 500.0, "aorta": 90.0, "ivc": 110.0,
+           "liver_vessel": 140.0, "stomach_wall": 320.0, "water": 70.0, "gas": 10.0, "bowel_wall": 300.0,
+           "bone_cortex": 30.0, "bone_cancellous": 520.0, "disc": 250.0, "csf": 70.0},
+    "T2": {"air": 0.0, "fat": 600.0, "visceral_fat": 570.0, "muscle": 150.0, "liver": 210.0, "spleen": 430.0,
+           "kidney_cortex": 460.0, "kidney_medulla": 560.0, "pancreas": 300.0, "aorta": 70.0, "ivc": 90.0,
+           "liver_vessel": 110.0, "stomach_wall": 250.0, "water": 900.0, "gas": 10.0, "bowel_wall": 260.0,
+           "bone_cortex": 20.0, "bone_cancellous": 300.0, "disc": 520.0, "csf": 950.0},
 }
 ENHANCING = ("liver", "spleen", "kidney_cortex", "kidney_medulla", "pancreas", "aorta", "ivc", "liver_vessel")
 # Contrast phases as HU changes against BASE_HU (portal venous). Typical values of abdominal CT: unenhanced
@@ -86,16 +103,30 @@ class PhantomDatasetSpec:
     description: str = ""
     phase: str = "portal_venous"  # key of PHASE_HU_DELTA
     orientation: str = ""  # DICOM orientation code the files are stored in ("" = as sampled: LPS, x flipped by flip_x)
+    modality: str = "CT"  # "CT" (HU) or an MR weighting of MR_BASE ("T1", "T2"): the dataset's channel name
 
     def case_id(self, index: int) -> str:
         return f"{self.case_prefix}_{index:03d}"
 
-    def labels_from_anatomy(self, anatomy: np.ndarray) -> np.ndarray:
-        """Keep only the structures this dataset annotates; everything else becomes background."""
+    def labels_from_anatomy(self, anatomy: np.ndarray, patient_x: np.ndarray | None = None) -> np.ndarray:
+        """Keep only the structures this dataset annotates; everything else becomes background.
+
+        Sided structures (SIDED: "kidney_left", ...) split an organ at the patient's midline, x = 0 in the
+        generator's frame (x towards the patient's left); `patient_x` holds x of each array column.
+        """
         lut = np.zeros(256, np.uint8)
         for structure, value in self.label_values.items():
-            lut[ANATOMY_CODES[structure]] = value
-        return lut[anatomy]
+            if structure not in SIDED:
+                lut[ANATOMY_CODES[structure]] = value
+        labels = lut[anatomy]
+        for structure, value in self.label_values.items():
+            if structure in SIDED:
+                codes, side = SIDED[structure]
+                if patient_x is None:
+                    raise ValueError(f"{structure}: sided labels need the patient x coordinate of each column")
+                on_side = (np.asarray(patient_x) * side > 0)[None, None, :]
+                labels[np.isin(anatomy, [ANATOMY_CODES[c] for c in codes]) & on_side] = value
+        return labels
 
 
 PHANTOM_DATASETS: tuple[PhantomDatasetSpec, ...] = (
@@ -145,11 +176,53 @@ PHANTOM_DATASETS: tuple[PhantomDatasetSpec, ...] = (
 )
 
 
+def _mr_spec(dataset_id: int, name: str, prefix: str, weighting: str, label_values: dict, labels: dict,
+             num_training: int, num_test: int, description: str, **geometry) -> PhantomDatasetSpec:
+    fields = dict(spacing=(4.0, 2.0, 2.0), fov_mm=(200.0, 300.0), z_centre_mm=10.0, flip_x=False, noise_std=12.0,
+                  enhancement_hu=0.0)
+    fields.update(geometry)
+    return PhantomDatasetSpec(
+        dataset_id=dataset_id, name=name, case_prefix=prefix, label_values=label_values, labels=labels,
+        regions_class_order=None, synonyms={}, modality=weighting,
+        num_training={"full": num_training, "default": num_training, "small": min(num_training, 4)},
+        num_test={"full": num_test, "default": num_test, "small": min(num_test, 1)},
+        labelled_test=num_test > 0, description=description, **fields)
+
+
+_MR_TEST_LABELS = dict(label_values={"liver": 1, "liver_tumor": 1, "spleen": 2, "kidney": 3, "kidney_tumor": 3},
+                       labels={"background": 0, "liver": 1, "spleen": 2, "kidney": 3})
+# Beyond the demo's four (generated only when asked for by id): a CT dataset labelling the kidneys by side (as
+# TotalSegmentator, BTCV and AMOS do), and MR datasets for a joint CT + MR plan (like CHAOS / AMOS-MR).
+EXTRA_PHANTOM_DATASETS: tuple[PhantomDatasetSpec, ...] = (
+    PhantomDatasetSpec(
+        dataset_id=5, name="Dataset005_KidneySides", case_prefix="kidneys",
+        label_values={"kidney_left": 1, "kidney_right": 2}, labels={"background": 0, "kidney_left": 1, "kidney_right": 2},
+        regions_class_order=None, synonyms={}, spacing=(2.5, 2.4, 2.4), fov_mm=(170.0, 280.0), z_centre_mm=-10.0,
+        flip_x=False, noise_std=14.0, enhancement_hu=8.0,
+        num_training={"full": 10, "default": 10, "small": 4}, num_test={"full": 3, "default": 3, "small": 1},
+        labelled_test=True,
+        description="Synthetic CT, left and right kidney labelled separately (each with its tumour), like "
+                    "TotalSegmentator/BTCV; other organs unlabelled."),
+    _mr_spec(11, "Dataset011_LiverT1", "livert1", "T1", {"liver": 1, "liver_tumor": 1},
+             {"background": 0, "liver": 1}, 10, 0,
+             "Synthetic T1-weighted MR (bias field, Rician noise), liver labelled with its lesions (like CHAOS T1)."),
+    _mr_spec(12, "Dataset012_SpleenKidneyT2", "abdt2", "T2", {"spleen": 1, "kidney": 2, "kidney_tumor": 2},
+             {"background": 0, "spleen": 1, "kidney": 2}, 10, 0,
+             "Synthetic T2-weighted MR, spleen and kidneys labelled (like CHAOS T2 / AMOS-MR), liver unlabelled.",
+             spacing=(5.0, 1.8, 1.8), z_centre_mm=0.0),
+    _mr_spec(13, "Dataset013_AbdomenT1", "testt1", "T1", num_training=0, num_test=4,
+             description="Synthetic T1-weighted MR test set, liver, spleen and kidneys labelled.", **_MR_TEST_LABELS),
+    _mr_spec(14, "Dataset014_AbdomenT2", "testt2", "T2", num_training=0, num_test=4,
+             description="Synthetic T2-weighted MR test set, liver, spleen and kidneys labelled.",
+             spacing=(5.0, 1.8, 1.8), **_MR_TEST_LABELS),
+)
+
+
 def phantom_spec(identifier: int | str) -> PhantomDatasetSpec:
-    for spec in PHANTOM_DATASETS:
+    for spec in PHANTOM_DATASETS + EXTRA_PHANTOM_DATASETS:
         if identifier in (spec.dataset_id, spec.name):
             return spec
-    known = ", ".join(spec.name for spec in PHANTOM_DATASETS)
+    known = ", ".join(spec.name for spec in PHANTOM_DATASETS + EXTRA_PHANTOM_DATASETS)
     raise UserError(f"phantom dataset {identifier!r}: unknown (choose from {known})")
 
 
@@ -292,9 +365,10 @@ class ShapeFactory:
 class Canvas:
     """The clean HU image and the anatomy code map of one case, painted structure by structure."""
 
-    def __init__(self, grid: Grid, texture: np.ndarray, fine_texture: np.ndarray):
+    def __init__(self, grid: Grid, texture: np.ndarray, fine_texture: np.ndarray,
+                 background: float = BASE_HU["air"]):
         self.grid = grid
-        self.hu = np.full(grid.shape, BASE_HU["air"], np.float32)
+        self.hu = np.full(grid.shape, background, np.float32)
         self.code = np.zeros(grid.shape, np.uint8)
         self.body = np.zeros(grid.shape, bool)
         self.interior = np.zeros(grid.shape, bool)
@@ -348,7 +422,15 @@ def smooth_noise(shape: tuple[int, ...], sigma_vox: Iterable[float], rng: np.ran
 
 # ----------------------------------------------------------------------------------------------- anatomy
 def _tissue_hu(spec: PhantomDatasetSpec, rng: np.random.Generator) -> dict[str, float]:
-    """Per-case attenuation: dataset phase offset plus a small per-patient jitter on enhancing tissues."""
+    """Per-case attenuation: dataset phase offset plus a small per-patient jitter on enhancing tissues.
+    For an MR dataset the same in the weighting's signal units (no contrast phase)."""
+    if spec.modality != "CT":
+        signal = dict(MR_BASE[spec.modality])
+        scale = rng.uniform(0.8, 1.25)  # MR has no absolute scale: the receiver gain differs per scan
+        jitter = rng.normal(0.0, 10.0)
+        for name in ENHANCING:
+            signal[name] += jitter + rng.normal(0.0, 5.0)
+        return {k: v * scale for k, v in signal.items()}
     hu = dict(BASE_HU)
     for tissue, delta in PHASE_HU_DELTA[spec.phase].items():
         hu[tissue] += delta
@@ -557,9 +639,9 @@ def generate_case(spec: PhantomDatasetSpec, case_index: int, size: str = "defaul
     # Textures live in mm so organs look alike at both sizes; at least a fraction of a voxel to stay smooth.
     texture = smooth_noise(grid.shape, np.maximum(6.0 / spacing, 0.5), rng)
     fine_texture = smooth_noise(grid.shape, np.maximum(2.0 / spacing, 0.5), rng)
-    canvas = Canvas(grid, texture, fine_texture)
     shapes = ShapeFactory(rng, patient_yaw_deg=rng.uniform(-5, 5))
     hu = _tissue_hu(spec, rng)
+    canvas = Canvas(grid, texture, fine_texture, background=hu["air"])
 
     body = _paint_body(canvas, shapes, hu, rng)
     y_vertebra = _paint_back_muscles(canvas, shapes, hu, body, rng)
@@ -570,9 +652,10 @@ def generate_case(spec: PhantomDatasetSpec, case_index: int, size: str = "defaul
     _paint_kidneys(canvas, shapes, hu, y_vertebra, case_index, rng)
     _paint_bones(canvas, shapes, hu, body, y_vertebra, rng)
 
-    image = _acquire(canvas.hu, spec.noise_std * rng.uniform(0.85, 1.15), rng)
+    noise = spec.noise_std * rng.uniform(0.85, 1.15)
+    image = _acquire(canvas.hu, noise, rng) if spec.modality == "CT" else _acquire_mr(canvas.hu, noise, spacing, rng)
     return PhantomCase(case_id=spec.case_id(case_index), image=image, anatomy=canvas.code,
-                       labels=spec.labels_from_anatomy(canvas.code), geometry=geometry)
+                       labels=spec.labels_from_anatomy(canvas.code, grid.x), geometry=geometry)
 
 
 def _acquire(clean_hu: np.ndarray, noise_std: float, rng: np.random.Generator) -> np.ndarray:
@@ -580,6 +663,15 @@ def _acquire(clean_hu: np.ndarray, noise_std: float, rng: np.random.Generator) -
     blurred = gaussian_filter(clean_hu, sigma=(0.35, 0.5, 0.5), mode="nearest")
     noisy = blurred + noise_std * smooth_noise(clean_hu.shape, (0.3, 0.6, 0.6), rng)
     return np.clip(np.rint(noisy), -1024, 3071).astype(np.int16)
+
+
+def _acquire_mr(clean: np.ndarray, noise_std: float, spacing: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """MR model: blur, a smooth multiplicative coil bias field (+-15% over ~10 cm), Rician noise, int16 >= 0."""
+    blurred = gaussian_filter(clean, sigma=(0.35, 0.5, 0.5), mode="nearest")
+    bias = 1.0 + 0.15 * smooth_noise(clean.shape, np.maximum(100.0 / spacing, 1.0), rng)
+    real = blurred * bias + noise_std * rng.standard_normal(clean.shape, dtype=np.float32)
+    imaginary = noise_std * rng.standard_normal(clean.shape, dtype=np.float32)
+    return np.clip(np.rint(np.sqrt(real * real + imaginary * imaginary)), 0, 4095).astype(np.int16)
 
 
 # ----------------------------------------------------------------------------------------------- datasets
@@ -607,7 +699,7 @@ def _case_files(spec: PhantomDatasetSpec, job: _CaseJob) -> tuple[Path, Path | N
 def dataset_specs(variant: str = "") -> tuple[PhantomDatasetSpec, ...]:
     """The four dataset specs, as the demo has them or changed by a variant of the generalization matrix."""
     if not variant:
-        return PHANTOM_DATASETS
+        return PHANTOM_DATASETS + EXTRA_PHANTOM_DATASETS
     from textnnunet.dataset.phantom_variants import variant_specs
 
     return variant_specs(variant)
@@ -642,7 +734,7 @@ def stored_in_orientation(case: "PhantomCase", code: str) -> tuple[np.ndarray, n
 
 def dataset_json(spec: PhantomDatasetSpec, size: str, seed: int, variant: str = "") -> dict:
     meta = {
-        "channel_names": {"0": "CT"},
+        "channel_names": {"0": spec.modality},
         "labels": spec.labels,
         "numTraining": spec.num_training[size],
         "file_ending": FILE_ENDING,
@@ -709,8 +801,11 @@ def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int =
     specs = dataset_specs(variant)
     if variant:
         size = "full"  # a variant's spacings are absolute
-    wanted = {phantom_spec(d).dataset_id for d in datasets} if datasets is not None else None
-    chosen = [(i, s) for i, s in enumerate(specs) if wanted is None or s.dataset_id in wanted]
+    if datasets is None:  # the demo's four
+        wanted = {s.dataset_id for s in PHANTOM_DATASETS}
+    else:
+        wanted = {phantom_spec(d).dataset_id for d in datasets}
+    chosen = [(i, s) for i, s in enumerate(specs) if s.dataset_id in wanted]
 
     marker = {"generator_version": GENERATOR_VERSION, "size": size, "seed": int(seed)}
     if variant:

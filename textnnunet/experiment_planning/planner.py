@@ -73,17 +73,57 @@ def get_preset(name: str) -> PlannerPreset:
 # ---------------------------------------------------------------------------------------------- channels
 
 def agreed_channel_names(descs: Sequence[DatasetDescription]) -> dict[str, str]:
-    """The channel names all datasets share (compared case-insensitively); those of the first dataset."""
+    """The channel names of the first dataset, after checking that the datasets can share one network input.
+
+    Datasets with the same channels (compared case-insensitively) always can. Single-channel datasets of
+    different modalities (CT and MR, T1 and T2) can too: each is normalised by its own channel name (its
+    intensity group) and the network sees one input channel. Multi-channel datasets (MSD prostate T2 + ADC,
+    brain tumour FLAIR/T1/T1c/T2) are planned only with datasets of the same channels.
+    """
     first = descs[0]
     for other in descs[1:]:
-        if _channel_key(other) != _channel_key(first):
+        same = _channel_key(other) == _channel_key(first)
+        if not same and (len(other.channel_names) > 1 or len(first.channel_names) > 1):
             raise UserError(f"{other.name}: channels {other.channel_names} differ from {first.name}'s "
-                            f"{first.channel_names}; datasets planned together need the same channels")
+                            f"{first.channel_names}; multi-channel datasets are planned only with datasets of the "
+                            f"same channels (single-channel CT and MR datasets can be planned together)")
     return dict(first.channel_names)
 
 
 def _channel_key(desc: DatasetDescription) -> list[tuple[int, str]]:
     return sorted((int(k), v.strip().lower()) for k, v in desc.channel_names.items())
+
+
+def intensity_group_name(desc: DatasetDescription) -> str:
+    """Datasets whose channels have the same names share a normalisation: "CT", "T2", "T2+ADC"."""
+    return "+".join(desc.channel_names[k].strip() for k in sorted(desc.channel_names, key=int))
+
+
+def intensity_groups(descs: Sequence[DatasetDescription], fingerprints: Sequence[dict],
+                     samples: Sequence[np.ndarray]) -> dict[str, dict]:
+    """Normalisation per group of datasets with the same channel names (nnU-Net's rules within each group:
+    CT uses the group's pooled foreground percentiles, other modalities z-score each image)."""
+    members: dict[str, list[int]] = {}
+    keys: dict[tuple, str] = {}
+    for i, desc in enumerate(descs):
+        name = keys.setdefault(tuple(_channel_key(desc)), intensity_group_name(desc))
+        members.setdefault(name, []).append(i)
+    groups = {}
+    for name, idx in members.items():
+        relative = np.concatenate([fingerprints[i].get("relative_sizes_after_crop",
+                                                       [fingerprints[i]["median_relative_size_after_cropping"]])
+                                   for i in idx])
+        schemes, use_mask = normalization_settings(descs[idx[0]].channel_names, float(np.median(relative)),
+                                                   any(bool(descs[i].raw.get("use_mask_for_norm")) for i in idx))
+        groups[name] = {
+            "channel_names": dict(descs[idx[0]].channel_names),
+            "datasets": [descs[i].name for i in idx],
+            "normalization_schemes": schemes,
+            "use_mask_for_norm": use_mask,
+            "foreground_intensity_properties_per_channel": pooled_intensity_properties(
+                [fingerprints[i] for i in idx], [samples[i] for i in idx]),
+        }
+    return groups
 
 
 def normalization_scheme(channel_name: str) -> str:
@@ -280,10 +320,11 @@ def plan_experiment(descs: list[DatasetDescription], fingerprints: list[dict], s
     shapes = np.concatenate([np.asarray(f["shapes_after_crop"], dtype=np.float64).reshape(-1, 3)
                              for f in fingerprints])
     num_cases = len(spacings)
-    relative_sizes = np.concatenate([f.get("relative_sizes_after_crop",
-                                           [f["median_relative_size_after_cropping"]]) for f in fingerprints])
-    schemes, use_mask = normalization_settings(channel_names, float(np.median(relative_sizes)),
-                                               any(bool(d.raw.get("use_mask_for_norm")) for d in descs))
+    groups = intensity_groups(descs, fingerprints, samples)
+    # The configurations' normalisation fields (and the plan's intensity properties) are the first group's, as in
+    # a plan of one modality; a plan of several also lists every group and which dataset belongs to which.
+    first_group = next(iter(groups.values()))
+    schemes, use_mask = first_group["normalization_schemes"], first_group["use_mask_for_norm"]
     settings = _Settings(memory_target_gb, base_features, max_features_3d, max_features_2d,
                          num_classes=len(label_space["classes"]) + 1, schemes=schemes, use_mask=use_mask,
                          min_context_fraction=min_context_fraction, max_context_spacing_mm=max_context_spacing_mm)
@@ -306,7 +347,9 @@ def plan_experiment(descs: list[DatasetDescription], fingerprints: list[dict], s
         "channel_names": channel_names,
         "file_ending": descs[0].file_ending,
         "label_space": label_space,
-        "foreground_intensity_properties_per_channel": pooled_intensity_properties(fingerprints, samples),
+        "foreground_intensity_properties_per_channel": first_group["foreground_intensity_properties_per_channel"],
+        "intensity_groups": groups,
+        "dataset_intensity_group": {d: name for name, g in groups.items() for d in g["datasets"]},
         "memory_target_gb": float(memory_target_gb),
         "planner": PLANNER_NAME,
         "num_training_cases": {d.name: int(f["num_cases"]) for d, f in zip(descs, fingerprints)},

@@ -16,14 +16,16 @@ from textnnunet.imageio.sitk_io import ImageGeometry
 from textnnunet.inference.sliding_window import sliding_window_predict
 from textnnunet.network.universal import TextPromptedUNet
 from textnnunet.preprocessing.preprocessor import preprocess_case, restore_to_original
+from textnnunet.inference.laterality import apply_laterality
+from textnnunet.text.prompts import CALIBRATED_SIMILARITY_THRESHOLDS
 from textnnunet.text.vocabulary import Resolution, Vocabulary
 from textnnunet.training.config import TrainingConfig, memory_format_for
 from textnnunet.utils.files import load_json
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")
-# Cosine similarities live on different scales per encoder: CLIP's text vectors of any two anatomy prompts are
-# close (a shared template), MiniLM's spread out; one-hot only knows exact names and synonyms.
-DEFAULT_SIMILARITY_THRESHOLDS = {"clip": 0.85, "minilm": 0.5, "onehot": 1.0}
+# Cosine similarities live on different scales per encoder; each bar is calibrated on the prompt set
+# (textnnunet.text.prompts, documentation/prompts.md).
+DEFAULT_SIMILARITY_THRESHOLDS = CALIBRATED_SIMILARITY_THRESHOLDS
 
 
 @dataclass
@@ -36,6 +38,7 @@ class PredictionSettings:
     allow_unknown_prompts: bool = False
     batch_windows: int = 1
     progress: bool = False
+    modality: str | None = None  # intensity group of the inputs, for models trained on several (CT and MR)
 
 
 def resolve_inference_device(requested: str) -> torch.device:
@@ -147,7 +150,8 @@ class TextPredictor:
 
     # ----------------------------------------------------------------------------------------- predict
     def preprocess(self, image_files: Sequence[str | Path]) -> tuple[np.ndarray, dict]:
-        data, _, properties = preprocess_case([Path(f) for f in image_files], None, self.plans, self.configuration)
+        data, _, properties = preprocess_case([Path(f) for f in image_files], None, self.plans, self.configuration,
+                                              modality=self.settings.modality)
         return data, properties
 
     def predict_preprocessed(self, data: np.ndarray, embeddings: torch.Tensor) -> np.ndarray:
@@ -159,6 +163,7 @@ class TextPredictor:
         """Probabilities (K, z, y, x) on the input's own grid, one channel per resolved prompt."""
         data, properties = self.preprocess(image_files)
         probs = self.predict_preprocessed(data, self.embeddings_for(resolutions))
+        probs = apply_laterality(probs, data, [r.side for r in resolutions], self.settings.threshold)
         return restore_to_original(probs, properties), geometry_from_properties(properties)
 
     def predict(self, image_files: Sequence[str | Path] | str | Path, prompts: Sequence[str]

@@ -19,7 +19,7 @@ from textnnunet.dataset.description import Case, DatasetDescription, load_datase
 from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import ImageGeometry, from_canonical, read_image, read_label, to_canonical
 from textnnunet.preprocessing.cropping import crop_to_nonzero_with_mask, uncrop
-from textnnunet.preprocessing.normalization import normalize
+from textnnunet.preprocessing.normalization import intensity_group_of, normalization_for, normalize
 from textnnunet.preprocessing.resampling import (
     DEFAULT_SEPARATE_Z_THRESHOLD,
     compute_new_shape,
@@ -123,9 +123,14 @@ def preprocess_case(
     class_label_values: dict[str, list[int]] | None = None,
     case_id: str | None = None,
     dataset_name: str = "",
+    modality: str | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None, dict]:
-    """Preprocess one case: (data float32 (c,z,y,x), seg int16 (1,z,y,x) or None, properties)."""
+    """Preprocess one case: (data float32 (c,z,y,x), seg int16 (1,z,y,x) or None, properties).
+
+    `modality`: the intensity group to normalise as (a plan of CT and MR datasets); by default the dataset's.
+    """
     configuration = get_configuration(plans, configuration_name)
+    group = intensity_group_of(plans, dataset_name, modality)
     settings = _resampling_settings(configuration)
     data, original_geometry = read_image(image_files)
     seg = _read_seg(Path(label_file), data.shape[1:]) if label_file is not None else None
@@ -138,7 +143,7 @@ def preprocess_case(
     shape_after_crop = data.shape[1:]
     # nnU-Net's masked z-score region: the nonzero body plus anything labelled.
     norm_mask = nonzero if seg is None else (nonzero | (seg > 0))
-    data = normalize(data, plans, configuration, mask=norm_mask)
+    data = normalize(data, plans, configuration, mask=norm_mask, group=group)
 
     spacing = list(geometry.spacing)
     target = target_spacing_for(configuration, spacing)
@@ -234,7 +239,7 @@ def _process_job(job: tuple) -> str:
 SIGNATURE_FILE = "preprocessing_signature.json"
 
 
-def preprocessing_signature(plans: dict, configuration_name: str, class_values: dict) -> dict:
+def preprocessing_signature(plans: dict, configuration_name: str, class_values: dict, dataset: str = "") -> dict:
     """Everything in a plan that changes the cached arrays (not patch size, batch size or topology)."""
     configuration = get_configuration(plans, configuration_name)
     keys = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling")
@@ -244,6 +249,8 @@ def preprocessing_signature(plans: dict, configuration_name: str, class_values: 
         "intensity_properties": plans.get("foreground_intensity_properties_per_channel"),
         "class_values": {k: [int(v) for v in vals] for k, vals in class_values.items()},
     }
+    if len(plans.get("intensity_groups") or {}) > 1:  # plans of one modality keep the signature they always had
+        signature["intensity_group"] = normalization_for(plans, configuration, intensity_group_of(plans, dataset))
     return as_read_back_from_json(signature)
 
 
@@ -275,7 +282,8 @@ def preprocess_dataset(
         work += [(c, output_folder / TEST_SUBFOLDER, False) for c in test_cases(desc)]
 
     # A cache made under other settings (re-planned spacing, normalisation, label values) is stale as a whole.
-    signature, recorded = preprocessing_signature(plans, configuration_name, values), cache_signature(output_folder)
+    signature = preprocessing_signature(plans, configuration_name, values, desc.name)
+    recorded = cache_signature(output_folder)
     if recorded != signature:
         if recorded is not None and not overwrite:
             print(f"{output_folder}: made with other plan settings, preprocessing it again")

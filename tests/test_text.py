@@ -300,7 +300,8 @@ def test_cli_embed_prompts(tmp_path, capsys):
     out = capsys.readouterr().out
     assert code == 0
     assert "kidney  (synonyms: kidneys)" in out
-    assert "'kidneys'" in out and "-> kidney 1.000" in out
+    assert "prompt 'kidneys': synonym of trained class 'kidney'" in out
+    assert "prompt 'Liver': trained class 'liver'" in out
     saved = np.load(out_file)
     assert list(saved["prompts"]) == ["Liver", "kidneys"]
     assert list(saved["nearest_class"]) == ["liver", "kidney"]
@@ -308,4 +309,8 @@ def test_cli_embed_prompts(tmp_path, capsys):
 
     assert _run_cli(["-m", str(tmp_path / "no_such_model"), "liver"]) == 2
     assert "model folder does not exist" in capsys.readouterr().err
+    # A prompt predict would refuse: the decision and the reason, and exit code 2.
     assert _run_cli(["-m", str(model_folder), "pancreas"]) == 2
+    out = capsys.readouterr().out
+    assert "prompt 'pancreas': refused: means 'pancreas', which this model did not train" in out
+    assert "1 of 1 prompt(s) would be refused" in out

@@ -1,6 +1,10 @@
-"""textnnunet_embed_prompts: show the trained vocabulary and where typed prompts land in it.
+"""textnnunet_embed_prompts: show the trained vocabulary and what textnnunet_predict will do with typed prompts.
 
-    textnnunet_embed_prompts -m RESULTS/TextPlans_001_002/3d_fullres/fold_0 "hepatic parenchyma" kidneys
+Each prompt gets the decision predict makes (the same function, the same similarity bar): the trained class, a side
+derived from one, a zero-shot vector (--allow_unknown_prompts) or the reason it is refused. Exit code 2 when a prompt
+would be refused, so scripts can check prompts before a long run.
+
+    textnnunet_embed_prompts -m RESULTS/TextPlans_001_002/3d_fullres/fold_0 "hepatic parenchyma" "left kidney"
     textnnunet_embed_prompts --plans PRE/TextPlans_001_002/plans.json --encoder minilm --list
 """
 from __future__ import annotations
@@ -11,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from textnnunet.cli.common import user_errors_exit
+from textnnunet.cli.common import USER_ERROR_EXIT_CODE, user_errors_exit
 from textnnunet.errors import UserError
 from textnnunet.text.cache import EmbeddingCache
 from textnnunet.text.encoders import ENCODER_KINDS, TextEncoder, build_encoder
+from textnnunet.text.prompts import CALIBRATED_SIMILARITY_THRESHOLDS, Resolution, describe_resolution
 from textnnunet.text.vocabulary import VOCABULARY_FILE, Vocabulary
 from textnnunet.utils.files import atomic_savez_compressed, load_json
 
@@ -38,6 +43,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the vocabulary")
     p.add_argument("-k", "--top", type=int, default=3, help="how many nearest classes to show (default 3)")
     p.add_argument("--save", default=None, metavar="FILE.npz", help="save the prompts' vectors to this .npz")
+    p.add_argument("--similarity_threshold", type=float, default=None,
+                   help="as textnnunet_predict: minimum cosine to a lexicon or vocabulary name (default: the encoder's "
+                        "calibrated bar)")
+    p.add_argument("--allow_unknown_prompts", action="store_true",
+                   help="as textnnunet_predict: show refused prompts as zero-shot instead")
+    p.add_argument("--json", action="store_true", help="print the decisions as JSON lines")
     return p
 
 
@@ -92,16 +103,39 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     encoder = _encoder(args, vocab)
     cache = EmbeddingCache(args.cache) if args.cache else None
-    rows = []
-    for prompt in prompts:
-        nearest = vocab.nearest_classes(prompt, args.top, encoder, cache)
-        shown = " | ".join(f"{cls} {sim:.3f}" for cls, sim in nearest)
-        print(f"{prompt!r:30s} -> {shown}")
-        rows.append((prompt, nearest[0], vocab.embed_prompt(prompt, encoder, cache)))
+    kind = (encoder.identity() if encoder is not None else vocab.encoder_identity or {}).get("kind", "minilm")
+    threshold = args.similarity_threshold
+    if threshold is None:
+        threshold = CALIBRATED_SIMILARITY_THRESHOLDS.get(kind, 0.5)
+    decisions = vocab.decide_prompts(prompts, threshold, args.allow_unknown_prompts, encoder, cache)
+    for decision in decisions:
+        _print_decision(decision, vocab, args, encoder, cache)
+    refused = [d for d in decisions if d.refused]
+    if refused and not args.json:
+        print(f"{len(refused)} of {len(decisions)} prompt(s) would be refused by textnnunet_predict; trained "
+              f"vocabulary: {vocab.describe()}")
     if args.save:
+        if refused:
+            raise UserError(f"--save {args.save}: refused prompts have no vector ({', '.join(d.prompt for d in refused)})")
+        rows = [(d.prompt, (d.class_name or d.nearest, d.similarity), vocab.embed_prompt(d.prompt, encoder, cache))
+                for d in decisions]
         _save(Path(args.save), rows, vocab, encoder)
         print(f"saved {len(rows)} prompt vectors to {args.save}")
-    return 0
+    return USER_ERROR_EXIT_CODE if refused else 0
+
+
+def _print_decision(decision: Resolution, vocab: Vocabulary, args: argparse.Namespace,
+                    encoder: TextEncoder | None, cache: EmbeddingCache | None) -> None:
+    """The decision line (as predict prints it), then the nearest trained classes where the encoder can tell."""
+    if args.json:
+        print(json.dumps({"prompt": decision.prompt, **decision.to_json()}))
+        return
+    print(describe_resolution(decision))
+    semantic = (encoder.semantic if encoder is not None
+                else (vocab.encoder_identity or {}).get("kind") != "onehot")
+    if semantic:
+        nearest = vocab.nearest_classes(decision.prompt, args.top, encoder, cache)
+        print("    nearest trained classes: " + " | ".join(f"{cls} {sim:.3f}" for cls, sim in nearest))
 
 
 def _save(path: Path, rows: list, vocab: Vocabulary, encoder: TextEncoder | None) -> None:

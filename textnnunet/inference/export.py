@@ -73,11 +73,14 @@ def prompt_file_part(prompt: str) -> str:
 class OutputFolder:
     """Writes predictions; refuses to overwrite files it did not write unless `overwrite`."""
 
-    def __init__(self, folder: Path, overwrite: bool = False):
+    def __init__(self, folder: Path, overwrite: bool = False, resolutions: dict[str, dict] | None = None):
+        """`resolutions`: how each prompt was resolved (Resolution.to_json), recorded in the manifest."""
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.overwrite = overwrite
         self.manifest = load_json(self.folder / MANIFEST) if (self.folder / MANIFEST).is_file() else {"cases": {}}
+        if resolutions:
+            self.manifest.setdefault("resolutions", {}).update(resolutions)
 
     def outputs_for(self, case_id: str, prompts: list[str], combined: bool, ending: str) -> list[Path]:
         if combined:
@@ -96,6 +99,7 @@ class OutputFolder:
 
     def write(self, case_id: str, masks: list[np.ndarray], prompts: list[str], resolved: list[str | None],
               geometry: ImageGeometry, combined: bool, ending: str, probabilities: np.ndarray | None) -> list[Path]:
+        """`resolved`: the structure each prompt's mask shows (a class, or a side derived from one)."""
         outputs = self.outputs_for(case_id, prompts, combined, ending)
         if combined:
             label_map = np.zeros(geometry.shape, dtype=np.uint8)

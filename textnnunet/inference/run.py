@@ -11,22 +11,17 @@ from tqdm import tqdm
 from textnnunet.errors import UserError
 from textnnunet.evaluation.postprocessing import postprocess_masks, skipped_constraints
 from textnnunet.inference.export import InputCase, OutputFolder, find_input_cases, split_ending
+from textnnunet.inference.laterality import apply_laterality
 from textnnunet.inference.predictor import TextPredictor, geometry_from_properties
 from textnnunet.preprocessing.preprocessor import restore_to_original
+from textnnunet.text.prompts import describe_resolution
 
 
 def print_resolutions(resolutions, stream=None) -> None:
+    """One line per prompt: the decision as textnnunet_embed_prompts shows it (textnnunet.text.prompts)."""
     stream = stream or sys.stdout  # looked up per call: a default bound at import outlives a replaced sys.stdout
     for r in resolutions:
-        if r.class_name is None:
-            print(f"prompt '{r.prompt}': zero-shot (nearest trained class '{r.nearest}', cosine {r.similarity:.3f})",
-                  file=stream)
-        elif r.exact and r.normalised == r.class_name:
-            print(f"prompt '{r.prompt}': trained class '{r.class_name}'", file=stream)
-        elif r.exact:
-            print(f"prompt '{r.prompt}': synonym of trained class '{r.class_name}'", file=stream)
-        else:
-            print(f"prompt '{r.prompt}' -> '{r.class_name}' (cosine {r.similarity:.3f})", file=stream)
+        print(describe_resolution(r), file=stream)
 
 
 def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, prompts: list[str],
@@ -41,14 +36,16 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
     if verbose:
         print_resolutions(resolutions)
     embeddings = predictor.embeddings_for(resolutions)
-    resolved = [r.class_name for r in resolutions]
+    resolved = [r.class_name for r in resolutions]  # the trained classes asked (post-processing rules name these)
+    structures = [r.structure for r in resolutions]  # what each output shows ('left kidney' derived from 'kidney')
+    sides = [r.side for r in resolutions]
     if postprocessing is not None and verbose:
         for note in skipped_constraints(postprocessing, resolved):
             print(f"postprocessing: {note}")
     cases = find_input_cases(inputs, len(predictor.plans["channel_names"]))
-    out = OutputFolder(output, overwrite=overwrite)
+    out = OutputFolder(output, overwrite=overwrite, resolutions={r.prompt: r.to_json() for r in resolutions})
     if combined:
-        out.write_legend(prompts, resolved)
+        out.write_legend(prompts, structures)
     todo, failures = [], 0
     for case in cases:
         ending = split_ending(case.files[0].name)[1] if case.files else ".nii.gz"
@@ -70,7 +67,7 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
         masks = [(p > predictor.settings.threshold).astype(np.uint8) for p in original]
         if postprocessing is not None:
             masks = postprocess_masks(masks, resolved, postprocessing)[0]
-        out.write(case_id, masks, prompts, resolved, geometry_from_properties(properties), combined, ending,
+        out.write(case_id, masks, prompts, structures, geometry_from_properties(properties), combined, ending,
                   original if save_probabilities else None)
 
     with ThreadPoolExecutor(max(1, num_preprocess)) as readers, ThreadPoolExecutor(max(1, num_export)) as writers:
@@ -79,7 +76,8 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
         for (case, ending), future in tqdm(list(zip(todo, pending)), desc="predicting", disable=not verbose):
             try:
                 data, properties = future.result()
-                probs = predictor.predict_preprocessed(data, embeddings)
+                probs = apply_laterality(predictor.predict_preprocessed(data, embeddings), data, sides,
+                                         predictor.settings.threshold)
             except UserError as e:
                 failures += _report(case.case_id, str(e))
                 continue

@@ -114,9 +114,10 @@ def calibrate_threshold(cases: list[PromptCase], vocab: Vocabulary, encoder: Tex
     return plateau[len(plateau) // 2]
 
 
-def score_prompt_set(encoder_kind: str, threshold: float | None = None,
-                     path: str | Path = PROMPT_SET_FILE) -> dict[str, Any]:
-    """Every prompt's decision and the summary figures for one encoder (threshold: the calibrated one)."""
+def score_prompt_set(encoder_kind: str, threshold: float | None = None, path: str | Path = PROMPT_SET_FILE,
+                     calibrate: bool = True) -> dict[str, Any]:
+    """Every prompt's decision and the summary figures for one encoder (threshold: the shipped calibrated one);
+    `calibrate` adds the calibration itself (whole set, and each half tested on the other)."""
     classes, cases = load_prompt_set(path)
     encoder = build_encoder(encoder_kind, vocabulary=classes)
     cache = MemoryEmbeddingCache()
@@ -129,7 +130,7 @@ def score_prompt_set(encoder_kind: str, threshold: float | None = None,
               "by_category": _by_category(cases, outcomes),
               "prompts": [{"prompt": c.prompt, "category": c.category, "expect": c.expect, "side": c.side,
                            "outcome": o, **r.to_json()} for c, r, o in zip(cases, resolutions, outcomes)]}
-    if encoder.semantic:
+    if calibrate and encoder.semantic:
         report["calibration"] = _calibration(cases, vocab, encoder, cache)
     return report
 

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 # of the range of cosine bars that route no prompt of the set to a wrong structure and refuse the fewest
 # in-vocabulary prompts (minilm: 0.71-0.80; documentation/prompts.md). CLIP has no local weights here: its bar is
 # a guess, flagged as such in the docs. One-hot vectors carry no similarity: only exact names resolve.
-CALIBRATED_SIMILARITY_THRESHOLDS = {"minilm": 0.76, "clip": 0.9, "onehot": 1.0}
+CALIBRATED_SIMILARITY_THRESHOLDS = {"minilm": 0.76, "clip": 0.85, "onehot": 1.0}
 
 DERIVED_LATERALITY = "laterality"
 
@@ -228,6 +228,11 @@ class PromptResolver:
         if split is None:
             return None
         side, rest = split
+        named = self.lexicon.lookup(rest)
+        side_entry = self.lexicon.side_child(named.name, side) if named is not None else None
+        if side_entry is not None:  # 'lt kidney' is 'left kidney', whatever the model trained
+            return self._route_entry(prompt, text, self.lexicon.entries[side_entry], side_entry, 1.0,
+                                     "lexicon synonym")
         inner = self.resolve(rest)
         if inner.class_name is None:
             reason = inner.refusal or "not resolved"

@@ -1,0 +1,286 @@
+"""Prompts that mean what they say: the anatomy lexicon, the shared prompt decision, the prompt set, left/right."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from textnnunet.errors import UserError
+from textnnunet.inference.laterality import apply_laterality, body_midline, keep_side
+from textnnunet.text.encoders import build_encoder
+from textnnunet.text.lexicon import edit_distance, load_lexicon, read_lexicon
+from textnnunet.text.prompt_set import (MemoryEmbeddingCache, calibrate_threshold, demo_vocabulary, load_prompt_set,
+                                        score_prompt_set)
+from textnnunet.text.prompts import CALIBRATED_SIMILARITY_THRESHOLDS, describe_resolution
+from textnnunet.text.vocabulary import Vocabulary
+
+DEMO = ["liver", "liver tumor", "spleen", "kidney", "kidney tumor"]
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    return build_encoder("minilm")
+
+
+@pytest.fixture(scope="module")
+def demo_minilm(minilm):
+    return demo_vocabulary(DEMO, minilm, MemoryEmbeddingCache())
+
+
+def _decide(vocab, prompts, encoder, threshold=None, allow_unknown=False):
+    threshold = CALIBRATED_SIMILARITY_THRESHOLDS[encoder.name] if threshold is None else threshold
+    return {r.prompt: r for r in vocab.decide_prompts(prompts, threshold, allow_unknown, encoder)}
+
+
+# ------------------------------------------------------------------------------------------------
+# The lexicon
+
+
+TOTALSEGMENTATOR_NAMING = {  # the naming rule documented in documentation/prompts.md
+    "kidney_left": "left kidney", "adrenal_gland_left": "left adrenal gland", "iliac_artery_left": "left iliac artery",
+    "iliac_vena_right": "right iliac vein", "vertebrae_L1": "vertebra l1", "vertebrae_C7": "vertebra c7",
+    "rib_left_1": "left rib 1", "rib_right_12": "right rib 12", "clavicula_right": "right clavicle",
+    "lung_upper_lobe_left": "left lung upper lobe", "kidney_cyst_right": "right kidney cyst",
+    "portal_vein_and_splenic_vein": "portal vein and splenic vein", "urinary_bladder": "urinary bladder",
+    "small_bowel": "small bowel", "atrial_appendage_left": "left atrial appendage", "hip_left": "left hip",
+}
+
+
+def test_lexicon_covers_every_source_label_list():
+    lexicon = load_lexicon()
+    by_source: dict[str, list[str]] = {}
+    for entry in lexicon.entries.values():
+        for source, label in entry.sources.items():
+            by_source.setdefault(source, []).append(label)
+    counts = {source: len(labels) for source, labels in by_source.items()}
+    assert counts["totalsegmentator_ct_v2"] == 117
+    assert (counts["amos22"], counts["btcv"], counts["word"], counts["flare22"], counts["kits23"]) == (15, 13, 16, 13, 3)
+    assert len([s for s in counts if s.startswith("msd_task")]) == 10
+    assert set(counts) <= set(lexicon.sources)
+    for source, label in TOTALSEGMENTATOR_NAMING.items():
+        assert lexicon.canonical_name(source) == label, source
+    # Every multi-organ label name finds its own entry, so a converter can write canonical names.
+    for entry in lexicon.entries.values():
+        for source, label in entry.sources.items():
+            if source in ("totalsegmentator_ct_v2", "amos22", "btcv", "word", "flare22"):
+                assert lexicon.canonical_name(label) == entry.name, (source, label)
+
+
+def test_lexicon_names_follow_the_naming_rule_and_relations_are_complete():
+    lexicon = load_lexicon()
+    for entry in lexicon.entries.values():
+        assert entry.name == " ".join(entry.name.split()) and entry.name == entry.name.lower()
+        assert "tumour" not in entry.name and "_" not in entry.name
+        if entry.relation == "side":
+            assert entry.name.startswith(entry.side + " ")
+            assert lexicon.side_child(entry.parent, "left") and lexicon.side_child(entry.parent, "right")
+    assert lexicon.entries["kidney tumor"].parent == "kidney" and lexicon.entries["kidney tumor"].relation == "part"
+    assert lexicon.ancestors("left rib 3") == ["rib 3", "ribs"]
+    assert lexicon.canonical_name("Liver_Tumour") == "liver tumor"  # British spelling, any case and separator
+    assert lexicon.canonical_name("The oesophagus") == "esophagus"
+    assert lexicon.split_side("kidney (right)") == ("right", "kidney")
+    assert lexicon.is_lesion("renal mass") and not lexicon.is_lesion("renal parenchyma")
+
+
+def test_a_broken_lexicon_file_is_one_line_error(tmp_path):
+    path = tmp_path / "lexicon.json"
+    path.write_text(json.dumps({"entries": [{"name": "liver", "synonyms": ["hepar"]},
+                                            {"name": "spleen", "synonyms": ["hepar"]}]}))
+    with pytest.raises(UserError, match="'hepar' names both 'liver' and 'spleen'"):
+        read_lexicon(path)
+    path.write_text(json.dumps({"entries": [{"name": "left kidney", "parent": "kidney", "relation": "side",
+                                             "side": "left"}]}))
+    with pytest.raises(UserError, match="parent 'kidney', which is not an entry"):
+        read_lexicon(path)
+    path.write_text("{not json")
+    with pytest.raises(UserError, match="cannot read the anatomy lexicon"):
+        read_lexicon(path)
+
+
+def test_edit_distance_counts_transpositions_once():
+    assert edit_distance("kidney", "kidney") == 0
+    assert edit_distance("kidnye", "kidney") == 1
+    assert edit_distance("spleeen", "spleen") == 1
+    assert edit_distance("liver", "spleen", limit=2) == 3
+
+
+# ------------------------------------------------------------------------------------------------
+# The decision
+
+
+def test_the_five_misroutes_of_issue_12_are_fixed(demo_minilm, minilm):
+    decided = _decide(demo_minilm, ["stomach", "gallbladder", "bladder", "pancreatic tumor", "left kidney",
+                                    "renal mass"], minilm)
+    for prompt, structure in (("stomach", "stomach"), ("gallbladder", "gallbladder"), ("bladder", "urinary bladder"),
+                              ("pancreatic tumor", "pancreas tumor")):
+        assert decided[prompt].refused and decided[prompt].class_name is None
+        assert f"means '{structure}', which this model did not train" in decided[prompt].refusal
+    left = decided["left kidney"]
+    assert (left.class_name, left.side, left.structure, left.derived) == ("kidney", "left", "left kidney", "laterality")
+    assert decided["renal mass"].class_name == "kidney tumor"
+    with pytest.raises(UserError, match=r"prompt 'stomach' refused: means 'stomach'.*trained vocabulary: liver, "
+                                        r"liver tumor, spleen, kidney, kidney tumor"):
+        demo_minilm.resolve_prompts(["liver", "stomach"], 0.76, encoder=minilm)
+
+
+def test_refusals_say_why_and_allow_unknown_keeps_its_meaning(demo_minilm, minilm):
+    decided = _decide(demo_minilm, ["banana", "kidney stone", "left liver", "liver vessel"], minilm)
+    assert "near no structure the lexicon or the model knows" in decided["banana"].refusal
+    assert "names a lesion, but its nearest name 'kidney'" in decided["kidney stone"].refusal
+    assert "'liver' has no left and right halves" in decided["left liver"].refusal
+    assert "(it is part of 'liver', a different structure)" in decided["liver vessel"].refusal
+    zero_shot = _decide(demo_minilm, ["banana"], minilm, allow_unknown=True)["banana"]
+    assert zero_shot.class_name is None and zero_shot.relation == "zero-shot" and not zero_shot.refused
+    np.testing.assert_allclose(zero_shot.embedding, minilm.encode(["banana"])[0], atol=1e-5)
+    assert describe_resolution(zero_shot).startswith("prompt 'banana': zero-shot with its own vector")
+
+
+def test_a_trained_side_is_used_as_a_class_and_the_whole_is_not_invented():
+    vocab = Vocabulary.from_plans({"label_space": {"classes": [{"name": n} for n in
+                                                               ("left kidney", "right kidney", "liver")]}})
+    encoder = build_encoder("onehot", vocabulary=vocab.classes)
+    vocab = vocab.embed(encoder)
+    decided = _decide(vocab, ["kidney_left", "lt kidney", "kidney", "left kidney tumor"], encoder)
+    assert decided["kidney_left"].class_name == "left kidney" and decided["kidney_left"].side is None
+    assert decided["lt kidney"].class_name == "left kidney" and decided["lt kidney"].side is None
+    assert "did not train as one class; it trained left kidney and right kidney" in \
+        decided["kidney"].refusal.replace("which this model did not train as", "did not train as")
+    assert decided["left kidney tumor"].refused
+
+
+def test_onehot_resolves_exact_names_only_and_never_guesses():
+    vocab = Vocabulary.from_plans({"label_space": {"classes": [{"name": n} for n in DEMO]}})
+    encoder = build_encoder("onehot", vocabulary=DEMO)
+    vocab = vocab.embed(encoder)
+    decided = _decide(vocab, ["renal mass", "kidny", "left kidney", "tumour of the liver"], encoder)
+    assert decided["renal mass"].class_name == "kidney tumor"
+    assert decided["kidny"].class_name == "kidney" and decided["kidny"].relation == "spelling"
+    assert decided["left kidney"].side == "left"
+    assert "cannot compare other wordings" in decided["tumour of the liver"].refusal
+
+
+# ------------------------------------------------------------------------------------------------
+# The prompt set
+
+
+def test_prompt_set_is_large_and_varied():
+    vocabulary, cases = load_prompt_set()
+    assert vocabulary == DEMO and len(cases) >= 150
+    assert sum(c.expect == "refuse" for c in cases) >= 50
+    categories = {c.category for c in cases}
+    assert {"british spelling", "abbreviation", "misspelling", "left/right", "tumour word", "paraphrase",
+            "untrained lexicon structure", "not anatomy"} <= categories
+    assert all(c.expect in DEMO + ["refuse"] for c in cases)
+
+
+@pytest.mark.parametrize("kind, min_accuracy", [("minilm", 0.97), ("onehot", 0.8)])
+def test_prompt_set_meets_the_targets(kind, min_accuracy):
+    report = score_prompt_set(kind, calibrate=False)
+    summary = report["summary"]
+    assert summary["silent_wrong_structures"] == 0, [p for p in report["prompts"] if p["outcome"] == "wrong"]
+    assert summary["refusal_recall"] == 1.0
+    assert summary["accuracy_in_vocabulary"] >= min_accuracy
+    untrained = [p for p in report["prompts"] if p["category"] == "untrained lexicon structure"]
+    assert untrained and all(p["outcome"] == "correct" for p in untrained)
+
+
+def test_shipped_minilm_bar_is_the_calibrated_one(demo_minilm, minilm):
+    _, cases = load_prompt_set()
+    assert calibrate_threshold(cases, demo_minilm, minilm, MemoryEmbeddingCache()) == \
+        CALIBRATED_SIMILARITY_THRESHOLDS["minilm"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Left/right
+
+
+def _two_blobs(shape=(6, 10, 40), body=(4, 36), left_x=30, right_x=10) -> tuple[np.ndarray, np.ndarray]:
+    image = np.full((1, *shape), -3.0, dtype=np.float32)
+    image[0, :, :, body[0]:body[1]] = 1.0
+    probs = np.zeros(shape, dtype=np.float32)
+    probs[2:4, 3:6, left_x - 2:left_x + 2] = 0.9
+    probs[2:4, 3:6, right_x - 2:right_x + 2] = 0.8
+    return image, probs
+
+
+def test_midline_is_the_body_centre_not_the_array_centre():
+    image, _ = _two_blobs(body=(10, 40))
+    assert body_midline(image) == pytest.approx(24.5)
+    assert body_midline(np.zeros((1, 3, 3, 9), dtype=np.float32)) == 4.0  # nothing bright: the array centre
+
+
+def test_keep_side_keeps_whole_components_on_the_patients_side():
+    image, probs = _two_blobs()
+    midline = body_midline(image)
+    left = keep_side(probs, "left", midline)  # LPS: the patient's left is the higher x index
+    assert left[..., 28:32].max() == pytest.approx(0.9) and left[..., :20].max() == 0
+    right = keep_side(probs, "right", midline)
+    assert right[..., 8:12].max() == pytest.approx(0.8) and right[..., 20:].max() == 0
+    both = apply_laterality(np.stack([probs, probs]), image, [None, "left"])
+    np.testing.assert_array_equal(both[0], probs)
+    np.testing.assert_array_equal(both[1], left)
+
+
+@pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, -1, 0, 0, 0, 1)])
+def test_predict_left_kidney_on_a_kidney_model_writes_the_patients_left(tmp_path, capsys, monkeypatch, direction):
+    from test_prediction import _run, make_model_folder, write_ct
+    from textnnunet.cli.predict import main as predict_main
+    from textnnunet.inference.predictor import TextPredictor
+
+    def two_kidneys(self, data, embeddings):
+        """Canonical grid (x to the patient's left): one blob in each half, for every prompt."""
+        probs = np.zeros((embeddings.shape[0], *data.shape[1:]), dtype=np.float32)
+        nx = data.shape[-1]
+        probs[:, 1:-1, 1:-1, 1:nx // 2 - 2] = 0.9
+        probs[:, 1:-1, 1:-1, nx // 2 + 2:-1] = 0.9
+        return probs
+
+    monkeypatch.setattr(TextPredictor, "predict_preprocessed", two_kidneys)
+    model = make_model_folder(tmp_path / "results")
+    (tmp_path / "in").mkdir()
+    write_ct(tmp_path / "in" / "case_0000.nii.gz", direction=direction)
+    code, out, _ = _run(predict_main, ["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model),
+                                       "-p", "kidney", "left kidney", "--device", "cpu", "--disable_tta"], capsys)
+    assert code == 0
+    assert "prompt 'left kidney' -> 'left kidney': derived: laterality (trained class 'kidney'" in out
+    whole = sitk.ReadImage(str(tmp_path / "out" / "case_kidney.nii.gz"))
+    left = sitk.ReadImage(str(tmp_path / "out" / "case_left_kidney.nii.gz"))
+    whole_x = _world_x(whole)
+    left_x = _world_x(left)
+    assert whole_x.min() < 0 < whole_x.max()  # both halves of the body
+    assert left_x.size and left_x.min() > 0  # LPS: the patient's left is +x
+    manifest = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert manifest["resolutions"]["left kidney"]["derived"] == "laterality"
+    assert manifest["resolutions"]["left kidney"]["side"] == "left"
+    assert manifest["cases"]["case"]["prompts"]["left kidney"] == "left kidney"
+
+
+def _world_x(mask: sitk.Image) -> np.ndarray:
+    """LPS x of every foreground voxel, relative to the image's centre column."""
+    array = sitk.GetArrayFromImage(mask)
+    zyx = np.argwhere(array > 0)
+    size = mask.GetSize()
+    centre = mask.TransformContinuousIndexToPhysicalPoint([(s - 1) / 2 for s in size])[0]
+    return np.array([mask.TransformIndexToPhysicalPoint([int(i) for i in p[::-1]])[0] - centre for p in zyx])
+
+
+def test_predict_refuses_an_untrained_structure_and_writes_nothing(tmp_path, capsys):
+    from test_prediction import _run, make_model_folder, write_ct
+    from textnnunet.cli.embed_prompts import main as embed_main
+    from textnnunet.cli.predict import main as predict_main
+
+    model = make_model_folder(tmp_path / "results")
+    (tmp_path / "in").mkdir()
+    write_ct(tmp_path / "in" / "case_0000.nii.gz")
+    code, out, err = _run(predict_main, ["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model),
+                                         "-p", "liver", "stomach", "--device", "cpu"], capsys)
+    assert code == 2 and not (tmp_path / "out").exists()
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "prompt 'stomach' refused: means 'stomach'" in err and "trained vocabulary: liver (hepatic parenchyma)" in err
+    # embed_prompts shows the same decision, worded as predict prints it.
+    code, out, _ = _run(embed_main, ["-m", str(model), "stomach", "left kidney"], capsys)
+    assert code == 2
+    assert "prompt 'stomach': refused: means 'stomach', which this model did not train" in out
+    assert "prompt 'left kidney' -> 'left kidney': derived: laterality" in out

@@ -21,18 +21,25 @@ from batchgenerators.transforms.abstract_transforms import AbstractTransform
 
 from textnnunet.training.sampling import PatchSampler
 
+# Batch keys the label hierarchy adds (textnnunet.training.loss.PartialAnnotation), present only when it adds any.
+HIERARCHY_KEYS = ("known_outside_of", "known_where_positive")
+
 
 def _augment(batch: dict, transforms: AbstractTransform | None) -> dict:
     """Run batchgenerators transforms; targets travel as the 'seg' key."""
     if transforms is None:
         return batch
     out = transforms(data=batch["data"], seg=batch["target"])
-    return {
+    augmented = {
         "data": np.ascontiguousarray(out["data"], dtype=np.float32),
         "target": np.ascontiguousarray(out["seg"], dtype=np.float32),
         "annotated": batch["annotated"],
         "keys": batch["keys"],
     }
+    for key in HIERARCHY_KEYS:  # per (item, class), not per voxel: augmentation leaves them as they are
+        if key in batch:
+            augmented[key] = batch[key]
+    return augmented
 
 
 def _augmentation_seed(seed: int, index: int) -> int:
@@ -47,6 +54,9 @@ def to_torch(batch: dict, pin_memory: bool = False) -> dict:
         "annotated": torch.from_numpy(np.asarray(batch["annotated"], dtype=bool)),
         "keys": [tuple(k) for k in batch["keys"]],
     }
+    if "known_outside_of" in batch:
+        out["known_outside_of"] = torch.from_numpy(np.asarray(batch["known_outside_of"], dtype=np.int64))
+        out["known_where_positive"] = torch.from_numpy(np.asarray(batch["known_where_positive"], dtype=bool))
     if pin_memory and torch.cuda.is_available():
         for key in ("data", "target", "annotated"):
             out[key] = out[key].pin_memory()

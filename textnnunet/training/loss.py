@@ -3,10 +3,16 @@
 Every dataset labels only some structures. A class a dataset does not annotate is *unknown* there,
 not background, so its (sample, class) entries must contribute nothing to the loss and receive
 exactly zero gradient: the loss gathers only the annotated pairs, so the others are not even read.
+
+The label hierarchy (label_space.hierarchy) makes some unannotated pairs known voxel by voxel
+(`PartialAnnotation`): a dataset that labels only `kidney` says that `left kidney` is absent outside
+the kidney (a known negative there, unknown inside), and one that labels `kidney tumor` but not
+`kidney` says the kidney is present wherever the tumour is. The loss then counts those voxels only.
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -14,7 +20,65 @@ from torch import nn
 
 from textnnunet.network.deep_supervision import deep_supervision_weights  # noqa: F401  (one implementation, re-exported)
 
-LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class PartialAnnotation:
+    """What a batch knows per (item, class), beyond "fully annotated" (the batch contract's `annotated`).
+
+    annotated       (B, K) bool: the dataset labels the class; every voxel is known
+    outside_of      (B, K) long: index of a labelled class that contains this one (its parent), or -1; voxels
+                    outside that class's target are known negatives of this one
+    where_positive  (B, K) bool: the target holds positives derived from labelled parts of this class (its
+                    children); those voxels are known positives, the rest unknown unless outside_of says otherwise
+    The known voxels are computed from the targets, so they follow augmentation and deep-supervision
+    downsampling exactly as the targets do.
+    """
+
+    annotated: torch.Tensor
+    outside_of: torch.Tensor
+    where_positive: torch.Tensor
+
+    @property
+    def pairs(self) -> torch.Tensor:
+        """(B, K) bool: the pairs with at least some known voxels (the heads worth computing)."""
+        return self.annotated | (self.outside_of >= 0) | self.where_positive
+
+    def to(self, device: torch.device | str) -> "PartialAnnotation":
+        return PartialAnnotation(self.annotated.to(device), self.outside_of.to(device), self.where_positive.to(device))
+
+    def known(self, target: torch.Tensor) -> torch.Tensor:
+        """(B, K, *spatial) float in {0, 1}: the voxels whose target is known, for targets of any resolution."""
+        expand = (Ellipsis,) + (None,) * (target.ndim - 2)
+        target = target.float()
+        known = self.annotated.to(target.dtype)[expand].expand_as(target)
+        parent_index = self.outside_of.clamp_min(0)[expand].expand_as(target)
+        outside_parent = (1.0 - torch.gather(target, 1, parent_index)) * (self.outside_of >= 0).to(target.dtype)[expand]
+        derived_positive = target * self.where_positive.to(target.dtype)[expand]
+        return torch.maximum(known, torch.maximum(outside_parent, derived_positive))
+
+
+Annotation = Union[torch.Tensor, PartialAnnotation]
+
+
+def batch_annotation(batch: dict, device: torch.device | str) -> Annotation:
+    """The batch's `annotated` (B, K) on `device`, or a PartialAnnotation when the label hierarchy adds knowledge
+    (the sampler's `known_outside_of` / `known_where_positive`)."""
+    annotated = batch["annotated"].to(device)
+    if "known_outside_of" not in batch:
+        return annotated
+    return PartialAnnotation(annotated, batch["known_outside_of"].to(device), batch["known_where_positive"].to(device))
+
+
+def annotated_pairs(annotation: Annotation) -> torch.Tensor:
+    """(B, K) bool: the pairs the loss reads (the heads a masked forward pass must compute)."""
+    return annotation.pairs if isinstance(annotation, PartialAnnotation) else annotation
+
+
+def fully_annotated(annotation: Annotation) -> torch.Tensor:
+    """(B, K) bool: the pairs labelled everywhere (what the pseudo Dice scores)."""
+    return annotation.annotated if isinstance(annotation, PartialAnnotation) else annotation
+LossFn = Callable[[torch.Tensor, torch.Tensor, Annotation], torch.Tensor]
 
 
 def _check_shapes(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor) -> None:
@@ -43,7 +107,13 @@ def masked_bce_dice_loss(
     batch_dice=True: Dice per class with its sums pooled over the batch items that annotate it
     (nnU-Net's batch Dice, restricted to annotating items), averaged over those classes.
     Returns a scalar; if nothing is annotated, a zero still connected to `logits`'s graph.
+    `annotated` may be a `PartialAnnotation`: then pairs known only in part are judged on their known voxels
+    (`voxel_masked_bce_dice_loss`).
     """
+    if isinstance(annotated, PartialAnnotation):
+        _check_shapes(logits, target, annotated.annotated)
+        known = annotated.to(logits.device).known(target.to(logits.device))
+        return voxel_masked_bce_dice_loss(logits, target, known, batch_dice, smooth, bce_weight, dice_weight)
     _check_shapes(logits, target, annotated)
     annotated = annotated.to(device=logits.device, dtype=torch.bool)
     if not bool(annotated.any()):
@@ -60,6 +130,51 @@ def masked_bce_dice_loss(
     probs = torch.sigmoid(sel_logits)
     intersection = (probs * sel_target).sum(dim=spatial)  # (N,)
     denominator = probs.sum(dim=spatial) + sel_target.sum(dim=spatial)
+    if batch_dice:
+        n_classes = logits.shape[1]
+        intersection = intersection.new_zeros(n_classes).index_add(0, idx_k, intersection)
+        denominator = denominator.new_zeros(n_classes).index_add(0, idx_k, denominator)
+        present = torch.unique(idx_k)
+        intersection, denominator = intersection[present], denominator[present]
+    dice = (2.0 * intersection + smooth) / (denominator + smooth).clamp_min(1e-8)
+    return bce_weight * bce.mean() + dice_weight * (1.0 - dice).mean()
+
+
+def voxel_masked_bce_dice_loss(
+    logits: torch.Tensor,
+    target: torch.Tensor,
+    known: torch.Tensor,
+    batch_dice: bool = False,
+    smooth: float = 1e-5,
+    bce_weight: float = 1.0,
+    dice_weight: float = 1.0,
+) -> torch.Tensor:
+    """BCE + (1 - soft Dice) over the known voxels only (`known` (B, K, *spatial) in {0, 1}).
+
+    BCE of a pair is the mean over its known voxels; its Dice sums probabilities and targets over known voxels
+    only. Pairs without a known voxel are left out (as unannotated pairs are), and unknown voxels receive exactly
+    zero gradient. With every voxel of a pair known this is `masked_bce_dice_loss` of that pair.
+    """
+    if logits.shape != target.shape or logits.shape != known.shape:
+        raise ValueError(f"logits {tuple(logits.shape)}, target {tuple(target.shape)} and known "
+                         f"{tuple(known.shape)} must have one shape")
+    known = known.to(logits.device)
+    spatial_all = tuple(range(2, logits.ndim))
+    pairs = known.sum(dim=spatial_all) > 0
+    if not bool(pairs.any()):
+        return logits.sum() * 0.0
+    idx_b, idx_k = pairs.nonzero(as_tuple=True)
+    sel_logits = logits[idx_b, idx_k].float()
+    sel_target = target.to(logits.device)[idx_b, idx_k].float()
+    weight = known[idx_b, idx_k].float()
+    spatial = tuple(range(1, sel_logits.ndim))
+
+    bce_voxels = F.binary_cross_entropy_with_logits(sel_logits, sel_target, reduction="none")
+    bce = (bce_voxels * weight).sum(dim=spatial) / weight.sum(dim=spatial)
+    probs = torch.sigmoid(sel_logits) * weight
+    masked_target = sel_target * weight
+    intersection = (probs * masked_target).sum(dim=spatial)
+    denominator = probs.sum(dim=spatial) + masked_target.sum(dim=spatial)
     if batch_dice:
         n_classes = logits.shape[1]
         intersection = intersection.new_zeros(n_classes).index_add(0, idx_k, intersection)
@@ -112,7 +227,7 @@ class DeepSupervisionLoss(nn.Module):
         self,
         outputs: Sequence[torch.Tensor] | torch.Tensor,
         targets: Sequence[torch.Tensor] | torch.Tensor,
-        annotated: torch.Tensor,
+        annotated: Annotation,
     ) -> torch.Tensor:
         if isinstance(outputs, torch.Tensor):
             outputs = [outputs]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, NamedTuple, Sequence
 
@@ -121,6 +122,8 @@ class PatchSampler:
         self.cache_size = int(cache_size)
 
         self.class_names, self.class_values = _parse_label_space(plans)
+        self.knowledge = hierarchy_knowledge(self.class_names, self.class_values,
+                                             plans["label_space"].get("hierarchy") or {})
         self.cases_by_dataset = _group_cases(cases, self.class_values)
         self.datasets = sorted(self.cases_by_dataset)
         weights = dataset_sampling_weights({ds: len(c) for ds, c in self.cases_by_dataset.items()}, dataset_weighting)
@@ -232,6 +235,9 @@ class PatchSampler:
             k = self.class_names.index(name)
             target[k] = np.isin(seg_patch, values)
             annotated[k] = True
+        knowledge = self.knowledge.get(case.dataset)
+        if knowledge is not None:
+            knowledge.derive_targets(target, annotated)
         return target, annotated
 
     def sample_item(self, case: CaseRef, force_foreground: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -262,13 +268,106 @@ class PatchSampler:
             target.append(t)
             annotated.append(a)
             keys.append((case.dataset, case.case_id))
-        return {"data": np.stack(data), "target": np.stack(target), "annotated": np.stack(annotated), "keys": keys}
+        batch = {"data": np.stack(data), "target": np.stack(target), "annotated": np.stack(annotated), "keys": keys}
+        if self.knowledge:  # the label hierarchy makes some unannotated pairs known voxel by voxel
+            batch["known_outside_of"] = np.stack([self.knowledge[ds].outside_of if ds in self.knowledge
+                                                  else np.full(self.num_classes, -1, np.int64) for ds, _ in keys])
+            batch["known_where_positive"] = np.stack([self.knowledge[ds].where_positive if ds in self.knowledge
+                                                      else np.zeros(self.num_classes, bool) for ds, _ in keys])
+        return batch
 
     def __iter__(self):
         return self
 
     def __next__(self) -> dict:
         return self.next_batch()
+
+
+@dataclass
+class DatasetKnowledge:
+    """What the label hierarchy adds to one dataset's annotation (see loss.PartialAnnotation).
+
+    union_of[k]      side children whose union is class k (the dataset labels all of them): k becomes annotated
+    positives_of[k]  labelled parts of class k: its target is their union, known where positive
+    outside_of       (K,) the labelled class containing class k (its nearest labelled ancestor), or -1
+    where_positive   (K,) whether k's target holds derived positives
+    """
+
+    union_of: dict[int, list[int]]
+    positives_of: dict[int, list[int]]
+    outside_of: np.ndarray
+    where_positive: np.ndarray
+
+    def derive_targets(self, target: np.ndarray, annotated: np.ndarray) -> None:
+        """Fill the derived targets of one item in place (annotated: (K,) bool, target: (K, *patch))."""
+        for k, children in self.union_of.items():
+            target[k] = target[children].max(axis=0)
+            annotated[k] = True
+        for k, parts in self.positives_of.items():
+            target[k] = target[parts].max(axis=0)
+
+
+def hierarchy_knowledge(class_names: list[str], class_values: Mapping[str, Mapping[str, list[int]]],
+                        hierarchy: Mapping[str, Mapping[str, str]]) -> dict[str, DatasetKnowledge]:
+    """Per dataset, the voxel-wise knowledge its labels give about the classes it does not label (only datasets
+    where there is some)."""
+    index = {name: k for k, name in enumerate(class_names)}
+    parent = {c: link["parent"] for c, link in hierarchy.items() if c in index and link.get("parent") in index}
+    side_children: dict[str, list[str]] = {}
+    for child, link in hierarchy.items():
+        if child in parent and link.get("relation") == "side":
+            side_children.setdefault(link["parent"], []).append(child)
+    result = {}
+    for dataset, labelled in class_values.items():
+        knowledge = _dataset_knowledge(class_names, set(labelled), parent, side_children, index)
+        if knowledge is not None:
+            result[dataset] = knowledge
+    return result
+
+
+def _dataset_knowledge(class_names: list[str], labelled: set[str], parent: Mapping[str, str],
+                       side_children: Mapping[str, list[str]], index: Mapping[str, int]) -> DatasetKnowledge | None:
+    union_of, positives_of = {}, {}
+    outside_of = np.full(len(class_names), -1, dtype=np.int64)
+    where_positive = np.zeros(len(class_names), dtype=bool)
+    for cls in class_names:
+        if cls in labelled:
+            continue
+        k = index[cls]
+        sides = side_children.get(cls, [])
+        if len(sides) >= 2 and all(s in labelled for s in sides):
+            union_of[k] = [index[s] for s in sides]
+            continue
+        ancestor = _nearest_labelled_ancestor(cls, parent, labelled)
+        if ancestor is not None:
+            outside_of[k] = index[ancestor]
+        parts = [c for c in labelled if _is_ancestor(cls, c, parent)]
+        if parts:
+            positives_of[k] = sorted(index[p] for p in parts)
+            where_positive[k] = True
+    if not union_of and not positives_of and not (outside_of >= 0).any():
+        return None
+    return DatasetKnowledge(union_of, positives_of, outside_of, where_positive)
+
+
+def _nearest_labelled_ancestor(cls: str, parent: Mapping[str, str], labelled: set[str]) -> str | None:
+    seen = {cls}
+    while cls in parent and parent[cls] not in seen:
+        cls = parent[cls]
+        if cls in labelled:
+            return cls
+        seen.add(cls)
+    return None
+
+
+def _is_ancestor(ancestor: str, cls: str, parent: Mapping[str, str]) -> bool:
+    seen = {cls}
+    while cls in parent and parent[cls] not in seen:
+        cls = parent[cls]
+        if cls == ancestor:
+            return True
+        seen.add(cls)
+    return False
 
 
 def _parse_label_space(plans: Mapping) -> tuple[list[str], dict[str, dict[str, list[int]]]]:

@@ -194,3 +194,17 @@ def test_sampler_batches_carry_the_derived_targets_and_knowledge(tmp_path):
     known = annotation.known(torch_batch["target"])
     kidney = torch_batch["target"][i, 0] > 0
     assert torch.all(known[i, 1][kidney] == 0) and torch.all(known[i, 1][~kidney] == 1)
+
+
+def test_without_the_hierarchy_related_classes_stay_unrelated(tmp_path):
+    from textnnunet.training.config import TrainingConfig
+
+    shape = (4, 6, 8)
+    sides_seg = np.zeros(shape, np.int16)
+    sides_seg[1:3, 2:4, 5:7] = 1
+    cases = [_case(tmp_path, SIDES_DS, sides_seg, {"left kidney": [1], "right kidney": [2]})]
+    plans = _plans(shape)
+    plans["label_space"]["datasets"] = {SIDES_DS: plans["label_space"]["datasets"][SIDES_DS]}
+    batch = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_hierarchy=False).next_batch()
+    assert "known_outside_of" not in batch and batch["annotated"][:, 0].tolist() == [False, False]
+    assert TrainingConfig(label_hierarchy=False).model_tag("minilm") == "nohierarchy"

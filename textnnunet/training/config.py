@@ -28,6 +28,10 @@ class TrainingConfig:
     # Loss.
     batch_dice: bool = False
     mask_unannotated: bool = True  # False = the naive union ablation (unlabelled organs become background)
+    # The plan's label hierarchy (label_space.hierarchy): a class a dataset does not label is known where a labelled
+    # relative says so (left kidney absent outside a labelled kidney; kidney = union of labelled sides). False: the
+    # classes are unrelated, as before (the ablation).
+    label_hierarchy: bool = True
     # Augmentation preset: "nnunet_intensity" (nnU-Net's list plus the local brightness and gamma changes of its DA5
     # variant), "nnunet" (nnU-Net's default list exactly) or "none". The datasets of a joint plan come from several
     # scanners and contrast phases, so an organ's HU shifts against its neighbours from one dataset to the next; on
@@ -79,6 +83,8 @@ class TrainingConfig:
             parts.append(encoder_kind)
         if not self.mask_unannotated:
             parts.append("naiveunion")
+        if not self.label_hierarchy:
+            parts.append("nohierarchy")
         if self.backbone != "PlainConvUNet":
             parts.append(self.backbone)
         return "__".join(parts)

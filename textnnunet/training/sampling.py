@@ -93,6 +93,7 @@ class PatchSampler:
     patch_size / batch_size: default to the configuration's. initial_patch_size: the larger patch
     the augmentation needs (see AugmentationConfig.initial_patch_size); default = patch_size.
     cache_size: how many decompressed cases to keep in memory (LRU); 0 disables caching.
+    use_hierarchy: derive targets and voxel-wise knowledge from label_space.hierarchy (DatasetKnowledge).
     """
 
     def __init__(
@@ -107,6 +108,7 @@ class PatchSampler:
         rng: np.random.Generator | None = None,
         initial_patch_size: Sequence[int] | None = None,
         cache_size: int = 8,
+        use_hierarchy: bool = True,
     ):
         if configuration not in plans.get("configurations", {}):
             raise UserError(f"plans '{plans.get('plans_name', '?')}': no configuration '{configuration}'")
@@ -122,8 +124,8 @@ class PatchSampler:
         self.cache_size = int(cache_size)
 
         self.class_names, self.class_values = _parse_label_space(plans)
-        self.knowledge = hierarchy_knowledge(self.class_names, self.class_values,
-                                             plans["label_space"].get("hierarchy") or {})
+        hierarchy = (plans["label_space"].get("hierarchy") or {}) if use_hierarchy else {}
+        self.knowledge = hierarchy_knowledge(self.class_names, self.class_values, hierarchy)
         self.cases_by_dataset = _group_cases(cases, self.class_values)
         self.datasets = sorted(self.cases_by_dataset)
         weights = dataset_sampling_weights({ds: len(c) for ds, c in self.cases_by_dataset.items()}, dataset_weighting)

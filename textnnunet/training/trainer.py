@@ -21,7 +21,8 @@ from textnnunet.network.universal import TextPromptedUNet
 from textnnunet.training.augmentation import augmentation_preset, get_training_transforms, get_validation_transforms
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.dataloading import TrainingBatchIterator
-from textnnunet.training.loss import DeepSupervisionLoss, downsample_targets, masked_bce_dice_loss
+from textnnunet.training.loss import (DeepSupervisionLoss, annotated_pairs, batch_annotation, downsample_targets,
+                                      fully_annotated, masked_bce_dice_loss)
 from textnnunet.training.progress import TextLog, TrainingHistory, mean_ignoring_nan, plot_progress, update_ema
 from textnnunet.training.sampling import CaseRef, PatchSampler
 from textnnunet.utils.files import atomic_path, atomic_write_json
@@ -220,7 +221,8 @@ class Trainer:
             return self.sampler_class(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch,
                                 oversample_foreground_percent=self.config.oversample_foreground,
                                 dataset_weighting=self.config.dataset_weighting,
-                                rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch)
+                                rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch,
+                                use_hierarchy=self.config.label_hierarchy)
 
         train = TrainingBatchIterator(sampler(self.train_refs, big_patch, seed), get_training_transforms(patch, aug),
                                       num_workers=self.config.num_workers, seed=seed)
@@ -234,17 +236,18 @@ class Trainer:
     def _forward_loss(self, batch: dict, train: bool):
         data = batch["data"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         target = batch["target"].to(self.device, non_blocking=True)
-        annotated = batch["annotated"].to(self.device)
+        annotation = batch_annotation(batch, self.device)  # with the label hierarchy: voxel-wise knowledge too
         if not self.config.mask_unannotated:
-            annotated = torch.ones_like(annotated)  # naive union: unlabelled classes count as background
+            annotation = torch.ones_like(batch["annotated"], device=self.device)  # naive union: unlabelled = background
+        annotated = fully_annotated(annotation)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            outputs = self._network_outputs(data, annotated)
+            outputs = self._network_outputs(data, annotated_pairs(annotation))
             if self.config.deep_supervision:
                 shapes = [o.shape[2:] for o in outputs]
-                loss = self.loss(outputs, downsample_targets(target, shapes), annotated)
+                loss = self.loss(outputs, downsample_targets(target, shapes), annotation)
                 top = outputs[0]
             else:
-                loss = self.loss(outputs, target, annotated)
+                loss = self.loss(outputs, target, annotation)
                 top = outputs
         return loss, top.float(), target, annotated
 

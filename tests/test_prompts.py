@@ -284,3 +284,11 @@ def test_predict_refuses_an_untrained_structure_and_writes_nothing(tmp_path, cap
     assert code == 2
     assert "prompt 'stomach': refused: means 'stomach', which this model did not train" in out
     assert "prompt 'left kidney' -> 'left kidney': derived: laterality" in out
+
+
+def test_evaluation_matches_canonical_structures_to_the_references_own_names():
+    from textnnunet.evaluation.evaluate_folders import _under_reference_names
+
+    left = np.ones((2, 2, 2), dtype=bool)
+    masks = _under_reference_names({"left kidney": left}, {"kidney left": (1,), "spleen": (2,)})
+    assert masks["kidney left"] is left and "spleen" not in masks

@@ -75,10 +75,20 @@ def _plan(args, folders) -> tuple[Path, list[Path]]:
                                        overwrite=args.overwrite_fingerprint, min_context_fraction=context,
                                        max_context_spacing_mm=preset.max_context_spacing_mm)
     print(f"joint plan: {joint}")
+    _print_label_space(joint)
     _print_configurations(joint)
     for p in per_dataset:
         print(f"per-dataset plan: {p}")
     return joint, per_dataset
+
+
+def _print_label_space(plans_path: Path) -> None:
+    """Each dataset's labels as canonical lexicon names, and the hierarchy training will use."""
+    from textnnunet.experiment_planning.label_space import describe_label_space
+    from textnnunet.experiment_planning.planner import load_plans
+
+    for line in describe_label_space(load_plans(plans_path)["label_space"]):
+        print(f"  labels {line}")
 
 
 def _print_configurations(plans_path: Path) -> None:

@@ -35,6 +35,19 @@ def prediction_masks_for_case(pred_folder: Path, case_id: str, ending: str, mani
     for prompt, mask in per_prompt.items():
         cls = entry["prompts"][prompt] or normalise_class_name(prompt)
         masks.setdefault(cls, mask)  # the first prompt naming a class is the one scored
+    return _under_reference_names(masks, reference_classes)
+
+
+def _under_reference_names(masks: dict[str, np.ndarray], reference_classes) -> dict[str, np.ndarray]:
+    """Also file each mask under the reference's own name of its structure ('kidney left' for 'left kidney'):
+    predictions carry canonical lexicon names, references whatever their dataset.json says."""
+    from textnnunet.text.lexicon import load_lexicon
+
+    lexicon = load_lexicon()
+    for name in reference_classes:
+        canonical = lexicon.canonical_name(name)
+        if name not in masks and canonical in masks:
+            masks[name] = masks[canonical]
     return masks
 
 

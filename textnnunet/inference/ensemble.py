@@ -175,7 +175,7 @@ def ensemble_model_folders(model_folders: Sequence[str | Path], inputs: Sequence
             predictor.settings.similarity_threshold = predictor.default_similarity_threshold()
     settings = predictors[0].settings
     resolutions = [p.resolve_prompts(list(prompts)) for p in predictors]
-    resolved = [r.class_name for r in resolutions[0]]
+    resolved = [r.structure for r in resolutions[0]]  # what each output shows (a derived side: "left kidney")
     if verbose:
         print_resolutions(resolutions[0])
         for note in skipped_constraints(postprocessing, resolved) if postprocessing is not None else []:

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from textnnunet.cli.common import user_errors_exit
 from textnnunet.errors import UserError
 from textnnunet.text.encoders import TextEncoder, build_encoder, identity_key
 from textnnunet.text.prompts import CALIBRATED_SIMILARITY_THRESHOLDS, PromptResolver, Resolution
@@ -158,6 +159,7 @@ def _calibration(cases: list[PromptCase], vocab: Vocabulary, encoder: TextEncode
             "even_prompts_fit_odd_tested": held_out[0], "odd_prompts_fit_even_tested": held_out[1]}
 
 
+@user_errors_exit
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m textnnunet.text.prompt_set", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -183,4 +185,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report["calibration"], indent=1))
     for p in report["prompts"]:
         if p["outcome"] != "correct":
-            print(f"{p['outcome']:8s} {p['prompt']!r}: expected {p['expect']}{' ' + p['side'] if p['side'] else ''}"
+            print(f"{p['outcome']:8s} {p['prompt']!r}: expected {(p['side'] + ' ') if p['side'] else ''}{p['expect']}"
                   f", got {p['structure'] or 'refusal'} ({p['relation']}, {p['matched']!r} {p['similarity']})")
     if args.output:
         atomic_write_json(Path(args.output), report)

@@ -196,7 +196,7 @@ _MR_TEST_LABELS = dict(label_values={"liver": 1, "liver_tumor": 1, "spleen": 2, 
 EXTRA_PHANTOM_DATASETS: tuple[PhantomDatasetSpec, ...] = (
     PhantomDatasetSpec(
         dataset_id=5, name="Dataset005_KidneySides", case_prefix="kidneys",
-        label_values={"kidney_left": 1, "kidney_right": 2}, labels={"background": 0, "kidney_left": 1, "kidney_right": 2},
+        label_values={"kidney_left": 1, "kidney_right": 2}, labels={"background": 0, "left_kidney": 1, "right_kidney": 2},
         regions_class_order=None, synonyms={}, spacing=(2.5, 2.4, 2.4), fov_mm=(170.0, 280.0), z_centre_mm=-10.0,
         flip_x=False, noise_std=14.0, enhancement_hu=8.0,
         num_training={"full": 10, "default": 10, "small": 4}, num_test={"full": 3, "default": 3, "small": 1},

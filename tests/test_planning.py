@@ -381,3 +381,16 @@ def test_ct_and_mr_datasets_are_preprocessed_each_with_its_own_normalisation(tmp
     assert intensity_group_of(plans, group="t2") == "T2"
     with pytest.raises(UserError, match="--modality PET"):
         intensity_group_of(plans, group="PET")
+
+
+def test_per_dataset_baseline_plans_get_the_same_context_rule(tmp_path):
+    raw, pre = tmp_path / "raw", tmp_path / "pre"
+    # 0.5 mm in-plane, 40 x 96 x 96: at a tiny budget nnU-Net's rule would leave a keyhole.
+    make_dataset(raw, "Dataset001_Liver", {"0": "CT"}, {"background": 0, "liver": 1},
+                 {f"l{i}": blob_case(shape=(40, 96, 96), spacing=(1.0, 0.5, 0.5), seed=i) for i in range(2)})
+    joint, singles = plan_datasets(raw, pre, [1], memory_target_gb=0.005, base_features=4, progress=False,
+                                   min_context_fraction=0.75)
+    for path in (joint, *singles):
+        full = json.loads(path.read_text())["configurations"]["3d_fullres"]
+        assert full["context"]["rule"] == "context_first" and min(full["patch_coverage_of_median_image"]) >= 0.75
+        assert full["spacing"][1] > 0.5

@@ -31,6 +31,9 @@ PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
 ORGANS = ["liver", "spleen", "kidney"]
 # Seeds no default was tuned on: the matrix's data differ from the demo's (seed 0) in anatomy draws as well.
 SEEDS = {"demo": 0, "clinical": 101, "partial_fov": 102, "orientation": 103, "noncontrast_noisy": 104}
+# Rows that plan a variant's data otherwise: the "before" of the context-first rule (nnU-Net's rule at 80 MB).
+PLAN_ROWS = {"clinical_keyhole": ("clinical", ["--min_context_fraction", "0"])}
+SEEDS["clinical_keyhole"] = SEEDS["clinical"]
 
 
 def _call(entry, argv: list[str]) -> None:
@@ -49,18 +52,19 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     from textnnunet.training.config import TrainingConfig
     from textnnunet.training.run import train_fold
 
-    raw, pre, res = work / name / "raw", work / name / "preprocessed", work / name / "results"
+    data_name, plan_args = PLAN_ROWS.get(name, (name, []))
+    raw, pre, res = work / data_name / "raw", work / name / "preprocessed", work / name / "results"
     timings = {}
     t = time.time()
     if not (raw / "Dataset004_Abdomen" / "dataset.json").is_file():
-        variant = "" if name == "demo" else name
+        variant = "" if data_name == "demo" else data_name
         generate_phantom_datasets(raw, size="default", seed=SEEDS[name], num_processes=2, variant=variant,
                                   progress=True)
     timings["generate_s"] = time.time() - t
 
     t = time.time()
     _call(plan_and_preprocess_entry, ["-d", "1", "2", "3", "-np", "2", "-c", "3d_fullres", "--raw", str(raw),
-                                      "--preprocessed", str(pre), "--no_baselines"])
+                                      "--preprocessed", str(pre), "--no_baselines", *plan_args])
     timings["plan_and_preprocess_s"] = time.time() - t
 
     t = time.time()
@@ -103,6 +107,8 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
                       "median_shape": np.median(fp["shapes_after_crop"], axis=0).tolist() if fp else None}
     return {
         "variant": name,
+        "data": PLAN_ROWS.get(name, (name, []))[0],
+        "plan_arguments": PLAN_ROWS.get(name, (name, []))[1],
         "command": " ".join([sys.executable, *sys.argv]),
         "seed": SEEDS[name],
         "datasets": shapes,
@@ -144,7 +150,7 @@ def error_overlay(name: str, work: Path, path: Path) -> None:
 
     from textnnunet.imageio.sitk_io import read_image, read_label, to_canonical
 
-    raw = work / name / "raw" / "Dataset004_Abdomen"
+    raw = work / PLAN_ROWS.get(name, (name, []))[0] / "raw" / "Dataset004_Abdomen"
     out = work / name / "predictions_Dataset004"
     case = sorted(p.name[: -len("_0000.nii.gz")] for p in (raw / "imagesTs").glob("*_0000.nii.gz"))[0]
     image, geometry = read_image([raw / "imagesTs" / f"{case}_0000.nii.gz"])
@@ -172,18 +178,45 @@ def error_overlay(name: str, work: Path, path: Path) -> None:
     plt.close(fig)
 
 
+def report(out: Path) -> str:
+    """The matrix as Markdown from the JSON artefacts (what results.md quotes)."""
+    rows = ["| variant | median spacing (mm) | plan spacing (mm) | patch | covers | test Dice liver / spleen / kidney "
+            "| test FP/FN liver / spleen / kidney | val Dice liver / spleen / kidney | train min |",
+            "|---|---|---|---|---|---|---|---|---|"]
+    for path in sorted(out.glob("*.json"), key=lambda p: list(SEEDS).index(p.stem) if p.stem in SEEDS else 99):
+        r = json.loads(path.read_text())
+        plan = r["plan_3d_fullres"]
+        median = (plan.get("context") or {}).get("median_spacing", plan["spacing"])
+        fmt = lambda v: " x ".join(f"{x:.2f}" for x in v)  # noqa: E731
+        test, val = r["test_Dataset004"], r["validation_fold0"]
+        ratio = " / ".join(f"{test[c]['FP'] / max(test[c]['FN'], 1):.2f}" for c in ORGANS)
+        rows.append(f"| {r['variant']} | {fmt(median)} | {fmt(plan['spacing'])} | "
+                    f"{' x '.join(map(str, plan['patch_size']))} | "
+                    f"{' / '.join(f'{c:.0%}' for c in plan['patch_coverage_of_median_image'])} | "
+                    + " / ".join(f"{test[c]['Dice']:.3f}" for c in ORGANS) + f" | {ratio} | "
+                    + " / ".join(f"{val[c]['Dice']:.3f}" for c in ORGANS)
+                    + f" | {r['training']['seconds'] / 60:.1f} |")
+    return "\n".join(rows)
+
+
 def main() -> int:
     from textnnunet.dataset.phantom_variants import VARIANTS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", type=Path, required=True, help="folder for the variants' raw/preprocessed/results")
-    p.add_argument("-v", "--variants", nargs="+", default=[*VARIANTS, "demo"])
+    p.add_argument("--work", type=Path, default=None, help="folder for the variants' raw/preprocessed/results")
+    p.add_argument("-v", "--variants", nargs="+", default=[*VARIANTS, *PLAN_ROWS, "demo"])
     p.add_argument("--epochs", type=int, default=50, help="the demo's budget (default 50 x 25)")
     p.add_argument("--iters_per_epoch", type=int, default=25)
     p.add_argument("--case_val_every", type=int, default=10)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--force", action="store_true", help="re-evaluate variants whose JSON exists")
+    p.add_argument("--report", action="store_true", help="print the Markdown table of the existing artefacts, run nothing")
     args = p.parse_args()
+    if args.report:
+        print(report(args.out))
+        return 0
+    if args.work is None:
+        p.error("--work is required to run variants")
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.variants:
         target = args.out / f"{name}.json"

@@ -1,14 +1,16 @@
 """What a typed prompt means for a trained model: one decision, shared by predict and embed_prompts.
 
-A prompt resolves to a trained class only when
-  (a) it is the class, a synonym of it (dataset.json), or a lexicon name or synonym of it; or
-  (b) its nearest name in the anatomy lexicon (or in the vocabulary) by text similarity passes the encoder's
-      calibrated bar (documentation/prompts.md) and that name is the class.
-A lexicon structure that is the left or right side of a trained class ("left kidney" on a `kidney` model) is
-*derived*: the class is predicted and only the components on that side of the patient's midline are kept.
-Everything else is refused with the reason: a lexicon structure the model did not train (stomach, gallbladder,
-pancreas tumor), or nothing near enough (banana). `allow_unknown` turns refusals into zero-shot predictions with
-the prompt's own vector, as before.
+Rules, in order (documentation/prompts.md):
+  1. the class name or a dataset.json synonym -> the class;
+  2. a name or synonym of an anatomy-lexicon entry (any spelling) -> that entry's trained class, the derived side
+     of a trained class ('left kidney' on a `kidney` model), or a refusal naming the untrained structure;
+  3. a side word ('lt kidney', 'kidney, right', 'left renal mass') -> the side of what the rest resolves to, for
+     paired structures and what lies inside them;
+  4. a misspelling within the typing errors its length allows of exactly one structure -> as rule 2;
+  5. text similarity to every lexicon and vocabulary name: below the encoder's calibrated bar refused (near
+     nothing), a lesion wording landing on an organ (or the reverse) refused, otherwise as rule 2.
+Filler words ('normal', 'segmentation') are dropped before rules 3-5. `allow_unknown` turns refusals into
+zero-shot predictions with the prompt's own vector, as before.
 """
 from __future__ import annotations
 
@@ -27,7 +29,7 @@ if TYPE_CHECKING:
 
 # Calibrated on the prompt set (textnnunet/text/prompt_set.json; `python -m textnnunet.text.prompt_set`): the middle
 # of the range of cosine bars that route no prompt of the set to a wrong structure and refuse the fewest
-# in-vocabulary prompts (minilm: 0.71-0.80; documentation/prompts.md). CLIP has no local weights here: its bar is
+# in-vocabulary prompts (minilm: 0.71-0.81; documentation/prompts.md). CLIP has no local weights here: its bar is
 # a guess, flagged as such in the docs. One-hot vectors carry no similarity: only exact names resolve.
 CALIBRATED_SIMILARITY_THRESHOLDS = {"minilm": 0.76, "clip": 0.85, "onehot": 1.0}
 
@@ -40,7 +42,8 @@ class Resolution:
 
     class_name  the trained class whose head is asked (None: refused, or zero-shot when unknown prompts are allowed)
     structure   what the output shows: the class, or the side derived from it ('left kidney'); None when refused
-    relation    how: 'class', 'synonym', 'lexicon synonym', 'similar', 'laterality', 'zero-shot', 'refused'
+    relation    how: 'class', 'synonym', 'lexicon synonym', 'spelling', 'similar', 'laterality', 'zero-shot',
+                'refused'
     side        'left'/'right' when only that side of the class is kept (derived: 'laterality')
     nearest     the name the prompt matched (or came closest to), similarity its cosine (1.0 for exact names)
     refusal     why the prompt was refused (None otherwise)

@@ -208,3 +208,18 @@ def test_without_the_hierarchy_related_classes_stay_unrelated(tmp_path):
     batch = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_hierarchy=False).next_batch()
     assert "known_outside_of" not in batch and batch["annotated"][:, 0].tolist() == [False, False]
     assert TrainingConfig(label_hierarchy=False).model_tag("minilm") == "nohierarchy"
+
+
+def test_augmentation_keeps_the_hierarchy_keys(tmp_path):
+    from textnnunet.training.augmentation import augmentation_preset, get_training_transforms
+
+    shape = (8, 16, 16)
+    kidney_seg = np.zeros(shape, np.int16)
+    kidney_seg[2:6, 4:12, 2:6] = 1
+    cases = [_case(tmp_path, KIDNEY_DS, kidney_seg, {"kidney": [1]})]
+    plans = _plans(shape)
+    plans["label_space"]["datasets"] = {KIDNEY_DS: {"kidney": [1]}}
+    batch = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0)).next_batch()
+    augmented = _augment(batch, get_training_transforms(list(shape), augmentation_preset("nnunet", list(shape))))
+    assert augmented["known_outside_of"].tolist() == [[-1, 0, 0], [-1, 0, 0]]
+    assert isinstance(batch_annotation(to_torch(augmented), "cpu"), PartialAnnotation)

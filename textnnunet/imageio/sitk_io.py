@@ -79,18 +79,20 @@ def read_geometry(path: str | Path) -> ImageGeometry:
 
 def read_image(files: Sequence[str | Path]) -> tuple[np.ndarray, ImageGeometry]:
     """Read the channel files of one case into a float32 (c, z, y, x) array plus its geometry."""
-    arrays, geometry = [], None
-    for f in files:
+    out, geometry = None, None
+    for c, f in enumerate(files):
         img = read_sitk(f)
         geo = geometry_of(img, f)
         if geometry is None:
             geometry = geo
+            out = np.empty((len(files), *geo.shape), dtype=np.float32)
         elif not geo.matches(geometry):
             raise UserError(f"{f}: geometry differs from channel 0 ({files[0]})")
-        arrays.append(sitk.GetArrayFromImage(img).astype(np.float32, copy=False))
+        out[c] = sitk.GetArrayViewFromImage(img)  # converted straight into the float32 array, no extra copies
+        del img
     if geometry is None:
         raise UserError("no image files given")
-    return np.stack(arrays), geometry
+    return out, geometry
 
 
 def read_label(path: str | Path) -> tuple[np.ndarray, ImageGeometry]:
@@ -132,14 +134,52 @@ def orientation_code(direction: Sequence[float]) -> str:
     return sitk.DICOMOrientImageFilter.GetOrientationFromDirectionCosines(tuple(float(d) for d in direction))
 
 
+_OPPOSITE = {"L": "R", "R": "L", "P": "A", "A": "P", "S": "I", "I": "S"}
+
+
+def reorientation(geometry: ImageGeometry, code: str) -> tuple[list[int], list[bool], ImageGeometry]:
+    """What `sitk.DICOMOrient(image, code)` does to an image of this geometry: for each new (x, y, z) axis the
+    old axis it takes and whether it is flipped, and the new geometry (permutations and flips only)."""
+    current = orientation_code(geometry.direction)
+    if sorted(_OPPOSITE[c] if c in "RAI" else c for c in current) != sorted("LPS") or len(code) != 3:
+        raise ValueError(f"cannot reorient {current} to {code}")
+    permutation, flips = [], []
+    for letter in code:
+        j = next(j for j, c in enumerate(current) if c in (letter, _OPPOSITE[letter]))
+        permutation.append(j)
+        flips.append(current[j] != letter)
+    size = list(geometry.shape[::-1])  # (x, y, z)
+    spacing = list(geometry.spacing[::-1])
+    direction = np.asarray(geometry.direction, dtype=np.float64).reshape(3, 3)  # columns: axis directions
+    corner = np.array([size[j] - 1 if flip else 0 for j, flip in zip(permutation, flips)], dtype=np.float64)
+    old_index = np.zeros(3)
+    for i, j in enumerate(permutation):
+        old_index[j] = corner[i]
+    origin = np.asarray(geometry.origin, dtype=np.float64) + direction @ (old_index * np.asarray(spacing))
+    new_direction = np.stack([direction[:, j] * (-1.0 if flip else 1.0) for j, flip in zip(permutation, flips)],
+                             axis=1)
+    new_geometry = ImageGeometry(
+        spacing=tuple(float(spacing[j]) for j in permutation)[::-1],
+        origin=tuple(float(o) for o in origin),
+        direction=tuple(float(d) for d in new_direction.reshape(-1)),
+        shape=tuple(int(size[j]) for j in permutation)[::-1],
+    )
+    return permutation, flips, new_geometry
+
+
 def _reorient(array: np.ndarray, geometry: ImageGeometry, code: str) -> tuple[np.ndarray, ImageGeometry]:
-    """Reorient a (k, z, y, x) array with its geometry to `code` (permutations and flips only, no resampling)."""
-    out, out_geometry = [], geometry
-    for channel in array:
-        img = sitk.DICOMOrient(array_to_sitk(np.ascontiguousarray(channel), geometry), code)
-        out.append(sitk.GetArrayFromImage(img))
-        out_geometry = geometry_of(img)
-    return np.stack(out), out_geometry
+    """Reorient a (k, z, y, x) array with its geometry to `code` (permutations and flips only, no resampling).
+
+    The same voxels and geometry as `sitk.DICOMOrient` per channel, done with one numpy transpose/flip copy.
+    """
+    permutation, flips, new_geometry = reorientation(geometry, code)
+    # numpy spatial axis of sitk axis k is 3 - k in a (k, z, y, x) array.
+    axes = [0] + [3 - permutation[2 - a] for a in range(3)]
+    out = np.transpose(array, axes)
+    flip_axes = tuple(3 - i for i, flip in enumerate(flips) if flip)
+    if flip_axes:
+        out = np.flip(out, flip_axes)
+    return np.ascontiguousarray(out), new_geometry
 
 
 def to_canonical(array: np.ndarray, geometry: ImageGeometry) -> tuple[np.ndarray, ImageGeometry]:

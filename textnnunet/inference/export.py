@@ -108,7 +108,7 @@ class OutputFolder:
             write_image(label_map, geometry, outputs[0])
         else:
             for mask, path in zip(masks, outputs):
-                write_image(mask.astype(np.uint8), geometry, path)
+                write_image(mask.astype(np.uint8, copy=False), geometry, path)
         if probabilities is not None:
             prob_file = self.folder / f"{case_id}_probabilities.npz"
             atomic_savez_compressed(prob_file, probabilities=probabilities.astype(np.float16),

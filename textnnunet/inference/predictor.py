@@ -15,7 +15,7 @@ from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import ImageGeometry
 from textnnunet.inference.sliding_window import sliding_window_predict
 from textnnunet.network.universal import TextPromptedUNet
-from textnnunet.preprocessing.preprocessor import preprocess_case, restore_to_original
+from textnnunet.preprocessing.preprocessor import preprocess_case, restore_masks, restore_to_original
 from textnnunet.inference.laterality import apply_laterality
 from textnnunet.text.prompts import CALIBRATED_SIMILARITY_THRESHOLDS
 from textnnunet.text.vocabulary import Resolution, Vocabulary
@@ -161,19 +161,25 @@ class TextPredictor:
     def predict_case_probabilities(self, image_files: Sequence[str | Path], resolutions: Sequence[Resolution]
                                    ) -> tuple[np.ndarray, ImageGeometry]:
         """Probabilities (K, z, y, x) on the input's own grid, one channel per resolved prompt."""
+        probs, properties = self._preprocessed_probabilities(image_files, resolutions)
+        return restore_to_original(probs, properties), geometry_from_properties(properties)
+
+    def _preprocessed_probabilities(self, image_files: Sequence[str | Path], resolutions: Sequence[Resolution]
+                                    ) -> tuple[np.ndarray, dict]:
         data, properties = self.preprocess(image_files)
         probs = self.predict_preprocessed(data, self.embeddings_for(resolutions))
-        probs = apply_laterality(probs, data, [r.side for r in resolutions], self.settings.threshold)
-        return restore_to_original(probs, properties), geometry_from_properties(properties)
+        return apply_laterality(probs, data, [r.side for r in resolutions], self.settings.threshold), properties
 
     def predict(self, image_files: Sequence[str | Path] | str | Path, prompts: Sequence[str]
                 ) -> tuple[dict[str, np.ndarray], ImageGeometry, list[Resolution]]:
         """Binary masks {prompt: (z, y, x) uint8} in the input's geometry, plus how each prompt was resolved."""
         files = [image_files] if isinstance(image_files, (str, Path)) else list(image_files)
         resolutions = self.resolve_prompts(prompts)
-        probs, geometry = self.predict_case_probabilities(files, resolutions)
-        masks = {r.prompt: (p > self.settings.threshold).astype(np.uint8) for r, p in zip(resolutions, probs)}
-        return masks, geometry, resolutions
+        probs, properties = self._preprocessed_probabilities(files, resolutions)
+        # Thresholded class by class while resampled back (no full-resolution float maps).
+        restored = restore_masks(probs, properties, self.settings.threshold)
+        masks = {r.prompt: m for r, m in zip(resolutions, restored)}
+        return masks, geometry_from_properties(properties), resolutions
 
 
 def geometry_from_properties(properties: dict) -> ImageGeometry:

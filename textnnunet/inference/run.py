@@ -13,7 +13,7 @@ from textnnunet.evaluation.postprocessing import postprocess_masks, skipped_cons
 from textnnunet.inference.export import InputCase, OutputFolder, find_input_cases, split_ending
 from textnnunet.inference.laterality import apply_laterality
 from textnnunet.inference.predictor import TextPredictor, geometry_from_properties
-from textnnunet.preprocessing.preprocessor import restore_to_original
+from textnnunet.preprocessing.preprocessor import restore_masks, restore_to_original
 from textnnunet.text.prompts import describe_resolution
 
 
@@ -63,8 +63,10 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
         return predictor.preprocess(case.files)
 
     def export(case_id, probs, properties, ending):
-        original = restore_to_original(probs, properties)
-        masks = [(p > predictor.settings.threshold).astype(np.uint8) for p in original]
+        # Masks class by class, thresholded while resampled; full-resolution float maps only when they are saved.
+        original = restore_to_original(probs, properties) if save_probabilities else None
+        masks = (restore_masks(probs, properties, predictor.settings.threshold) if original is None
+                 else [(p > predictor.settings.threshold).astype(np.uint8) for p in original])
         if postprocessing is not None:
             masks = postprocess_masks(masks, resolved, postprocessing)[0]
         out.write(case_id, masks, prompts, structures, geometry_from_properties(properties), combined, ending,

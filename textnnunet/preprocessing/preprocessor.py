@@ -18,14 +18,16 @@ from tqdm import tqdm
 from textnnunet.dataset.description import Case, DatasetDescription, load_dataset, test_cases, training_cases
 from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import ImageGeometry, from_canonical, read_image, read_label, to_canonical
-from textnnunet.preprocessing.cropping import crop_to_nonzero_with_mask, uncrop
+from textnnunet.preprocessing.cropping import crop_to_nonzero_with_mask
 from textnnunet.preprocessing.normalization import intensity_group_of, normalization_for, normalize
 from textnnunet.preprocessing.resampling import (
     DEFAULT_SEPARATE_Z_THRESHOLD,
     compute_new_shape,
+    resample_and_threshold,
     resample_image,
     resample_label_map,
-    resample_probabilities,
+    resample_volume,
+    separate_z_axis,
 )
 from textnnunet.utils.files import as_read_back_from_json, atomic_savez_compressed, atomic_write_json, load_json
 
@@ -354,6 +356,29 @@ def run_preprocessing(
 
 
 # ----------------------------------------------------------------------------------------- inverse
+def _check_restorable(probabilities: np.ndarray, properties: dict) -> None:
+    expected = tuple(properties["shape_after_resample"])
+    if tuple(probabilities.shape[1:]) != expected:
+        raise ValueError(f"probabilities shape {probabilities.shape[1:]} != shape_after_resample {expected}")
+
+
+def _to_original_layout(canonical: np.ndarray, properties: dict) -> np.ndarray:
+    """Undo the canonical reorientation of a (k, z, y, x) array on the canonical grid (a no-op if none)."""
+    if "original_geometry" not in properties:
+        return canonical
+    canonical_geometry = ImageGeometry(tuple(properties["spacing_original"]), tuple(properties["origin"]),
+                                       tuple(properties["direction"]), tuple(properties["shape_original"]))
+    return from_canonical(canonical, canonical_geometry, ImageGeometry.from_json(properties["original_geometry"]))
+
+
+def _crop_slicer(properties: dict) -> tuple[slice, ...]:
+    bbox = [[int(lo), int(hi)] for lo, hi in properties["bbox_crop"]]
+    box_shape = tuple(hi - lo for lo, hi in bbox)
+    if box_shape != tuple(int(s) for s in properties["shape_after_crop"]):
+        raise ValueError(f"bbox {bbox} does not fit shape_after_crop {properties['shape_after_crop']}")
+    return tuple(slice(lo, hi) for lo, hi in bbox)
+
+
 def restore_to_original(
     probabilities: np.ndarray,
     properties: dict,
@@ -366,19 +391,53 @@ def restore_to_original(
     The original grid includes the input's own orientation: the canonical reorientation is undone last.
 
     Resample to the cropped shape at the original spacing, then paste into the original shape (0 outside
-    the crop, where the image was empty). Thresholding happens after this, at the original resolution.
+    the crop, where the image was empty). One class at a time, straight into the output array. For masks use
+    `restore_masks`, which never holds the full-resolution float maps.
     """
-    expected = tuple(properties["shape_after_resample"])
-    if tuple(probabilities.shape[1:]) != expected:
-        raise ValueError(f"probabilities shape {probabilities.shape[1:]} != shape_after_resample {expected}")
-    cropped = resample_probabilities(
-        probabilities.astype(np.float32, copy=False), properties["shape_after_crop"],
-        properties["spacing_target"], properties["spacing_original"], order=order, order_z=order_z,
-        separate_z_threshold=separate_z_threshold,
-    )
-    canonical = uncrop(cropped, properties["bbox_crop"], properties["shape_original"], fill=0).astype(np.float32)
-    if "original_geometry" not in properties:
-        return canonical
-    canonical_geometry = ImageGeometry(tuple(properties["spacing_original"]), tuple(properties["origin"]),
-                                       tuple(properties["direction"]), tuple(properties["shape_original"]))
-    return from_canonical(canonical, canonical_geometry, ImageGeometry.from_json(properties["original_geometry"]))
+    _check_restorable(probabilities, properties)
+    slicer = _crop_slicer(properties)
+    axis = separate_z_axis(properties["spacing_target"], properties["spacing_original"], separate_z_threshold)
+    canonical = np.zeros((probabilities.shape[0], *[int(s) for s in properties["shape_original"]]), np.float32)
+    for k, prob in enumerate(probabilities):
+        canonical[(k, *slicer)] = resample_probability_channel(prob, properties["shape_after_crop"], axis, order,
+                                                               order_z)
+    return _to_original_layout(canonical, properties)
+
+
+def resample_probability_channel(prob: np.ndarray, shape: Sequence[int], axis: int | None, order: int = 1,
+                                 order_z: int = 0) -> np.ndarray:
+    """One class's probabilities resampled to `shape` (float32); a hook the benchmarks time."""
+    return resample_volume(prob, shape, axis, order, order_z)
+
+
+def restore_masks(
+    probabilities: np.ndarray,
+    properties: dict,
+    threshold: float = 0.5,
+    order: int = 1,
+    order_z: int = 0,
+    separate_z_threshold: float = DEFAULT_SEPARATE_Z_THRESHOLD,
+) -> list[np.ndarray]:
+    """Binary masks (uint8, the input's own layout) of `restore_to_original(probabilities, properties) > threshold`.
+
+    Each class is resampled slab by slab and thresholded as it goes, pasted into its uint8 mask and
+    reoriented: peak memory is a few slabs plus the masks, not K full-resolution float maps. Equal to
+    thresholding `restore_to_original` up to float32 rounding at the threshold itself.
+    """
+    _check_restorable(probabilities, properties)
+    slicer = _crop_slicer(properties)
+    shape = tuple(int(s) for s in properties["shape_original"])
+    masks = []
+    for prob in probabilities:
+        full = np.zeros((1, *shape), dtype=np.uint8)
+        threshold_channel(prob, full[(0, *slicer)], properties, threshold, order, order_z, separate_z_threshold)
+        masks.append(_to_original_layout(full, properties)[0])
+    return masks
+
+
+def threshold_channel(prob: np.ndarray, out: np.ndarray, properties: dict, threshold: float, order: int = 1,
+                      order_z: int = 0, separate_z_threshold: float = DEFAULT_SEPARATE_Z_THRESHOLD) -> np.ndarray:
+    """One class: resampled to the cropped original grid and thresholded into `out` (uint8)."""
+    return resample_and_threshold(prob, properties["shape_after_crop"], properties["spacing_target"],
+                                  properties["spacing_original"], threshold, out=out, order=order, order_z=order_z,
+                                  separate_z_threshold=separate_z_threshold)

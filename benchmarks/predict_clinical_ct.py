@@ -8,8 +8,9 @@ voxels, int16, linear interpolation, air outside; cached under --work) and predi
 - `api`: a fresh Python process that imports textnnunet, builds `TextPredictor.from_folder` and calls
   `textnnunet.inference.run.predict_cases` (what the CLI calls) with timing wrappers around the pipeline's
   functions: start-up (process creation to a loaded predictor) and seconds per stage (read, reorient in, crop,
-  normalise, resample in, sliding window, resample out, reorient/uncrop out, threshold, write; "other" is the
-  rest of the case), peak resident memory likewise.
+  normalise, resample in, sliding window, resample out, uncrop + reorient out, write; "other" is the rest of the
+  case: before issue 14 mostly the thresholding of the full-resolution maps, which since then happens inside
+  resample out, slab by slab), peak resident memory likewise.
 
 Each with 1 prompt (liver) and 5 prompts (liver, spleen, kidney, liver tumor, kidney tumor). One unmeasured
 warm-up run first (page cache), then --repeats rounds, each round running every (mode, prompts) pair in a
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import os
 import platform
@@ -44,7 +46,7 @@ DEFAULT_ARTEFACT = REPO / "documentation" / "measurements" / "predict_clinical_c
 TARGET_SPACING_XYZ = (0.8, 0.8, 1.5)
 PROMPTS = {1: ["liver"], 5: ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]}
 STAGE_ORDER = ("read", "reorient_in", "crop", "normalise", "resample_in", "sliding_window", "resample_out",
-               "reorient_out", "threshold", "write", "other")
+               "reorient_out", "write", "other")
 
 # (module, attribute, stage). Functions are wrapped where the pipeline looks them up; absent names are skipped,
 # so the same list serves the code before and after a change. Nested wrapped calls count once (exclusive time).
@@ -59,7 +61,8 @@ WRAPPED = [
     ("textnnunet.preprocessing.preprocessor", "resample_probability_channel", "resample_out"),
     ("textnnunet.preprocessing.preprocessor", "uncrop", "reorient_out"),
     ("textnnunet.preprocessing.preprocessor", "from_canonical", "reorient_out"),
-    ("textnnunet.preprocessing.preprocessor", "threshold_channel", "threshold"),
+    # After issue 14 the masks are thresholded while resampled (slab by slab): one fused stage.
+    ("textnnunet.preprocessing.preprocessor", "threshold_channel", "resample_out"),
     ("textnnunet.inference.export:OutputFolder", "write", "write"),
 ]
 
@@ -200,9 +203,11 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str, int]:
     return wall, usage.ru_maxrss / 1024, out.get("out", ""), proc.returncode
 
 
-def one_run(mode: str, k: int, args, ct: Path, out_dir: Path) -> dict:
+def one_run(mode: str, k: int, args, ct: Path, out_dir: Path, variant: tuple[str, str] = ("current", "")) -> dict:
     shutil.rmtree(out_dir, ignore_errors=True)
     env = dict(os.environ)
+    if variant[1]:  # another copy of the package, first on the path (the console script and worker honour it)
+        env["PYTHONPATH"] = variant[1] + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     load_before = os.getloadavg()
     if mode == "cli":
         exe = Path(sys.executable).with_name("textnnunet_predict")
@@ -216,6 +221,7 @@ def one_run(mode: str, k: int, args, ct: Path, out_dir: Path) -> dict:
         result = {"wall_s": wall, "peak_rss_mb": rss}
         if rc == 0:
             result.update(json.loads(stdout.strip().splitlines()[-1]))
+    result.update({"variant": variant[0], "pythonpath": env.get("PYTHONPATH")})
     result.update({"mode": mode, "prompts": k, "returncode": rc, "load_before": list(load_before),
                    "load_after": list(os.getloadavg()), "command": cmd})
     return result
@@ -245,8 +251,10 @@ def compare_masks(folder_a: Path, folder_b: Path) -> dict:
 
 def summarise(repeats: list[dict]) -> dict:
     summary = {}
-    for key in sorted({(r["mode"], r["prompts"]) for r in repeats}):
-        rows = [r for r in repeats if (r["mode"], r["prompts"]) == key and r["returncode"] == 0]
+    variants = sorted({r.get("variant", "current") for r in repeats})
+    for variant, *key in sorted({(r.get("variant", "current"), r["mode"], r["prompts"]) for r in repeats}):
+        rows = [r for r in repeats if (r.get("variant", "current"), r["mode"], r["prompts"]) == (variant, *key)
+                and r["returncode"] == 0]
         if not rows:
             continue
         entry = {}
@@ -261,7 +269,12 @@ def summarise(repeats: list[dict]) -> dict:
                                      "min": round(min(r["stages_s"].get(s, 0.0) for r in rows), 3),
                                      "max": round(max(r["stages_s"].get(s, 0.0) for r in rows), 3)}
                                  for s in [s for s in STAGE_ORDER if s in stages]}
-        summary[f"{key[0]}_{key[1]}prompt{'s' if key[1] > 1 else ''}"] = entry
+        prefix = f"{variant}_" if len(variants) > 1 else ""
+        entry["repeats"] = len(rows)
+        entry["load_1min"] = {"median": round(statistics.median(r["load_before"][0] for r in rows), 2),
+                              "min": round(min(r["load_before"][0] for r in rows), 2),
+                              "max": round(max(r["load_before"][0] for r in rows), 2)}
+        summary[f"{prefix}{key[0]}_{key[1]}prompt{'s' if key[1] > 1 else ''}"] = entry
     return summary
 
 
@@ -310,6 +323,9 @@ def main(argv=None) -> int:
     p.add_argument("--label", default="after", help="key of this run in the artefact (before, after, ...)")
     p.add_argument("--json", default=str(DEFAULT_ARTEFACT))
     p.add_argument("--note", default="", help="free text stored with the run")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=PATH",
+                   help="compare package copies: each run once per variant (PYTHONPATH=PATH first; an empty PATH is "
+                        "the installed tree), interleaved; repeatable")
     # worker mode (internal)
     p.add_argument("--_worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--input", help=argparse.SUPPRESS)
@@ -333,37 +349,43 @@ def main(argv=None) -> int:
         t = time.perf_counter()
         make_clinical_ct(source, ct)
         print(f"resampled {source.name} to {ct} in {time.perf_counter() - t:.1f} s")
-    pairs = [(m, k) for m in args.modes for k in args.prompt_counts]
+    variants = [tuple(v.split("=", 1)) if "=" in v else (v, "") for v in args.variant] or [("current", "")]
+    pairs = [(v, m, k) for v in variants for m in args.modes for k in args.prompt_counts]
     if not args.no_warmup:
         print("warm-up (not recorded) ...", flush=True)
-        one_run("cli", max(args.prompt_counts), args, ct, work / "out_warmup")
+        one_run("cli", max(args.prompt_counts), args, ct, work / "out_warmup", variants[-1])
     repeats = []
     for r in range(args.repeats):
         order = pairs[r % len(pairs):] + pairs[: r % len(pairs)]  # rotate so no pair always runs first
-        for mode, k in order:
-            res = one_run(mode, k, args, ct, work / f"out_{mode}_{k}")
+        for variant, mode, k in order:
+            out_name = f"out_{mode}_{k}" if len(variants) == 1 else f"out_{variant[0]}_{mode}_{k}"
+            res = one_run(mode, k, args, ct, work / out_name, variant)
             res["repeat"] = r
             repeats.append(res)
             stage_text = ""
             if "stages_s" in res:
                 stage_text = " " + " ".join(f"{s}={v:.2f}" for s, v in res["stages_s"].items())
                 stage_text += f" startup={res['startup_s']:.2f}"
-            print(f"[{r}] {mode} {k} prompt(s): {res['wall_s']:.1f} s, peak {res['peak_rss_mb']:.0f} MB, "
+            print(f"[{r}] {variant[0]} {mode} {k} prompt(s): {res['wall_s']:.1f} s, peak {res['peak_rss_mb']:.0f} MB, "
                   f"load {res['load_before'][0]:.1f}{stage_text}", flush=True)
     # Keep the 5-prompt masks of this label and compare with any other label's.
     comparisons = {}
-    last = next((work / f"out_{m}_{k}" for m, k in reversed(pairs) if k == max(args.prompt_counts)), None)
-    if last is not None and last.is_dir():
-        kept = work / f"masks_{args.label}"
+    for variant in variants:
+        name = args.label if len(variants) == 1 else f"{args.label}_{variant[0]}"
+        last = next((work / (f"out_{m}_{k}" if len(variants) == 1 else f"out_{v[0]}_{m}_{k}")
+                     for v, m, k in reversed(pairs) if k == max(args.prompt_counts) and v == variant), None)
+        if last is None or not last.is_dir():
+            continue
+        kept = work / f"masks_{name}"
         shutil.rmtree(kept, ignore_errors=True)
         shutil.copytree(last, kept)
-        for other in sorted(work.glob("masks_*")):
-            if other != kept:
-                comparisons[other.name[6:]] = compare_masks(other, kept)
+    for a, b in itertools.combinations(sorted(work.glob("masks_*")), 2):
+        comparisons[f"{a.name[6:]} vs {b.name[6:]}"] = compare_masks(a, b)
     record = {
         "date_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command": [Path(sys.executable).name, *sys.argv],
         "note": args.note,
+        "variants": {name: path for name, path in variants},
         "inputs": {"source": str(source), "clinical_ct": image_info(ct), "model": str(args.model),
                    "prompts": {str(k): PROMPTS[k] for k in args.prompt_counts}, "plan": _plan_summary(args.model)},
         "versions": versions(),

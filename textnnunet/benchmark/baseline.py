@@ -19,7 +19,7 @@ from torch import nn
 from textnnunet.errors import UserError
 from textnnunet.evaluation.metrics import compute_case_metrics, label_map_to_masks
 from textnnunet.evaluation.summary import summarize, write_summary
-from textnnunet.inference.predictor import PredictionSettings, geometry_from_properties
+from textnnunet.inference.predictor import PredictionSettings, geometry_from_properties, windows_per_batch
 from textnnunet.inference.sliding_window import sliding_window_predict
 from textnnunet.network.baseline import build_softmax_unet
 from textnnunet.network.deep_supervision import deep_supervision_weights
@@ -199,7 +199,7 @@ def predict_softmax(network: nn.Module, data: np.ndarray, patch_size: Sequence[i
 
     probs = sliding_window_predict(predict_patch, torch.from_numpy(np.ascontiguousarray(data, dtype=np.float32)), patch_size,
                                    num_outputs=num_classes, step_size=settings.step_size, mirror_axes=mirror,
-                                   device=device, batch_windows=settings.batch_windows)
+                                   device=device, batch_windows=windows_per_batch(settings.batch_windows, patch_size))
     return probs.numpy()
 
 

@@ -36,7 +36,7 @@ class PredictionSettings:
     threshold: float = 0.5
     similarity_threshold: float = 0.5
     allow_unknown_prompts: bool = False
-    batch_windows: int = 1
+    batch_windows: int = 0  # windows per forward pass; 0: auto (windows_per_batch)
     progress: bool = False
     modality: str | None = None  # intensity group of the inputs, for models trained on several (CT and MR)
 
@@ -72,6 +72,20 @@ def build_network_for_checkpoint(plans: dict, configuration: str, ckpt: dict, em
     return net.eval()
 
 
+# Windows per forward pass in auto mode: up to 8, at most this many input voxels. On the CPU, PyTorch sends a 3D
+# convolution of batch 1 with few channels to its single-threaded reference kernel (slow_conv3d; its oneDNN
+# heuristic counts N*C*D*H only); batches of windows go to oneDNN: 3-6x faster for the demo model's patch.
+AUTO_BATCH_VOXELS = 1 << 20
+AUTO_BATCH_MAX_WINDOWS = 8
+
+
+def windows_per_batch(batch_windows: int, patch_size: Sequence[int]) -> int:
+    """`batch_windows` when positive, else as many windows as the auto budget allows (at least 1)."""
+    if batch_windows > 0:
+        return int(batch_windows)
+    return max(1, min(AUTO_BATCH_MAX_WINDOWS, AUTO_BATCH_VOXELS // max(1, int(np.prod(patch_size)))))
+
+
 def predict_probabilities(networks: Sequence[torch.nn.Module], data: np.ndarray, embeddings: torch.Tensor,
                           patch_size: Sequence[int], settings: PredictionSettings,
                           device: torch.device) -> np.ndarray:
@@ -89,7 +103,8 @@ def predict_probabilities(networks: Sequence[torch.nn.Module], data: np.ndarray,
 
         probs = sliding_window_predict(predict_patch, image, patch_size, num_outputs=embeddings.shape[0],
                                        step_size=settings.step_size, mirror_axes=mirror, device=device,
-                                       batch_windows=settings.batch_windows, progress=settings.progress)
+                                       batch_windows=windows_per_batch(settings.batch_windows, patch_size),
+                                       progress=settings.progress)
         total = probs if total is None else total + probs
     return (total / len(networks)).numpy()
 

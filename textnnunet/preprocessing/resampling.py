@@ -22,9 +22,9 @@ import itertools
 from typing import Callable, Sequence
 
 import numpy as np
-from batchgenerators.augmentations.utils import resize_segmentation
 from scipy import ndimage
-from skimage.transform import resize
+
+# skimage and batchgenerators are imported where used: prediction rarely needs them and they cost start-up time.
 
 DEFAULT_SEPARATE_Z_THRESHOLD = 3.0
 
@@ -57,11 +57,15 @@ def separate_z_axis(
 
 
 def _resize_image(vol: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
+    from skimage.transform import resize
+
     return resize(vol, tuple(shape), order=order, mode="edge", anti_aliasing=False)
 
 
 def _resize_labels(vol: np.ndarray, shape: Sequence[int], order: int) -> np.ndarray:
     # batchgenerators resamples each label's indicator and takes the argmax, so no in-between label appears.
+    from batchgenerators.augmentations.utils import resize_segmentation
+
     return resize_segmentation(vol, tuple(shape), order=order)
 
 

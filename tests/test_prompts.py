@@ -137,17 +137,20 @@ def test_refusals_say_why_and_allow_unknown_keeps_its_meaning(demo_minilm, minil
     assert describe_resolution(zero_shot).startswith("prompt 'banana': zero-shot with its own vector")
 
 
-def test_a_trained_side_is_used_as_a_class_and_the_whole_is_not_invented():
+def test_a_trained_side_is_used_as_a_class_and_the_whole_is_their_union():
     vocab = Vocabulary.from_plans({"label_space": {"classes": [{"name": n} for n in
                                                                ("left kidney", "right kidney", "liver")]}})
     encoder = build_encoder("onehot", vocabulary=vocab.classes)
     vocab = vocab.embed(encoder)
-    decided = _decide(vocab, ["kidney_left", "lt kidney", "kidney", "left kidney tumor"], encoder)
+    decided = _decide(vocab, ["kidney_left", "lt kidney", "kidneys", "left kidney tumor", "left liver"], encoder)
     assert decided["kidney_left"].class_name == "left kidney" and decided["kidney_left"].side is None
     assert decided["lt kidney"].class_name == "left kidney" and decided["lt kidney"].side is None
-    assert "did not train as one class; it trained left kidney and right kidney" in \
-        decided["kidney"].refusal.replace("which this model did not train as", "did not train as")
-    assert decided["left kidney tumor"].refused
+    union = decided["kidneys"]
+    assert (union.class_name, union.structure, union.parts, union.derived) == \
+        (None, "kidney", ("left kidney", "right kidney"), "union")
+    assert describe_resolution(union) == ("prompt 'kidneys' -> 'kidney': derived: union (of the trained classes "
+                                          "'left kidney' and 'right kidney')")
+    assert decided["left kidney tumor"].refused and decided["left liver"].refused
 
 
 def test_onehot_resolves_exact_names_only_and_never_guesses():
@@ -319,3 +322,37 @@ def test_sides_derived_from_the_whole_kidney_match_the_reference_sides(tmp_path,
         left, right = apply_laterality(np.stack([kidney, kidney]), data, ["left", "right"]) > 0.5
         np.testing.assert_array_equal(left, seg[0] == left_value)
         np.testing.assert_array_equal(right, seg[0] == right_value)
+
+
+def test_predict_the_whole_from_a_model_that_trained_its_sides(tmp_path, capsys, monkeypatch):
+    import test_prediction
+    from test_prediction import _run, make_model_folder, write_ct
+    from textnnunet.cli.predict import main as predict_main
+    from textnnunet.inference.predictor import TextPredictor
+
+    monkeypatch.setattr(test_prediction, "CLASSES", ["left kidney", "right kidney", "liver"])
+
+    def one_blob_per_side(self, data, embeddings):
+        """Head 'left kidney' (one-hot index 0) sees a blob at high x (patient's left), 'right kidney' at low x."""
+        probs = np.zeros((embeddings.shape[0], *data.shape[1:]), dtype=np.float32)
+        nx = data.shape[-1]
+        for channel, vector in enumerate(embeddings.numpy()):
+            if int(np.argmax(vector)) == 0:
+                probs[channel, 1:-1, 1:-1, nx // 2 + 2:-1] = 0.9
+            elif int(np.argmax(vector)) == 1:
+                probs[channel, 1:-1, 1:-1, 1:nx // 2 - 2] = 0.8
+        return probs
+
+    monkeypatch.setattr(TextPredictor, "predict_preprocessed", one_blob_per_side)
+    model = make_model_folder(tmp_path / "results")
+    (tmp_path / "in").mkdir()
+    write_ct(tmp_path / "in" / "case_0000.nii.gz", direction=(-1, 0, 0, 0, -1, 0, 0, 0, 1))
+    code, out, _ = _run(predict_main, ["-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-m", str(model),
+                                       "-p", "kidneys", "left kidney", "--device", "cpu", "--disable_tta"], capsys)
+    assert code == 0 and "prompt 'kidneys' -> 'kidney': derived: union" in out
+    both = _world_x(sitk.ReadImage(str(tmp_path / "out" / "case_kidneys.nii.gz")))
+    left = _world_x(sitk.ReadImage(str(tmp_path / "out" / "case_left_kidney.nii.gz")))
+    assert both.min() < 0 < both.max() and left.size and left.min() > 0
+    manifest = json.loads((tmp_path / "out" / "predictions.json").read_text())
+    assert manifest["resolutions"]["kidneys"]["parts"] == ["left kidney", "right kidney"]
+    assert manifest["cases"]["case"]["prompts"]["kidneys"] == "kidney"

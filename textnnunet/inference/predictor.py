@@ -160,8 +160,19 @@ class TextPredictor:
         return self.vocabulary.resolve_prompts(list(prompts), self.settings.similarity_threshold,
                                                self.settings.allow_unknown_prompts)
 
-    def embeddings_for(self, resolutions: Sequence[Resolution]) -> torch.Tensor:
-        return torch.from_numpy(np.stack([np.asarray(r.embedding, dtype=np.float32) for r in resolutions]))
+    def heads_for(self, resolutions: Sequence[Resolution]) -> tuple[torch.Tensor, list[list[int]]]:
+        """The text vectors of the heads to run, and per prompt the heads whose union is its output: one head, or
+        the trained sides of a whole ('kidney' from 'left kidney' and 'right kidney')."""
+        vectors: list[np.ndarray] = []
+        groups: list[list[int]] = []
+        for r in resolutions:
+            own = [self._class_vector(p) for p in r.parts] or [np.asarray(r.embedding, dtype=np.float32)]
+            groups.append(list(range(len(vectors), len(vectors) + len(own))))
+            vectors += own
+        return torch.from_numpy(np.stack(vectors)), groups
+
+    def _class_vector(self, cls: str) -> np.ndarray:
+        return np.asarray(self.vocabulary.class_embeddings[self.vocabulary.classes.index(cls)], dtype=np.float32)
 
     # ----------------------------------------------------------------------------------------- predict
     def preprocess(self, image_files: Sequence[str | Path]) -> tuple[np.ndarray, dict]:
@@ -173,6 +184,15 @@ class TextPredictor:
         return predict_probabilities(self.networks, data, embeddings, self.config_plan["patch_size"], self.settings,
                                      self.device)
 
+    def predict_prompts_preprocessed(self, data: np.ndarray, resolutions: Sequence[Resolution],
+                                     heads: tuple[torch.Tensor, list[list[int]]] | None = None) -> np.ndarray:
+        """(prompts, z, y, x) probabilities on the preprocessed grid, one channel per prompt: unions joined
+        (voxel-wise maximum), derived sides cut at the patient's midline."""
+        embeddings, groups = heads if heads is not None else self.heads_for(resolutions)
+        probs = self.predict_preprocessed(data, embeddings)
+        joined = np.stack([probs[group].max(axis=0) for group in groups])
+        return apply_laterality(joined, data, [r.side for r in resolutions], self.settings.threshold)
+
     def predict_case_probabilities(self, image_files: Sequence[str | Path], resolutions: Sequence[Resolution]
                                    ) -> tuple[np.ndarray, ImageGeometry]:
         """Probabilities (K, z, y, x) on the input's own grid, one channel per resolved prompt."""
@@ -182,8 +202,7 @@ class TextPredictor:
     def _preprocessed_probabilities(self, image_files: Sequence[str | Path], resolutions: Sequence[Resolution]
                                     ) -> tuple[np.ndarray, dict]:
         data, properties = self.preprocess(image_files)
-        probs = self.predict_preprocessed(data, self.embeddings_for(resolutions))
-        return apply_laterality(probs, data, [r.side for r in resolutions], self.settings.threshold), properties
+        return self.predict_prompts_preprocessed(data, resolutions), properties
 
     def predict(self, image_files: Sequence[str | Path] | str | Path, prompts: Sequence[str]
                 ) -> tuple[dict[str, np.ndarray], ImageGeometry, list[Resolution]]:

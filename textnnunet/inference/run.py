@@ -11,7 +11,6 @@ from tqdm import tqdm
 from textnnunet.errors import UserError
 from textnnunet.evaluation.postprocessing import postprocess_masks, skipped_constraints
 from textnnunet.inference.export import InputCase, OutputFolder, find_input_cases, split_ending
-from textnnunet.inference.laterality import apply_laterality
 from textnnunet.inference.predictor import TextPredictor, geometry_from_properties
 from textnnunet.preprocessing.preprocessor import restore_masks, restore_to_original
 from textnnunet.text.prompts import describe_resolution
@@ -35,10 +34,9 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
     resolutions = predictor.resolve_prompts(prompts)
     if verbose:
         print_resolutions(resolutions)
-    embeddings = predictor.embeddings_for(resolutions)
+    heads = predictor.heads_for(resolutions)
     resolved = [r.class_name for r in resolutions]  # the trained classes asked (post-processing rules name these)
     structures = [r.structure for r in resolutions]  # what each output shows ('left kidney' derived from 'kidney')
-    sides = [r.side for r in resolutions]
     if postprocessing is not None and verbose:
         for note in skipped_constraints(postprocessing, resolved):
             print(f"postprocessing: {note}")
@@ -78,8 +76,7 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
         for (case, ending), future in tqdm(list(zip(todo, pending)), desc="predicting", disable=not verbose):
             try:
                 data, properties = future.result()
-                probs = apply_laterality(predictor.predict_preprocessed(data, embeddings), data, sides,
-                                         predictor.settings.threshold)
+                probs = predictor.predict_prompts_preprocessed(data, resolutions, heads)
             except UserError as e:
                 failures += _report(case.case_id, str(e))
                 continue

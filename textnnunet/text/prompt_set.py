@@ -75,10 +75,11 @@ def demo_vocabulary(classes: list[str], encoder: TextEncoder, cache: MemoryEmbed
 def outcome(case: PromptCase, r: Resolution) -> str:
     """'correct', 'refused' (an in-vocabulary prompt refused: safe, but a miss) or 'wrong' (a wrong structure)."""
     if case.expect == REFUSE:
-        return "correct" if r.class_name is None else "wrong"
-    if r.class_name is None:
+        return "correct" if r.refused else "wrong"
+    if r.refused:
         return "refused"
-    return "correct" if (r.class_name, r.side) == (case.expect, case.side) else "wrong"
+    asked = r.structure if r.parts else r.class_name  # a union is scored as the whole it shows
+    return "correct" if (asked, r.side) == (case.expect, case.side) else "wrong"
 
 
 def summarise(cases: list[PromptCase], outcomes: list[str]) -> dict[str, Any]:

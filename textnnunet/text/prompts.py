@@ -3,7 +3,8 @@
 Rules, in order (documentation/prompts.md):
   1. the class name or a dataset.json synonym -> the class;
   2. a name or synonym of an anatomy-lexicon entry (any spelling) -> that entry's trained class, the derived side
-     of a trained class ('left kidney' on a `kidney` model), or a refusal naming the untrained structure;
+     of a trained class ('left kidney' on a `kidney` model), the union of its trained sides ('kidney' on a model
+     of 'left kidney' and 'right kidney'), or a refusal naming the untrained structure;
   3. a side word ('lt kidney', 'kidney, right', 'left renal mass') -> the side of what the rest resolves to, for
      paired structures and what lies inside them;
   4. a misspelling within the typing errors its length allows of exactly one structure -> as rule 2;
@@ -34,17 +35,21 @@ if TYPE_CHECKING:
 CALIBRATED_SIMILARITY_THRESHOLDS = {"minilm": 0.76, "clip": 0.85, "onehot": 1.0}
 
 DERIVED_LATERALITY = "laterality"
+DERIVED_UNION = "union"
 
 
 @dataclass(frozen=True)
 class Resolution:
     """What one typed prompt turned into.
 
-    class_name  the trained class whose head is asked (None: refused, or zero-shot when unknown prompts are allowed)
-    structure   what the output shows: the class, or the side derived from it ('left kidney'); None when refused
+    class_name  the trained class whose head is asked (None: refused, a union of parts, or zero-shot when unknown
+                prompts are allowed)
+    structure   what the output shows: the class, the side derived from it ('left kidney'), or the whole joined
+                from its trained sides ('kidney'); None when refused
     relation    how: 'class', 'synonym', 'lexicon synonym', 'spelling', 'similar', 'laterality', 'zero-shot',
                 'refused'
     side        'left'/'right' when only that side of the class is kept (derived: 'laterality')
+    parts       the trained classes whose union is the output (derived: 'union': 'kidney' from its two sides)
     nearest     the name the prompt matched (or came closest to), similarity its cosine (1.0 for exact names)
     refusal     why the prompt was refused (None otherwise)
     """
@@ -60,10 +65,13 @@ class Resolution:
     structure: str | None = None
     side: str | None = None
     refusal: str | None = None
+    parts: tuple[str, ...] = ()
 
     @property
     def derived(self) -> str | None:
-        return DERIVED_LATERALITY if self.side is not None else None
+        if self.side is not None:
+            return DERIVED_LATERALITY
+        return DERIVED_UNION if self.parts else None
 
     @property
     def refused(self) -> bool:
@@ -73,8 +81,10 @@ class Resolution:
         """The decision as predictions.json and embed_prompts --json record it."""
         record = {"class": self.class_name, "structure": self.structure, "relation": self.relation,
                   "matched": self.nearest, "similarity": round(float(self.similarity), 4)}
-        if self.derived:
+        if self.side is not None:
             record.update(derived=self.derived, side=self.side)
+        if self.parts:
+            record.update(derived=self.derived, parts=list(self.parts))
         if self.refusal:
             record["refusal"] = self.refusal
         return record
@@ -85,6 +95,9 @@ def describe_resolution(r: Resolution) -> str:
     head = f"prompt '{r.prompt}'"
     if r.refused:
         return f"{head}: refused: {r.refusal}"
+    if r.parts:
+        return (f"{head} -> '{r.structure}': derived: union (of the trained classes "
+                f"{' and '.join(repr(p) for p in r.parts)})")
     if r.class_name is None:
         return f"{head}: zero-shot with its own vector (nearest name '{r.nearest}', cosine {r.similarity:.3f})"
     if r.side is not None:
@@ -237,6 +250,9 @@ class PromptResolver:
             return self._route_entry(prompt, text, self.lexicon.entries[side_entry], side_entry, 1.0,
                                      "lexicon synonym")
         inner = self.resolve(rest)
+        if inner.parts:  # the rest is a whole trained only by sides, and no side of it matched above
+            return self._refused(prompt, text, f"'{rest}' was trained only by sides ({', '.join(inner.parts)})",
+                                 inner.nearest, inner.similarity)
         if inner.class_name is None:
             reason = inner.refusal or "not resolved"
             return self._refused(prompt, text, f"'{rest}' ({side} side): {reason}", inner.nearest, inner.similarity)
@@ -329,15 +345,15 @@ class PromptResolver:
         if entry.relation == "side" and entry.parent in self.class_of_entry:
             return self._resolved(prompt, text, self.class_of_entry[entry.parent], DERIVED_LATERALITY, matched,
                                   similarity, side=entry.side, structure=entry.name)
+        sides = [self.class_of_entry.get(c) for c in self.lexicon.children(entry.name, "side")]
+        if len(sides) >= 2 and all(sides):  # 'kidney' on a model that trained 'left kidney' and 'right kidney'
+            return Resolution(prompt, text, None, matched, similarity, similarity >= 1.0, None, DERIVED_UNION,
+                              entry.name, parts=tuple(sides))
         return self._refused(prompt, text, self._untrained_reason(entry), matched, similarity)
 
     def _untrained_reason(self, entry: LexiconEntry) -> str:
-        trained_sides = [c for c in self.lexicon.children(entry.name, "side") if c in self.class_of_entry]
-        if trained_sides:
-            detail = f" as one class; it trained {' and '.join(trained_sides)}: prompt those"
-        else:
-            related = [a for a in self.lexicon.ancestors(entry.name) if a in self.class_of_entry]
-            detail = f" (it is part of '{related[0]}', a different structure)" if related else ""
+        related = [a for a in self.lexicon.ancestors(entry.name) if a in self.class_of_entry]
+        detail = f" (it is part of '{related[0]}', a different structure)" if related else ""
         return f"means '{entry.name}', which this model did not train{detail}"
 
     def resolve_all(self, prompts: list[str], allow_unknown: bool = False) -> list[Resolution]:

@@ -46,7 +46,8 @@ def test_parent_known_where_a_labelled_part_is_and_nowhere_else():
     target[0, 1, 1, 1:3, 1:3] = 1  # the part (say kidney tumor), labelled
     target[0, 0] = target[0, 1]  # the sampler derives the parent's positives from its labelled parts
     logits = torch.zeros(1, 2, *shape, requires_grad=True)
-    annotation = PartialAnnotation(torch.tensor([[False, True]]), torch.tensor([[-1, -1]]), torch.tensor([[True, False]]))
+    annotation = PartialAnnotation(torch.tensor([[False, True]]), torch.tensor([[-1, -1]]),
+                                   torch.tensor([[True, False]]))
     masked_bce_dice_loss(logits, target, annotation).backward()
     positive = target[0, 1] > 0
     assert torch.all(logits.grad[0, 0][positive] < 0)  # a known positive: the logit is pushed up
@@ -105,8 +106,8 @@ def test_label_space_maps_names_to_the_lexicon_and_records_the_hierarchy(tmp_pat
     names = [c["name"] for c in space["classes"]]
     assert names == ["liver", "liver tumor", "kidney", "kidney tumor", "left kidney", "right kidney", "organ x",
                      "lesion x"]
-    assert space["canonical_names"]["Dataset005_Sides"] == {"kidney left": "left kidney", "kidney right":
-                                                            "right kidney", "organ x": "organ x", "lesion x": "lesion x"}
+    assert space["canonical_names"]["Dataset005_Sides"] == {
+        "kidney left": "left kidney", "kidney right": "right kidney", "organ x": "organ x", "lesion x": "lesion x"}
     assert space["canonical_names"]["Dataset006_Own"] == {"renal thing": "kidney"}  # the dataset's own choice wins
     assert space["datasets"]["Dataset006_Own"] == {"kidney": [1]}
     synonyms = {c["name"]: c["synonyms"] for c in space["classes"]}
@@ -142,7 +143,8 @@ HIERARCHY = {"left kidney": {"parent": "kidney", "relation": "side", "from": "le
 def _plans(shape):
     return {"plans_name": "TextPlans_003_005",
             "label_space": {"classes": [{"name": c, "synonyms": []} for c in CLASSES],
-                            "datasets": {KIDNEY_DS: {"kidney": [1]}, SIDES_DS: {"left kidney": [1], "right kidney": [2]}},
+                            "datasets": {KIDNEY_DS: {"kidney": [1]},
+                                         SIDES_DS: {"left kidney": [1], "right kidney": [2]}},
                             "hierarchy": HIERARCHY},
             "configurations": {"3d_fullres": {"data_identifier": "3d_fullres", "patch_size": list(shape),
                                               "batch_size": 2}}}
@@ -166,6 +168,11 @@ def test_hierarchy_knowledge_per_dataset():
     assert only_left.positives_of == {0: [1]} and only_left.where_positive.tolist() == [True, False, False]
     assert hierarchy_knowledge(CLASSES, {"D": {"kidney": [1], "left kidney": [2], "right kidney": [3]}},
                                HIERARCHY) == {}
+    # A part of a whole that is the union of labelled sides: known negative outside that union.
+    with_tumour = hierarchy_knowledge(CLASSES + ["kidney tumor"], {SIDES_DS: {"left kidney": [1], "right kidney": [2]}},
+                                      {**HIERARCHY, "kidney tumor": {"parent": "kidney", "relation": "part"}})
+    assert with_tumour[SIDES_DS].union_of == {0: [1, 2]}
+    assert with_tumour[SIDES_DS].outside_of.tolist() == [-1, -1, -1, 0]
 
 
 def test_sampler_batches_carry_the_derived_targets_and_knowledge(tmp_path):

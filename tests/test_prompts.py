@@ -56,7 +56,7 @@ def test_lexicon_covers_every_source_label_list():
             by_source.setdefault(source, []).append(label)
     counts = {source: len(labels) for source, labels in by_source.items()}
     assert counts["totalsegmentator_ct_v2"] == 117
-    assert (counts["amos22"], counts["btcv"], counts["word"], counts["flare22"], counts["kits23"]) == (15, 13, 16, 13, 3)
+    assert [counts[s] for s in ("amos22", "btcv", "word", "flare22", "kits23")] == [15, 13, 16, 13, 3]
     assert len([s for s in counts if s.startswith("msd_task")]) == 10
     assert set(counts) <= set(lexicon.sources)
     for source, label in TOTALSEGMENTATOR_NAMING.items():
@@ -281,7 +281,8 @@ def test_predict_refuses_an_untrained_structure_and_writes_nothing(tmp_path, cap
                                          "-p", "liver", "stomach", "--device", "cpu"], capsys)
     assert code == 2 and not (tmp_path / "out").exists()
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
-    assert "prompt 'stomach' refused: means 'stomach'" in err and "trained vocabulary: liver (hepatic parenchyma)" in err
+    assert "prompt 'stomach' refused: means 'stomach'" in err
+    assert "trained vocabulary: liver (hepatic parenchyma)" in err
     # embed_prompts shows the same decision, worded as predict prints it.
     code, out, _ = _run(embed_main, ["-m", str(model), "stomach", "left kidney"], capsys)
     assert code == 2

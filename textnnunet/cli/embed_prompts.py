@@ -116,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
               f"vocabulary: {vocab.describe()}")
     if args.save:
         if refused:
-            raise UserError(f"--save {args.save}: refused prompts have no vector ({', '.join(d.prompt for d in refused)})")
+            names = ", ".join(d.prompt for d in refused)
+            raise UserError(f"--save {args.save}: refused prompts have no vector ({names})")
         rows = [(d.prompt, (d.class_name or d.nearest, d.similarity), vocab.embed_prompt(d.prompt, encoder, cache))
                 for d in decisions]
         _save(Path(args.save), rows, vocab, encoder)

@@ -329,18 +329,17 @@ def hierarchy_knowledge(class_names: list[str], class_values: Mapping[str, Mappi
 
 def _dataset_knowledge(class_names: list[str], labelled: set[str], parent: Mapping[str, str],
                        side_children: Mapping[str, list[str]], index: Mapping[str, int]) -> DatasetKnowledge | None:
-    union_of, positives_of = {}, {}
+    union_of = {index[cls]: [index[s] for s in sides] for cls, sides in side_children.items()
+                if cls not in labelled and len(sides) >= 2 and all(s in labelled for s in sides)}
+    known = labelled | {class_names[k] for k in union_of}  # a union is labelled everywhere, like a label
+    positives_of = {}
     outside_of = np.full(len(class_names), -1, dtype=np.int64)
     where_positive = np.zeros(len(class_names), dtype=bool)
     for cls in class_names:
-        if cls in labelled:
+        if cls in known:
             continue
         k = index[cls]
-        sides = side_children.get(cls, [])
-        if len(sides) >= 2 and all(s in labelled for s in sides):
-            union_of[k] = [index[s] for s in sides]
-            continue
-        ancestor = _nearest_labelled_ancestor(cls, parent, labelled)
+        ancestor = _nearest_labelled_ancestor(cls, parent, known)
         if ancestor is not None:
             outside_of[k] = index[ancestor]
         parts = [c for c in labelled if _is_ancestor(cls, c, parent)]

@@ -5,7 +5,9 @@ The last items of a batch (nnU-Net's rule: item i is forced if i >= round(B * (1
 on a foreground voxel of a random annotated class present in the case; the others are random.
 Targets are the K classes of the plan's union vocabulary: a class the case's dataset annotates is
 `np.isin(seg, its label values)` (so regions work: "liver" includes the tumour), any other class is
-all zeros and marked not annotated.
+all zeros and marked not annotated - unless the plan's label hierarchy says more (DatasetKnowledge): a class
+whose sides the dataset labels is their union (annotated), and the batch's `known_outside_of` /
+`known_where_positive` tell the loss which voxels of other unannotated classes are known.
 
 Patches are drawn at the *initial* patch size (larger than the network patch when spatial
 augmentation will crop it back). Only `rng` drives randomness, so a sampler is reproducible from

@@ -99,6 +99,16 @@ def test_a_broken_lexicon_file_is_one_line_error(tmp_path):
         read_lexicon(path)
 
 
+def test_typo_correction_leaves_real_words_alone_and_side_words_count_anywhere(demo_minilm, minilm):
+    decided = _decide(demo_minilm, ["adrenal mass", "livre tumor", "rigth kidney", "tumour of the right kidney"],
+                      minilm)
+    assert decided["adrenal mass"].refused  # 'adrenal' is a word of the lexicon, not a typo of 'renal'
+    assert decided["livre tumor"].class_name == "liver tumor" and decided["livre tumor"].relation == "spelling"
+    assert (decided["rigth kidney"].class_name, decided["rigth kidney"].side) == ("kidney", "right")
+    right_tumour = decided["tumour of the right kidney"]
+    assert (right_tumour.class_name, right_tumour.side) == ("kidney tumor", "right")
+
+
 def test_edit_distance_counts_transpositions_once():
     assert edit_distance("kidney", "kidney") == 0
     assert edit_distance("kidnye", "kidney") == 1
@@ -178,20 +188,22 @@ def test_prompt_set_is_large_and_varied():
     assert all(c.expect in DEMO + ["refuse"] for c in cases)
 
 
-@pytest.mark.parametrize("kind, min_accuracy", [("minilm", 0.97), ("onehot", 0.8)])
-def test_prompt_set_meets_the_targets(kind, min_accuracy):
+@pytest.mark.parametrize("kind, min_development, min_held_out", [("minilm", 0.97, 0.72), ("onehot", 0.8, 0.28)])
+def test_prompt_set_meets_the_targets(kind, min_development, min_held_out):
     report = score_prompt_set(kind, calibrate=False)
     summary = report["summary"]
     assert summary["silent_wrong_structures"] == 0, [p for p in report["prompts"] if p["outcome"] == "wrong"]
     assert summary["refusal_recall"] == 1.0
-    assert summary["accuracy_in_vocabulary"] >= min_accuracy
+    assert report["summary_development"]["accuracy_in_vocabulary"] >= min_development
+    assert report["summary_held_out"]["accuracy_in_vocabulary"] >= min_held_out  # as measured: guards regressions
     untrained = [p for p in report["prompts"] if p["category"] == "untrained lexicon structure"]
     assert untrained and all(p["outcome"] == "correct" for p in untrained)
 
 
 def test_shipped_minilm_bar_is_the_calibrated_one(demo_minilm, minilm):
     _, cases = load_prompt_set()
-    assert calibrate_threshold(cases, demo_minilm, minilm, MemoryEmbeddingCache()) == \
+    development = [c for c in cases if not c.held_out]
+    assert calibrate_threshold(development, demo_minilm, minilm, MemoryEmbeddingCache()) == \
         CALIBRATED_SIMILARITY_THRESHOLDS["minilm"]
 
 

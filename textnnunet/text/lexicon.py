@@ -113,15 +113,18 @@ class AnatomyLexicon:
         return None if entry is None else entry.name
 
     def split_side(self, text: str) -> tuple[str, str] | None:
-        """('left', 'kidney tumor') for 'left kidney tumor' or 'kidney tumor, left'; None without a side word."""
+        """('right', 'tumor of kidney') for 'left kidney tumor', 'kidney tumor, left', 'tumour of the right kidney':
+        a side word first (abbreviations too: 'lt', 'r') or 'left'/'right' anywhere; None without one."""
         words = self.normalise(text).split()
         if len(words) < 2:
             return None
         if words[0] in self._side_words:
             rest = words[2:] if words[1] in ("sided", "side") and len(words) > 2 else words[1:]
             return self._side_words[words[0]], " ".join(rest)
-        if words[-1] in ("left", "right"):
-            return words[-1], " ".join(words[:-1])
+        for i, word in enumerate(words):
+            if word in SIDES:
+                skip = 2 if i + 1 < len(words) and words[i + 1] in ("sided", "side") else 1
+                return word, " ".join(words[:i] + words[i + skip:])
         return None
 
     def without_fillers(self, text: str) -> str:
@@ -211,7 +214,7 @@ def edit_distance(a: str, b: str, limit: int = 3) -> int:
     return min(previous[-1], limit + 1)
 
 
-def typo_allowance(text: str) -> int:
-    """How many typing errors a name of this length may carry and still be recognised: 0 below 4 characters,
-    1 up to 9, 2 from 10 (shorter names are too close to each other: 'rib 1', 'rib 2')."""
-    return 0 if len(text) < 4 else 1 if len(text) < 10 else 2
+def typo_allowance(word: str) -> int:
+    """How many typing errors a word of this length may carry and still be recognised: 0 below 3 characters,
+    1 up to 7, 2 from 8 (shorter words are too close to each other: 'l1', 'l2')."""
+    return 0 if len(word) < 3 else 1 if len(word) < 8 else 2

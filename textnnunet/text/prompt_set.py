@@ -31,12 +31,20 @@ REFUSE = "refuse"
 THRESHOLD_GRID = tuple(round(0.5 + 0.01 * i, 2) for i in range(50))  # 0.50 ... 0.99
 
 
+HELD_OUT = "held-out"  # category prefix of prompts written after the mechanism and the bar were fixed
+
+
 @dataclass(frozen=True)
 class PromptCase:
     prompt: str
     category: str
     expect: str  # a trained class or "refuse"
     side: str | None = None
+
+    @property
+    def held_out(self) -> bool:
+        """Not used to calibrate (written after the bar was fixed, measured as they came)."""
+        return self.category.startswith(HELD_OUT)
 
 
 def load_prompt_set(path: str | Path = PROMPT_SET_FILE) -> tuple[list[str], list[PromptCase]]:
@@ -128,12 +136,16 @@ def score_prompt_set(encoder_kind: str, threshold: float | None = None, path: st
         threshold = CALIBRATED_SIMILARITY_THRESHOLDS.get(encoder.name, 1.0)
     resolutions = decide_all(cases, vocab, threshold, encoder, cache)
     outcomes = [outcome(c, r) for c, r in zip(cases, resolutions)]
+    development = [(c, o) for c, o in zip(cases, outcomes) if not c.held_out]
+    held_out = [(c, o) for c, o in zip(cases, outcomes) if c.held_out]
     report = {"encoder": encoder.identity(), "threshold": threshold, "summary": summarise(cases, outcomes),
+              "summary_development": summarise(*map(list, zip(*development))),
+              "summary_held_out": summarise(*map(list, zip(*held_out))) if held_out else None,
               "by_category": _by_category(cases, outcomes),
               "prompts": [{"prompt": c.prompt, "category": c.category, "expect": c.expect, "side": c.side,
                            "outcome": o, **r.to_json()} for c, r, o in zip(cases, resolutions, outcomes)]}
     if calibrate and encoder.semantic:
-        report["calibration"] = _calibration(cases, vocab, encoder, cache)
+        report["calibration"] = _calibration([c for c in cases if not c.held_out], vocab, encoder, cache)
     return report
 
 
@@ -148,7 +160,7 @@ def _by_category(cases: list[PromptCase], outcomes: list[str]) -> dict[str, dict
 
 def _calibration(cases: list[PromptCase], vocab: Vocabulary, encoder: TextEncoder,
                  cache: MemoryEmbeddingCache) -> dict[str, Any]:
-    """The bar calibrated on the whole set, and on each half measured on the other half (held out)."""
+    """The bar calibrated on the development prompts, and on each half of them measured on the other half."""
     halves = (cases[0::2], cases[1::2])
     held_out = []
     for fit, test in (halves, halves[::-1]):
@@ -156,7 +168,7 @@ def _calibration(cases: list[PromptCase], vocab: Vocabulary, encoder: TextEncode
         test_outcomes = [outcome(c, r) for c, r in zip(test, decide_all(test, vocab, threshold, encoder, cache))]
         held_out.append({"threshold": threshold, "held_out": summarise(test, test_outcomes)})
     return {"grid": [THRESHOLD_GRID[0], THRESHOLD_GRID[-1], 0.01],
-            "whole_set": calibrate_threshold(cases, vocab, encoder, cache),
+            "development_set": calibrate_threshold(cases, vocab, encoder, cache),
             "even_prompts_fit_odd_tested": held_out[0], "odd_prompts_fit_even_tested": held_out[1]}
 
 
@@ -173,7 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     report["platform"] = platform.platform()
     report["seconds"] = round(time.time() - started, 1)
-    print(json.dumps({k: report[k] for k in ("threshold", "summary")}, indent=1))
+    print(json.dumps({k: report[k] for k in ("threshold", "summary", "summary_development", "summary_held_out")},
+                     indent=1))
     if "calibration" in report:
         print(json.dumps(report["calibration"], indent=1))
     for p in report["prompts"]:

@@ -5,9 +5,10 @@ Rules, in order (documentation/prompts.md):
   2. a name or synonym of an anatomy-lexicon entry (any spelling) -> that entry's trained class, the derived side
      of a trained class ('left kidney' on a `kidney` model), the union of its trained sides ('kidney' on a model
      of 'left kidney' and 'right kidney'), or a refusal naming the untrained structure;
-  3. a side word ('lt kidney', 'kidney, right', 'left renal mass') -> the side of what the rest resolves to, for
-     paired structures and what lies inside them;
-  4. a misspelling within the typing errors its length allows of exactly one structure -> as rule 2;
+  3. a side word ('lt kidney', 'kidney, right', 'tumour of the right kidney') -> the side of what the rest
+     resolves to, for paired structures and what lies inside them;
+  4. misspelt words, each within the typing errors its length allows, of exactly one structure's name -> as
+     rule 2 (words the lexicon knows are never corrected);
   5. text similarity to every lexicon and vocabulary name: below the encoder's calibrated bar refused (near
      nothing), a lesion wording landing on an organ (or the reverse) refused, otherwise as rule 2.
 Filler words ('normal', 'segmentation') are dropped before rules 3-5. `allow_unknown` turns refusals into
@@ -186,6 +187,7 @@ class PromptResolver:
         self.lexicon = lexicon or load_lexicon()
         self.class_of_entry = self._classes_by_entry()
         self._index: _NameIndex | None = None
+        self._words: set[str] | None = None
 
     def _classes_by_entry(self) -> dict[str, str]:
         """Lexicon entry -> trained class, through the class name or any of its synonyms (first class wins)."""
@@ -283,15 +285,17 @@ class PromptResolver:
         return names + [(self.lexicon.normalise(w), ("entry", e)) for w, e in self.lexicon.surface_forms()]
 
     def _by_spelling(self, prompt: str, text: str) -> Resolution | None:
-        """A misspelt name ('kidny', 'spleeen'): the one name within the typing errors its length allows."""
-        typed = self.lexicon.normalise(text)
-        allowance = typo_allowance(typed)
-        if allowance == 0:
+        """Misspelt words ('kidny', 'spleeen', 'livre tumor'): the one name whose words the typed words are, each
+        within the typing errors its length allows. Words the lexicon or the vocabulary knows are never corrected
+        ('adrenal mass' is not a misspelt 'renal mass')."""
+        typed = self.lexicon.normalise(text).split()
+        known_words = self._known_words()
+        if all(word in known_words for word in typed):
             return None
         found: dict[tuple[str, str], tuple[int, str]] = {}
         for name, target in self._known_names():
-            distance = edit_distance(typed, name, limit=min(allowance, typo_allowance(name)))
-            if distance <= min(allowance, typo_allowance(name)) and distance < found.get(target, (99, ""))[0]:
+            distance = _word_corrections(typed, name.split(), known_words)
+            if distance is not None and distance < found.get(target, (99, ""))[0]:
                 found[target] = (distance, name)
         if not found:
             return None
@@ -300,10 +304,15 @@ class PromptResolver:
         if len({self._structure_of(t) for t, _ in closest}) != 1:
             return None  # two different structures are equally close: leave it to the text similarity
         (kind, target), name = closest[0]
+        closeness = 1.0 - best / max(len(name), 1)
         if kind == "class":
-            return self._resolved(prompt, text, target, "spelling", name, 1.0 - best / max(len(name), 1))
-        return self._route_entry(prompt, text, self.lexicon.entries[target], name, 1.0 - best / max(len(name), 1),
-                                 "spelling")
+            return self._resolved(prompt, text, target, "spelling", name, closeness)
+        return self._route_entry(prompt, text, self.lexicon.entries[target], name, closeness, "spelling")
+
+    def _known_words(self) -> set[str]:
+        if self._words is None:
+            self._words = {w for name, _ in self._known_names() for w in name.split()}
+        return self._words
 
     def _structure_of(self, target: tuple[str, str]) -> str:
         """The lexicon entry a ('class' | 'entry', name) target stands for (classes outside it: their name)."""
@@ -367,6 +376,23 @@ class PromptResolver:
         vector = self.vocab._embed_prompt(refused.normalised, self.encoder, self.cache)
         return Resolution(refused.prompt, refused.normalised, None, refused.nearest, refused.similarity, False,
                           vector, "zero-shot", refused.normalised)
+
+
+def _word_corrections(typed: list[str], name: list[str], known_words: set[str]) -> int | None:
+    """Total typing errors that turn the typed words into the name's words, word by word (None: not a typo of it).
+    A typed word the vocabulary knows must stand as it is."""
+    if len(typed) != len(name):
+        return None
+    total = 0
+    for word, target in zip(typed, name):
+        if word == target:
+            continue
+        allowed = 0 if word in known_words else typo_allowance(word)
+        distance = edit_distance(word, target, limit=allowed)
+        if distance > allowed:
+            return None
+        total += distance
+    return total
 
 
 def resolve_or_refuse(resolutions: list[Resolution], vocab: "Vocabulary") -> list[Resolution]:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 from typing import Callable, Mapping
 
+from textnnunet.evaluation.metrics import benchmark_metrics
+
 UNIVERSAL = "universal"
 BASELINE_PREFIX = "baseline "
 NNUNET_PREFIX = "nnU-Net v2 "
@@ -40,12 +42,14 @@ def _num(value) -> float:
 
 
 def class_stats(block: Mapping, cls: str) -> dict:
-    """Dice and NSD mean/std and the case count of one class in a summary block (a summary or per_dataset entry)."""
+    """Mean/std of each benchmark metric (`dice_mean`, `dice_std`, `nsd_mean`, ...) and the case count of one class
+    in a summary block (a summary or per_dataset entry)."""
     mean, std = block["mean"].get(cls, {}), block["std"].get(cls, {})
     count = block.get("count", {}).get(cls, {})
-    return {"dice_mean": _num(mean.get("Dice")), "dice_std": _num(std.get("Dice")),
-            "nsd_mean": _num(mean.get("NSD")), "nsd_std": _num(std.get("NSD")),
-            "n_cases": int(count.get("n_cases", 0))}
+    stats = {}
+    for metric, key in benchmark_metrics():
+        stats[f"{key}_mean"], stats[f"{key}_std"] = _num(mean.get(metric)), _num(std.get(metric))
+    return {**stats, "n_cases": int(count.get("n_cases", 0))}
 
 
 def per_dataset_stats(summary: Mapping) -> dict[str, dict[str, dict]]:
@@ -83,16 +87,20 @@ def _diff(a: Mapping | None, b: Mapping | None, key: str) -> float:
     return a[key] - b[key]
 
 
+def metric_differences(ours: Mapping | None, theirs: Mapping | None) -> dict[str, float]:
+    """{benchmark key: ours - theirs} for every benchmark metric (NaN where one side is missing)."""
+    return {key: _diff(ours, theirs, f"{key}_mean") for _, key in benchmark_metrics()}
+
+
 def validation_differences(table: Mapping, model: str = UNIVERSAL,
                            reference: Callable[[str], str] = baseline_name) -> dict[str, dict[str, dict]]:
     """`model` minus the dataset's reference model (its own baseline, or `reference(dataset)`), per dataset and
-    class (Dice and NSD; NaN where one is missing)."""
+    class (every benchmark metric; NaN where one is missing)."""
     out: dict[str, dict[str, dict]] = {}
     for ds, classes in table.items():
         for cls, models in classes.items():
             ours, theirs = models.get(model), models.get(reference(ds))
-            out.setdefault(ds, {})[cls] = {"dice": _diff(ours, theirs, "dice_mean"),
-                                           "nsd": _diff(ours, theirs, "nsd_mean")}
+            out.setdefault(ds, {})[cls] = metric_differences(ours, theirs)
     return out
 
 
@@ -105,8 +113,7 @@ def test_differences(table: Mapping, model: str = UNIVERSAL,
         baselines = [m for m in models if is_reference(m)]
         theirs = models[baselines[0]] if baselines else None
         out[cls] = {"baseline": baselines[0] if baselines else None,
-                    "dice": _diff(models.get(model), theirs, "dice_mean"),
-                    "nsd": _diff(models.get(model), theirs, "nsd_mean")}
+                    **metric_differences(models.get(model), theirs)}
     return out
 
 

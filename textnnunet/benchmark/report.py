@@ -15,12 +15,15 @@ from textnnunet.benchmark.aggregate import (
     is_nnunet,
     nnunet_name,
 )
+from textnnunet.evaluation.metrics import benchmark_metrics
 from textnnunet.utils.files import atomic_path, atomic_write_json, atomic_write_text
 
 BENCHMARK_JSON = "benchmark.json"
 BENCHMARK_MD = "benchmark.md"
 DICE_PLOT = "dice_per_class.png"
 COST_PLOT = "cost.png"
+# The benchmark metric (evaluation.metrics.METRICS) of the ablation and test tables and the plot: the first one.
+PRIMARY, PRIMARY_KEY = benchmark_metrics()[0]
 
 
 def _f(value, digits: int = 4) -> str:
@@ -82,23 +85,27 @@ def validation_section(benchmark: Mapping) -> list[str]:
     for ds, classes in benchmark["validation"].items():
         base, nnunet = baseline_name(ds), nnunet_name(ds)
         with_nnunet = any(nnunet in models for models in classes.values())
-        nnunet_head = " nnU-Net v2 Dice | nnU-Net v2 NSD | Δ Dice vs nnU-Net v2 |" if with_nnunet else ""
-        extra = nnunet_head + "".join(f" {a} Dice |" for a in ablations)
-        lines += [f"### {ds}", "", f"| class | universal Dice | baseline Dice | Δ Dice | universal NSD | baseline NSD | "
-                  f"Δ NSD | n |{extra}",
-                  "|---|---|---|---|---|---|---|---|" + "---|" * (len(ablations) + 3 * int(with_nnunet))]
+        metrics = benchmark_metrics()
+        primary_name, primary = metrics[0]
+        nnunet_head = ("".join(f" nnU-Net v2 {name} |" for name, _ in metrics)
+                       + f" Δ {primary_name} vs nnU-Net v2 |") if with_nnunet else ""
+        extra = nnunet_head + "".join(f" {a} {primary_name} |" for a in ablations)
+        compared = " | ".join(f"universal {name} | baseline {name} | Δ {name}" for name, _ in metrics)
+        n_extra = len(ablations) + (len(metrics) + 1) * int(with_nnunet)
+        lines += [f"### {ds}", "", f"| class | {compared} | n |{extra}",
+                  "|---|" + "---|" * (3 * len(metrics) + 1) + "---|" * n_extra]
         for cls, models in classes.items():
             diff = benchmark["validation_differences"][ds][cls]
             n = max((s["n_cases"] for s in models.values()), default=0)
             cells = ""
             if with_nnunet:
                 nn_diff = benchmark["validation_differences_nnunet_v2"][ds][cls]
-                cells += (f" {_pm(models.get(nnunet), 'dice')} | {_pm(models.get(nnunet), 'nsd')} | "
-                          f"{_signed(nn_diff['dice'])} |")
-            cells += "".join(f" {_pm(models.get(a), 'dice')} |" for a in ablations)
-            lines.append(f"| {cls} | {_pm(models.get(UNIVERSAL), 'dice')} | {_pm(models.get(base), 'dice')} | "
-                         f"{_signed(diff['dice'])} | {_pm(models.get(UNIVERSAL), 'nsd')} | "
-                         f"{_pm(models.get(base), 'nsd')} | {_signed(diff['nsd'])} | {n} |{cells}")
+                cells += "".join(f" {_pm(models.get(nnunet), key)} |" for _, key in metrics)
+                cells += f" {_signed(nn_diff[primary])} |"
+            cells += "".join(f" {_pm(models.get(a), primary)} |" for a in ablations)
+            values = " | ".join(f"{_pm(models.get(UNIVERSAL), key)} | {_pm(models.get(base), key)} | "
+                                f"{_signed(diff[key])}" for _, key in metrics)
+            lines.append(f"| {cls} | {values} | {n} |{cells}")
         lines.append("")
     return lines
 
@@ -121,12 +128,14 @@ def ablation_rows(benchmark: Mapping, ablation: str) -> list[tuple[str, float, f
     for ds, classes in benchmark["validation"].items():
         for cls, models in classes.items():
             if UNIVERSAL in models and ablation in models:
-                rows.append((f"{ds} validation: {cls}", models[UNIVERSAL]["dice_mean"], models[ablation]["dice_mean"]))
+                rows.append((f"{ds} validation: {cls}", models[UNIVERSAL][PRIMARY_KEY + "_mean"],
+                             models[ablation][PRIMARY_KEY + "_mean"]))
     test = benchmark.get("test") or {}
     for cls in test.get("classes", []):
         models = test["table"].get(cls, {})
         if UNIVERSAL in models and ablation in models:
-            rows.append((f"{test['dataset']} test: {cls}", models[UNIVERSAL]["dice_mean"], models[ablation]["dice_mean"]))
+            rows.append((f"{test['dataset']} test: {cls}", models[UNIVERSAL][PRIMARY_KEY + "_mean"],
+                         models[ablation][PRIMARY_KEY + "_mean"]))
     return rows
 
 
@@ -139,7 +148,7 @@ def ablation_section(benchmark: Mapping) -> list[str]:
         lines += [f"## Ablation: {ablation}", "",
                   f"The universal model against {_ablation_meaning(ablation)}, same budget and everything else equal. "
                   f"Δ = universal − ablation; the universal model is better on {better} of {len(rows)} rows.", "",
-                  "| where: class | universal Dice | ablation Dice | Δ Dice |", "|---|---|---|---|"]
+                  f"| where: class | universal {PRIMARY} | ablation {PRIMARY} | Δ {PRIMARY} |", "|---|---|---|---|"]
         lines += [f"| {where} | {_f(u)} | {_f(a)} | {_signed(u - a)} |" for where, u, a in rows]
         lines.append("")
     return lines
@@ -151,21 +160,21 @@ def test_section(benchmark: Mapping) -> list[str]:
         return []
     models = [m for m in benchmark["models"]]
     nnunet = "differences_nnunet_v2" in test
-    intro = ("Dice mean ± std per class; — = the model cannot segment this class. Δ = universal − the baseline "
+    intro = (f"{PRIMARY} mean ± std per class; — = the model cannot segment this class. Δ = universal − the baseline "
              "that covers the class.")
     if nnunet:
         intro += " Δ vs nnU-Net v2 = universal − the imported nnU-Net v2 that covers the class."
     lines = [f"## Test set: {test['dataset']} ({test['num_cases']} fully labelled cases, never trained on)", "",
              intro, "",
-             "| class | " + " | ".join(models) + " | Δ Dice |" + (" Δ Dice vs nnU-Net v2 |" if nnunet else ""),
+             "| class | " + " | ".join(models) + f" | Δ {PRIMARY} |" + (f" Δ {PRIMARY} vs nnU-Net v2 |" if nnunet else ""),
              "|---|" + "---|" * (len(models) + 1 + int(nnunet))]
     for cls in test["classes"]:
         row = test["table"].get(cls, {})
-        diff = test["differences"].get(cls, {}).get("dice", float("nan"))
-        cells = (f" {_signed(test['differences_nnunet_v2'].get(cls, {}).get('dice', float('nan')))} |"
+        diff = test["differences"].get(cls, {}).get(PRIMARY_KEY, float("nan"))
+        cells = (f" {_signed(test['differences_nnunet_v2'].get(cls, {}).get(PRIMARY_KEY, float('nan')))} |"
                  if nnunet else "")
-        lines.append(f"| {cls} | " + " | ".join(_pm(row.get(m), "dice") for m in models) + f" | {_signed(diff)} |"
-                     + cells)
+        lines.append(f"| {cls} | " + " | ".join(_pm(row.get(m), PRIMARY_KEY) for m in models)
+                     + f" | {_signed(diff)} |" + cells)
     lines.append("")
     return lines
 
@@ -214,7 +223,7 @@ def _grouped_bars(ax, labels: list[str], series: dict[str, list[float]], title: 
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
-    ax.set_ylabel("Dice")
+    ax.set_ylabel(PRIMARY)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=7)
 
@@ -231,19 +240,19 @@ def plot_dice(benchmark: Mapping, path: Path) -> None:
     for ds, classes in benchmark["validation"].items():
         for cls, models in classes.items():
             val_labels.append(f"{ds.split('_', 1)[-1]}: {cls}")
-            val_series["universal"].append(models.get(UNIVERSAL, {}).get("dice_mean", float("nan")))
-            val_series["baseline"].append(models.get(baseline_name(ds), {}).get("dice_mean", float("nan")))
+            val_series["universal"].append(models.get(UNIVERSAL, {}).get(PRIMARY_KEY + "_mean", float("nan")))
+            val_series["baseline"].append(models.get(baseline_name(ds), {}).get(PRIMARY_KEY + "_mean", float("nan")))
             for a in nnunet:
-                val_series[a].append(models.get(nnunet_name(ds), {}).get("dice_mean", float("nan")))
+                val_series[a].append(models.get(nnunet_name(ds), {}).get(PRIMARY_KEY + "_mean", float("nan")))
             for a in ablations:
-                val_series[a].append(models.get(a, {}).get("dice_mean", float("nan")))
+                val_series[a].append(models.get(a, {}).get(PRIMARY_KEY + "_mean", float("nan")))
     test = benchmark.get("test")
     panels = 2 if test else 1
     fig, axes = plt.subplots(1, panels, figsize=(6 * panels + 2, 4.5), squeeze=False)
     _grouped_bars(axes[0][0], val_labels, val_series, "validation (each dataset's held-out cases)")
     if test:
         classes = list(test["classes"])
-        series = {m: [test["table"].get(c, {}).get(m, {}).get("dice_mean", float("nan")) for c in classes]
+        series = {m: [test["table"].get(c, {}).get(m, {}).get(PRIMARY_KEY + "_mean", float("nan")) for c in classes]
                   for m in benchmark["models"]}
         _grouped_bars(axes[0][1], classes, series, f"test set {test['dataset']} (missing bar: cannot segment)")
     fig.tight_layout()

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from textnnunet.training.augmentation import PRESETS
+from textnnunet.training.augmentation import augmentation_preset_names
 from textnnunet.training.config import TrainingConfig
 
 
@@ -17,7 +17,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--initial_lr", type=float, default=d.initial_lr)
     p.add_argument("--backbone", choices=("PlainConvUNet", "ResidualEncoderUNet"), default=d.backbone)
     p.add_argument("--batch_dice", action="store_true")
-    p.add_argument("--augmentation", choices=PRESETS, default=d.augmentation,
+    p.add_argument("--augmentation", choices=augmentation_preset_names(), default=d.augmentation,
                    help="nnunet: nnU-Net's defaults; nnunet_intensity: plus local brightness and gamma changes "
                         "(nnU-Net's DA5 intensity transforms), for datasets from several contrast phases; none: off")
     p.add_argument("--no_augmentation", action="store_true", help="same as --augmentation none")

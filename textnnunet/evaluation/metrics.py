@@ -9,10 +9,15 @@ Conventions (nnU-Net's where it has one):
   of the other surface. 1.0 when both masks are empty, 0.0 when exactly one is.
 - HD95 (optional): the larger of the two directed 95th-percentile surface distances, in mm; NaN when
   either mask is empty.
+
+Every metric is an entry of the registry `METRICS` (name -> `Metric`): `binary_metrics` computes the entries in
+order, summary.md shows the ones with a `summary_column`, the benchmark compares the ones with a `benchmark_key`.
+A new metric is one function and one entry there.
 """
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -115,6 +120,65 @@ def hausdorff_distance_95(reference: np.ndarray, prediction: np.ndarray, spacing
     return float(max(np.percentile(pred_to_ref, 95), np.percentile(ref_to_pred, 95)))
 
 
+@dataclass(frozen=True)
+class MetricInputs:
+    """One class of one case: boolean masks, spacing (mm, mask axis order), the confusion counts, NSD tolerance."""
+
+    reference: np.ndarray
+    prediction: np.ndarray
+    spacing: tuple[float, ...]
+    counts: Mapping[str, int]
+    nsd_tolerance_mm: float
+
+
+@dataclass(frozen=True)
+class Metric:
+    """compute: the value for one class of one case. summary_column: its header in summary.md (None: not shown);
+    summary_style: "score" (mean, the first one with ± std) or "count" (mean voxel count per case).
+    uses_tolerance: the header names the NSD tolerance. benchmark_key: compared between models in benchmark.json
+    (`<key>_mean`, `<key>_std`) and benchmark.md, the first one also in the ablation and test tables and plots.
+    optional: computed only when asked for (HD95, slow)."""
+
+    compute: Callable[[MetricInputs], float | int]
+    summary_column: str | None = None
+    summary_style: str = "score"
+    uses_tolerance: bool = False
+    benchmark_key: str | None = None
+    optional: bool = False
+
+
+def _count_of(key: str) -> Callable[[MetricInputs], int]:
+    return lambda m: m.counts[key]
+
+
+METRICS: dict[str, Metric] = {
+    "TP": Metric(_count_of("TP")),
+    "FP": Metric(_count_of("FP"), summary_column="FP voxels", summary_style="count"),
+    "FN": Metric(_count_of("FN"), summary_column="FN voxels", summary_style="count"),
+    "TN": Metric(_count_of("TN")),
+    "Dice": Metric(lambda m: dice_from_counts(m.counts["TP"], m.counts["FP"], m.counts["FN"]),
+                   summary_column="Dice", benchmark_key="dice"),
+    "IoU": Metric(lambda m: iou_from_counts(m.counts["TP"], m.counts["FP"], m.counts["FN"]), summary_column="IoU"),
+    "n_ref": Metric(lambda m: m.counts["TP"] + m.counts["FN"]),
+    "n_pred": Metric(lambda m: m.counts["TP"] + m.counts["FP"]),
+    "volume_ref_mm3": Metric(lambda m: volume_mm3(m.reference, m.spacing)),
+    "volume_pred_mm3": Metric(lambda m: volume_mm3(m.prediction, m.spacing)),
+    "NSD": Metric(lambda m: normalized_surface_dice(m.reference, m.prediction, m.spacing, m.nsd_tolerance_mm),
+                  summary_column="NSD", uses_tolerance=True, benchmark_key="nsd"),
+    "HD95": Metric(lambda m: hausdorff_distance_95(m.reference, m.prediction, m.spacing), optional=True),
+}
+
+
+def summary_metrics(style: str) -> list[str]:
+    """Names of the metrics summary.md shows in this style ("score" or "count"), in registry order."""
+    return [name for name, m in METRICS.items() if m.summary_column is not None and m.summary_style == style]
+
+
+def benchmark_metrics() -> list[tuple[str, str]]:
+    """(metric name, benchmark key) of the metrics the benchmark compares, the primary one first."""
+    return [(name, m.benchmark_key) for name, m in METRICS.items() if m.benchmark_key is not None]
+
+
 def binary_metrics(
     reference: np.ndarray,
     prediction: np.ndarray,
@@ -122,25 +186,14 @@ def binary_metrics(
     nsd_tolerance_mm: float = 2.0,
     compute_hd95: bool = False,
 ) -> dict[str, float | int]:
-    """All metrics of one class: counts, Dice, IoU, voxel counts, volumes (mm^3), NSD[, HD95]."""
+    """Every metric of the registry for one class (the optional ones only when asked: HD95 with compute_hd95)."""
     ref = np.asarray(reference, dtype=bool)
     pred = np.asarray(prediction, dtype=bool)
     spacing = _check_spacing(spacing, ref.ndim)
-    counts = confusion_counts(ref, pred)
-    tp, fp, fn = counts["TP"], counts["FP"], counts["FN"]
-    result: dict[str, float | int] = {
-        **counts,
-        "Dice": dice_from_counts(tp, fp, fn),
-        "IoU": iou_from_counts(tp, fp, fn),
-        "n_ref": tp + fn,
-        "n_pred": tp + fp,
-        "volume_ref_mm3": volume_mm3(ref, spacing),
-        "volume_pred_mm3": volume_mm3(pred, spacing),
-        "NSD": normalized_surface_dice(ref, pred, spacing, nsd_tolerance_mm),
-    }
-    if compute_hd95:
-        result["HD95"] = hausdorff_distance_95(ref, pred, spacing)
-    return result
+    inputs = MetricInputs(ref, pred, spacing, confusion_counts(ref, pred), nsd_tolerance_mm)
+    requested = {"HD95"} if compute_hd95 else set()
+    return {name: metric.compute(inputs) for name, metric in METRICS.items()
+            if not metric.optional or name in requested}
 
 
 def compute_case_metrics(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textnnunet.evaluation.metrics import METRICS, summary_metrics
 from textnnunet.utils.files import atomic_write_json, atomic_write_text
 
 MetricTable = dict[str, dict[str, float]]
@@ -89,27 +90,33 @@ def _count(value: float | None) -> str:
     return "n/a" if value is None or math.isnan(value) else f"{value:,.0f}"
 
 
-def _markdown_table(block: Mapping, nsd_header: str) -> list[str]:
-    lines = [
-        f"| class | Dice (mean ± std) | IoU | {nsd_header} | n | FP voxels | FN voxels |",
-        "|---|---|---|---|---|---|---|",
-    ]
+def _score_header(name: str, first: bool, tolerance: float | None) -> str:
+    header = METRICS[name].summary_column
+    if METRICS[name].uses_tolerance and tolerance is not None:
+        header += f" @ {tolerance:g} mm"
+    return header + (" (mean ± std)" if first else "")
+
+
+def _markdown_table(block: Mapping, tolerance: float | None) -> list[str]:
+    """One row per class: the registry's score metrics (the first with ± std), n, its count metrics."""
+    scores, counts = summary_metrics("score"), summary_metrics("count")
+    headers = ([_score_header(m, i == 0, tolerance) for i, m in enumerate(scores)] + ["n"]
+               + [METRICS[m].summary_column for m in counts])
+    lines = ["| class | " + " | ".join(headers) + " |", "|---|" + "---|" * len(headers)]
     for name, means in block["mean"].items():
-        dice = f"{_fmt(means.get('Dice'))} ± {_fmt(block['std'][name].get('Dice'))}"
-        lines.append(
-            f"| {name} | {dice} | {_fmt(means.get('IoU'))} | {_fmt(means.get('NSD'))} "
-            f"| {block['count'][name]['n_cases']} | {_count(means.get('FP'))} | {_count(means.get('FN'))} |"
-        )
+        cells = [_fmt(means.get(m)) for m in scores]
+        cells[0] += f" ± {_fmt(block['std'][name].get(scores[0]))}"
+        cells += [str(block["count"][name]["n_cases"])] + [_count(means.get(m)) for m in counts]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     fg = block["foreground_mean"]
-    lines.append(f"| **foreground mean** | {_fmt(fg.get('Dice'))} | {_fmt(fg.get('IoU'))} | {_fmt(fg.get('NSD'))} "
-                 "| | | |")
+    blanks = " |" * (1 + len(counts))
+    lines.append("| **foreground mean** | " + " | ".join(_fmt(fg.get(m)) for m in scores) + " |" + blanks)
     return lines
 
 
 def summary_markdown(summary: Mapping) -> str:
     """The summary as Markdown: one table over all cases, then one per dataset if there are several."""
     tol = summary.get("nsd_tolerance_mm")
-    nsd_header = "NSD" if tol is None else f"NSD @ {tol:g} mm"
     lines = [
         "# Evaluation summary",
         "",
@@ -117,12 +124,12 @@ def summary_markdown(summary: Mapping) -> str:
         "(Dice/IoU when the class is absent from both reference and prediction); n = cases judged; FP/FN voxels "
         "are means per case.",
         "",
-        *_markdown_table(summary, nsd_header),
+        *_markdown_table(summary, tol),
     ]
     per_dataset = summary.get("per_dataset", {})
     if len(per_dataset) > 1:
         for name, block in per_dataset.items():
-            lines += ["", f"## {name} ({block['num_cases']} case(s))", "", *_markdown_table(block, nsd_header)]
+            lines += ["", f"## {name} ({block['num_cases']} case(s))", "", *_markdown_table(block, tol)]
     return "\n".join(lines) + "\n"
 
 

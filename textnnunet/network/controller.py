@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textnnunet.network.prompt_heads import PromptHeads
+
 HEAD_CHANNELS = 8  # channels the decoder features are reduced to before the dynamic heads
 HEAD_LAYERS = (8, 8, 1)  # output channels of the three dynamic 1x1 convolutions
 COND_DIM = 256  # width of the image and text embeddings fed to the controller
@@ -64,7 +66,7 @@ def _block_diagonal(w: torch.Tensor) -> torch.Tensor:
     return torch.einsum("gh,ngoi->ngohi", eye, w).reshape(n, g * out, g * fan_in)
 
 
-class ControllerHeads(nn.Module):
+class ControllerHeads(PromptHeads):
     """Universal-Model heads over decoder features at `n_scales` resolutions (highest first)."""
 
     def __init__(
@@ -157,21 +159,13 @@ class ControllerHeads(nn.Module):
                 logits[i, chosen] = chosen_logits.to(logits.dtype)
         return logits
 
-    def forward(
-        self,
-        decoder_features: Sequence[torch.Tensor],
-        bottleneck: torch.Tensor,
-        text_embeddings: torch.Tensor,
-        n_scales: int,
-        pairs: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
-        """pairs: optional (B, K) bool, the only (image, prompt) pairs whose logits are needed (others: 0)."""
-        params = self.dynamic_params(bottleneck, text_embeddings)
-        if pairs is not None and bool(pairs.all()):
-            pairs = None
-        outputs = []
-        for s in range(n_scales):
-            head_inputs = self.reductions[s](decoder_features[s])
-            outputs.append(self.apply_heads(head_inputs, params) if pairs is None
-                           else self.apply_heads_to_pairs(head_inputs, params, pairs.to(params.device)))
-        return outputs
+    def prompt_parameters(self, bottleneck: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
+        return self.dynamic_params(bottleneck, text_embeddings)
+
+    def scale_logits(self, scale: int, features: torch.Tensor, parameters: torch.Tensor,
+                     pairs: torch.Tensor | None) -> torch.Tensor:
+        """The shared dynamic heads on this scale's 8-channel reduction; only `pairs` are computed if given."""
+        head_inputs = self.reductions[scale](features)
+        if pairs is None:
+            return self.apply_heads(head_inputs, parameters)
+        return self.apply_heads_to_pairs(head_inputs, parameters, pairs)

@@ -14,11 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from textnnunet.network.prompt_heads import PromptHeads
+
 FILM_HIDDEN = 256  # width of the text MLP
 
 
-class FiLMHeads(nn.Module):
-    """Same interface as ControllerHeads; the image feature (bottleneck) is not used."""
+class FiLMHeads(PromptHeads):
+    """A `PromptHeads` that does not use the image feature (bottleneck)."""
 
     def __init__(self, decoder_channels: Sequence[int], embed_dim: int, conv_dims: int):
         super().__init__()
@@ -44,26 +46,18 @@ class FiLMHeads(nn.Module):
         gammas_betas = torch.split(out, [c for c in self.decoder_channels for _ in range(2)], dim=1)
         return [(gammas_betas[2 * s], gammas_betas[2 * s + 1]) for s in range(len(self.decoder_channels))]
 
-    def scale_logits(
-        self, features: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, head: nn.Module
-    ) -> torch.Tensor:
-        """(B, C, *S) features -> (B, K, *S) logits, exactly conv(features * (1 + gamma_k) + beta_k)."""
+    def prompt_parameters(self, bottleneck: torch.Tensor,
+                          text_embeddings: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        return self.modulation(text_embeddings)
+
+    def scale_logits(self, scale: int, features: torch.Tensor, parameters: list[tuple[torch.Tensor, torch.Tensor]],
+                     pairs: torch.Tensor | None) -> torch.Tensor:
+        """(B, C, *S) features -> (B, K, *S) logits, exactly conv(features * (1 + gamma_k) + beta_k); all K pairs
+        come from one convolution, so `pairs` is not needed."""
+        gamma, beta = parameters[scale]
+        head = self.heads[scale]
         w = head.weight.flatten(1)  # (1, C)
         weight = (w * (1 + gamma)).reshape(gamma.shape[0], -1, *head.weight.shape[2:])  # (K, C, 1, ...)
         bias = beta @ w[0] + head.bias  # (K,)
         conv = F.conv3d if self.conv_dims == 3 else F.conv2d
         return conv(features, weight, bias)
-
-    def forward(
-        self,
-        decoder_features: Sequence[torch.Tensor],
-        bottleneck: torch.Tensor,
-        text_embeddings: torch.Tensor,
-        n_scales: int,
-        pairs: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
-        # `pairs` is accepted for the shared interface; all K outputs come from one convolution anyway.
-        mods = self.modulation(text_embeddings)
-        return [
-            self.scale_logits(decoder_features[s], *mods[s], self.heads[s]) for s in range(n_scales)
-        ]

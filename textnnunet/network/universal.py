@@ -7,12 +7,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from textnnunet.errors import UserError
 from textnnunet.network.backbone import BackboneFeatures, UNetFeatureExtractor, initialize_like_nnunet
-from textnnunet.network.controller import ControllerHeads
-from textnnunet.network.film import FiLMHeads
+from textnnunet.network.conditioning import build_conditioning_heads
+from textnnunet.network.prompt_heads import HeadShape
 
-CONDITIONINGS = ("controller", "film")
 FOREGROUND_PRIOR = 0.05  # initial sigmoid output of every head
 TEXT_RMS = 0.25  # RMS per component of the standardised prompt embeddings
 
@@ -35,8 +33,6 @@ class TextPromptedUNet(nn.Module):
         backbone: str = "PlainConvUNet",
     ):
         super().__init__()
-        if conditioning not in CONDITIONINGS:
-            raise UserError(f"conditioning: unknown {conditioning!r}, expected one of {list(CONDITIONINGS)}")
         self.init_kwargs = dict(
             architecture=architecture, in_channels=in_channels, embed_dim=embed_dim,
             conditioning=conditioning, deep_supervision=deep_supervision, backbone=backbone,
@@ -44,13 +40,9 @@ class TextPromptedUNet(nn.Module):
         self.embed_dim = embed_dim
         self.deep_supervision = deep_supervision
         self.backbone = UNetFeatureExtractor(architecture, in_channels, backbone)
-        conv_dims = architecture["conv_dims"]
-        if conditioning == "controller":
-            self.heads: nn.Module = ControllerHeads(
-                self.backbone.decoder_channels, self.backbone.bottleneck_channels, embed_dim, conv_dims
-            )
-        else:
-            self.heads = FiLMHeads(self.backbone.decoder_channels, embed_dim, conv_dims)
+        self.heads = build_conditioning_heads(conditioning, HeadShape(
+            tuple(self.backbone.decoder_channels), self.backbone.bottleneck_channels, embed_dim,
+            architecture["conv_dims"]))
         initialize_like_nnunet(self, residual=backbone == "ResidualEncoderUNet")
         # Sigmoid outputs start at a small foreground probability instead of 0.5 (RetinaNet's prior): from 0.5
         # everywhere the first BCE steps only learn "background"; on the CPU demo the first non-zero pseudo Dice

@@ -5,14 +5,16 @@ travel as batchgenerators' segmentation key, so spatial transforms resample them
 they stay binary. The sampler draws a larger "initial" patch (`AugmentationConfig.initial_patch_size`)
 so that rotation and scaling do not pull in empty borders; the spatial transform crops it back.
 
-Hyper-parameters live in `AugmentationConfig`; `augmentation_preset(name, patch_size)` builds the
-nnU-Net defaults ("nnunet"), those plus local intensity changes ("nnunet_intensity", the intensity part of nnU-Net's
-DA5 variant), or an identity pipeline ("none", for quick tests and ablations).
+Hyper-parameters live in `AugmentationConfig`; `augmentation_preset(name, patch_size)` builds a preset of the
+registry `AUGMENTATION_PRESETS` (name -> function of the patch size): the nnU-Net defaults ("nnunet"), those plus
+local intensity changes ("nnunet_intensity", the intensity part of nnU-Net's DA5 variant), or an identity pipeline
+("none", for quick tests and ablations). A new preset is one function and one entry there; `--augmentation` offers
+every entry.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from batchgenerators.augmentations.utils import rotate_coords_2d, rotate_coords_3d
@@ -29,8 +31,6 @@ from batchgenerators.transforms.resample_transforms import SimulateLowResolution
 from batchgenerators.transforms.spatial_transforms import MirrorTransform, SpatialTransform
 
 from textnnunet.errors import UserError
-
-PRESETS = ("nnunet", "nnunet_intensity", "none")
 
 
 def _deg(angle: float) -> float:
@@ -167,14 +167,23 @@ def no_augmentation(patch_size: Sequence[int]) -> AugmentationConfig:
     )
 
 
+AugmentationPreset = Callable[[Sequence[int]], AugmentationConfig]
+
+AUGMENTATION_PRESETS: dict[str, AugmentationPreset] = {
+    "nnunet": nnunet_augmentation,
+    "nnunet_intensity": nnunet_intensity_augmentation,
+    "none": no_augmentation,
+}
+
+
+def augmentation_preset_names() -> tuple[str, ...]:
+    return tuple(AUGMENTATION_PRESETS)
+
+
 def augmentation_preset(name: str, patch_size: Sequence[int]) -> AugmentationConfig:
-    if name == "nnunet":
-        return nnunet_augmentation(patch_size)
-    if name == "nnunet_intensity":
-        return nnunet_intensity_augmentation(patch_size)
-    if name == "none":
-        return no_augmentation(patch_size)
-    raise UserError(f"augmentation preset '{name}': unknown (choose from {', '.join(PRESETS)})")
+    if name not in AUGMENTATION_PRESETS:
+        raise UserError(f"augmentation preset '{name}': unknown (choose from {', '.join(AUGMENTATION_PRESETS)})")
+    return AUGMENTATION_PRESETS[name](patch_size)
 
 
 class Convert3DTo2D(AbstractTransform):

@@ -1,0 +1,42 @@
+"""The registry of conditioning heads: name (`TrainingConfig.conditioning`, `--conditioning`) -> builder.
+
+Adding a head: subclass `PromptHeads` (network/prompt_heads.py) and add one entry here (or call
+`register_conditioning` from your own code). `TextPromptedUNet` builds whatever the name gives.
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+from textnnunet.errors import UserError
+from textnnunet.network.controller import ControllerHeads
+from textnnunet.network.film import FiLMHeads
+from textnnunet.network.prompt_heads import HeadShape, PromptHeads
+
+HeadBuilder = Callable[[HeadShape], PromptHeads]
+
+
+def _controller(shape: HeadShape) -> PromptHeads:
+    return ControllerHeads(shape.decoder_channels, shape.bottleneck_channels, shape.embed_dim, shape.conv_dims)
+
+
+def _film(shape: HeadShape) -> PromptHeads:
+    return FiLMHeads(shape.decoder_channels, shape.embed_dim, shape.conv_dims)
+
+
+CONDITIONING_HEADS: dict[str, HeadBuilder] = {"controller": _controller, "film": _film}
+
+
+def conditioning_names() -> tuple[str, ...]:
+    return tuple(CONDITIONING_HEADS)
+
+
+def register_conditioning(name: str, builder: HeadBuilder) -> None:
+    if name in CONDITIONING_HEADS:
+        raise ValueError(f"conditioning {name!r} is already registered")
+    CONDITIONING_HEADS[name] = builder
+
+
+def build_conditioning_heads(name: str, shape: HeadShape) -> PromptHeads:
+    if name not in CONDITIONING_HEADS:
+        raise UserError(f"conditioning: unknown {name!r}, expected one of {list(CONDITIONING_HEADS)}")
+    return CONDITIONING_HEADS[name](shape)

@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 import torch
 
-from benchmark_helpers import SHAPE, plans_for, write_plan_with_cases
+from benchmark_helpers import SHAPE, label_map_of, plans_for, write_plan_with_cases
 from training_cache_helpers import LIVER
 from textnnunet.benchmark.baseline import (
-    BaselineTrainer,
     LabelMapSampler,
     baseline_label_values,
     baseline_regions,
+    baseline_trainer,
     build_baseline_network,
     index_map_to_class_masks,
     predict_softmax,
@@ -82,8 +82,8 @@ def test_baseline_trainer_smoke(preprocessed, tmp_path):
     plans = liver_plans()
     config = TrainingConfig(epochs=1, iters_per_epoch=2, val_iters_per_epoch=1, device="cpu", seed=1)
     cases = preprocessed / LIVER / "3d_fullres"
-    trainer = BaselineTrainer(plans, "3d_fullres", 0, cases, {LIVER: ["liver_000", "liver_001"]},
-                              {LIVER: ["liver_002"]}, tmp_path / "fold_0", config, echo=False)
+    trainer = baseline_trainer(plans, "3d_fullres", 0, cases, {LIVER: ["liver_000", "liver_001"]},
+                               {LIVER: ["liver_002"]}, tmp_path / "fold_0", config, echo=False)
     final = trainer.run()
     ckpt = torch.load(final, weights_only=False)
     assert ckpt["kind"] == "baseline" and ckpt["label_values"] == [0, 1, 2] and ckpt["epochs_done"] == 1
@@ -95,6 +95,21 @@ def test_baseline_trainer_smoke(preprocessed, tmp_path):
     data = np.random.default_rng(0).normal(size=(1, *SHAPE)).astype(np.float32)
     probs = predict_softmax(net, data, [8, 16, 16], 3, PredictionSettings(use_mirroring=True), torch.device("cpu"))
     assert probs.shape == (3, *SHAPE) and np.allclose(probs.sum(0), 1.0, atol=1e-4)
+
+
+def test_baseline_whole_case_validation_scores_class_regions(preprocessed, tmp_path):
+    """--case_val_every works for the baseline too: its step scores the softmax argmax by class region."""
+    config = TrainingConfig(epochs=1, iters_per_epoch=1, val_iters_per_epoch=1, device="cpu", seed=1,
+                            case_val_every=1)
+    trainer = baseline_trainer(liver_plans(), "3d_fullres", 0, preprocessed / LIVER / "3d_fullres",
+                               {LIVER: ["liver_000", "liver_001"]}, {LIVER: ["liver_002"]}, tmp_path / "fold_0",
+                               config, echo=False)
+    trainer.run()
+    scores = trainer.history.whole_case[0]["scores"]
+    assert set(scores) == {"liver", "liver tumor"}
+    liver_voxels = int((label_map_of(LIVER) > 0).sum())  # the liver region, its tumour included
+    assert 0 <= scores["liver"]["FN"] <= liver_voxels and scores["liver"]["FP"] >= 0
+    assert 0.0 <= scores["liver"]["Dice"] <= 1.0
 
 
 def test_train_baseline_cli_writes_the_model_folder_and_validation(preprocessed, tmp_path, capsys):

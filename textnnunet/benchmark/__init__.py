@@ -1,6 +1,6 @@
 """The comparison the project exists for: one text-prompted model vs one nnU-Net baseline per dataset.
 
-baseline.py        softmax baseline: label-map sampler, Dice + CE, BaselineTrainer, softmax inference, validation
+baseline.py        softmax baseline: label-map sampler, Dice + CE, SoftmaxStep (the trainer's step), softmax inference, validation
 train_baseline.py  `train_baseline` (textnnunet_train_baseline)
 budget.py          equal training budgets
 models.py          trained models behind one face; scoring a labelled test set

@@ -1,7 +1,7 @@
 """The per-dataset nnU-Net baseline: one dataset, its own plan, a softmax over its integer labels, Dice + CE.
 
-It reuses the universal trainer's loop, schedule, augmentation, checkpoints and logs through three hooks
-(sampler, network, forward); only what makes nnU-Net *nnU-Net* differs: the targets are the dataset's label
+It is the trainer's second model + loss step (`SoftmaxStep`, beside training/step.py's `UniversalStep`): the same
+loop, schedule, augmentation, checkpoints and logs; only what makes nnU-Net *nnU-Net* differs: the targets are the dataset's label
 map (not per-class binary maps), the head is a softmax over the label values, the loss is soft Dice (without
 background) + cross-entropy. Predictions are turned back into class names through the dataset's regions
 ("liver" = labels {1, 2}), so the evaluation by name judges both models the same way.
@@ -22,12 +22,11 @@ from textnnunet.evaluation.summary import summarize, write_summary
 from textnnunet.inference.predictor import PredictionSettings, geometry_from_properties, windows_per_batch
 from textnnunet.inference.sliding_window import sliding_window_predict
 from textnnunet.network.baseline import build_softmax_unet
-from textnnunet.network.deep_supervision import deep_supervision_weights
 from textnnunet.preprocessing.preprocessor import load_case, restore_to_original
 from textnnunet.training.config import TrainingConfig, memory_format_for
-from textnnunet.training.loss import DeepSupervisionLoss
 from textnnunet.training.sampling import PatchSampler
-from textnnunet.training.trainer import DistributedContext, Trainer, pseudo_dice_counts
+from textnnunet.training.step import pseudo_dice_counts
+from textnnunet.training.trainer import DistributedContext, Trainer
 from textnnunet.training.validation import reference_label_map
 from textnnunet.utils.files import atomic_savez_compressed
 
@@ -123,51 +122,78 @@ def softmax_pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, membe
     return pseudo_dice_counts(pred * 2 - 1, ref, everything)
 
 
-class BaselineTrainer(Trainer):
-    """nnU-Net's recipe on one dataset, with the universal trainer's loop, schedule, checkpoints and logs."""
+class SoftmaxStep:
+    """The trainer's step for nnU-Net's recipe on one dataset: label-map targets, a softmax U-Net over the label
+    values, soft Dice + cross-entropy; the pseudo Dice is counted per class region of the argmax."""
 
-    sampler_class = LabelMapSampler
-
-    def __init__(self, plans: dict, configuration: str, fold: int | str, cases_folder: Path,
-                 train_cases: dict[str, list[str]], val_cases: dict[str, list[str]], output_folder: Path,
-                 config: TrainingConfig, dist: DistributedContext = DistributedContext(), echo: bool = True):
+    def __init__(self, plans: dict):
         self.dataset = single_dataset(plans)
         self.regions = baseline_regions(plans)
         self.label_values = baseline_label_values(plans)
-        n_classes = len(plans["label_space"]["classes"])
-        # The loop keeps an embedding slot; the softmax network never reads it.
-        super().__init__(plans, configuration, fold, cases_folder, train_cases, val_cases, output_folder, config,
-                         np.zeros((n_classes, 1), dtype=np.float32), dist=dist, echo=echo)
-        if list(self.regions) != self.class_names:
+
+    def setup(self, plans: dict, configuration: str, config: TrainingConfig, class_names: list[str],
+              device: torch.device) -> None:
+        if list(self.regions) != class_names:
             raise UserError(f"plans '{plans['plans_name']}': label_space classes and the dataset's classes differ")
-        self.membership = torch.from_numpy(region_membership(self.label_values, self.regions)).to(self.device)
+        self.patch_size = list(plans["configurations"][configuration]["patch_size"])
+        self.config, self.device = config, device
+        self.membership = torch.from_numpy(region_membership(self.label_values, self.regions)).to(device)
 
-    def _create_network(self, embed_dim: int) -> nn.Module:
-        return build_softmax_unet(self.cfg_plan["architecture"], len(self.plans["channel_names"]),
-                                  len(self.label_values), self.config.deep_supervision, self.config.backbone)
+    def sampler(self, refs, plans: dict, configuration: str, **kwargs) -> PatchSampler:
+        return LabelMapSampler(refs, plans, configuration, use_hierarchy=self.config.label_hierarchy, **kwargs)
 
-    def _network_outputs(self, data: torch.Tensor, annotated: torch.Tensor):
-        return self.network(data)
+    def build_network(self, architecture: dict, in_channels: int) -> nn.Module:
+        return build_softmax_unet(architecture, in_channels, len(self.label_values), self.config.deep_supervision,
+                                  self.config.backbone)
 
-    def _build_loss(self):
-        def base(logits, target, annotated):
-            return softmax_dice_ce_loss(logits, target, batch_dice=self.config.batch_dice)
+    def annotation(self, batch: dict) -> None:
+        return None  # every voxel of the label map is known
 
-        if not self.config.deep_supervision:
-            return base
-        n_scales = len(self.cfg_plan["architecture"]["strides"]) - 1
-        return DeepSupervisionLoss(base, deep_supervision_weights(n_scales))
+    def outputs(self, network: nn.Module, data: torch.Tensor, annotation: None):
+        return network(data)
 
-    @torch.no_grad()
-    def validation_step(self, batch: dict) -> tuple[float, torch.Tensor, torch.Tensor]:
-        self.network.eval()
-        loss, top, target, _ = self._forward_loss(batch, train=False)
-        counts = softmax_pseudo_dice_counts(top, target, self.membership)
-        return float(loss), counts.cpu(), torch.ones(len(self.class_names), dtype=torch.bool)
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, annotation: None) -> torch.Tensor:
+        return softmax_dice_ce_loss(logits, target, batch_dice=self.config.batch_dice)
 
-    def checkpoint_dict(self, epochs_done: int) -> dict:
-        return {**super().checkpoint_dict(epochs_done), "kind": BASELINE_TAG, "dataset": self.dataset,
-                "label_values": self.label_values, "regions": self.regions}
+    def pseudo_dice_counts(self, logits: torch.Tensor, target: torch.Tensor,
+                           annotation: None) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = softmax_pseudo_dice_counts(logits, target, self.membership)
+        return counts, torch.ones(len(self.regions), dtype=torch.bool)
+
+    def whole_case_scores(self, network: nn.Module, cases: list[tuple[str, np.ndarray, np.ndarray]]
+                          ) -> dict[str, dict[str, float]]:
+        """Dice, FP, FN per class region over whole preprocessed cases (argmax, no mirroring); counts summed."""
+        settings = PredictionSettings(use_mirroring=False)
+        was_ds, was_training = network.decoder.deep_supervision, network.training
+        set_deep_supervision(network, False)
+        network.eval()
+        counts = {name: np.zeros(3, np.int64) for name in self.regions}
+        try:
+            for _, data, seg in cases:
+                probs = predict_softmax(network, data, self.patch_size, len(self.label_values), settings, self.device)
+                predicted = index_map_to_class_masks(np.argmax(probs, axis=0), self.label_values, self.regions)
+                for name, reference in label_map_to_masks(seg[0], self.regions).items():
+                    pred = predicted[name]
+                    counts[name] += (np.count_nonzero(pred & reference), np.count_nonzero(pred & ~reference),
+                                     np.count_nonzero(reference & ~pred))
+        finally:
+            set_deep_supervision(network, was_ds)
+            network.train(was_training)
+        return {name: {"Dice": float(2 * tp / (2 * tp + fp + fn)) if (2 * tp + fp + fn) else float("nan"),
+                       "FP": int(fp), "FN": int(fn)} for name, (tp, fp, fn) in counts.items()}
+
+    def checkpoint_entries(self) -> dict:
+        return {"kind": BASELINE_TAG, "dataset": self.dataset, "label_values": self.label_values,
+                "regions": self.regions}
+
+
+def baseline_trainer(plans: dict, configuration: str, fold: int | str, cases_folder: Path,
+                     train_cases: dict[str, list[str]], val_cases: dict[str, list[str]], output_folder: Path,
+                     config: TrainingConfig, dist: DistributedContext = DistributedContext(),
+                     echo: bool = True) -> Trainer:
+    """The trainer with the softmax baseline's step: nnU-Net's recipe with the universal model's loop."""
+    return Trainer(plans, configuration, fold, cases_folder, train_cases, val_cases, output_folder, config,
+                   SoftmaxStep(plans), dist=dist, echo=echo)
 
 
 # ------------------------------------------------------------------------------------------ inference

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -20,6 +22,7 @@ from textnnunet.training.trainer import (
     Trainer,
     find_resume_checkpoint,
 )
+from textnnunet.training.step import TrainingStep, UniversalStep
 from textnnunet.utils.files import as_read_back_from_json, atomic_write_json, load_json
 
 
@@ -56,7 +59,7 @@ def model_folder(results: Path, plans_name: str, configuration: str, tag: str) -
     return results / plans_name / (configuration + (f"__{tag}" if tag else ""))
 
 
-def _write_or_check(path: Path, content: dict, what: str) -> None:
+def write_or_check(path: Path, content: dict, what: str) -> None:
     """Files a model folder's folds share must agree: a second fold with another encoder would be silently wrong."""
     if path.is_file():
         if load_json(path) != as_read_back_from_json(content):
@@ -76,6 +79,84 @@ def prepare_output_folder(fold_folder: Path, resume: bool, overwrite: bool) -> N
     fold_folder.mkdir(parents=True, exist_ok=True)
 
 
+@dataclass(frozen=True)
+class FoldData:
+    """A plan's configuration and one fold's cases, ready to train: what train_fold and train_baseline share."""
+
+    plans: dict
+    plans_path: Path
+    configuration: str
+    fold: int | str
+    cases_folder: Path
+    splits: dict  # {dataset: [{"train", "val"} x 5]} of the plan's datasets
+    train_cases: dict[str, list[str]]
+    val_cases: dict[str, list[str]]
+
+    @property
+    def patch_dims(self) -> int:
+        return len(self.plans["configurations"][self.configuration]["patch_size"])
+
+
+def load_fold_data(plans_path: Path, plans: dict, configuration: str, fold: str | int, dataset_ids_hint: str,
+                   splits_path: Path | None = None) -> FoldData:
+    """The plan (`plans`, loaded from `plans_path`), its preprocessed cases of `configuration` and the fold's
+    train/val cases.
+
+    dataset_ids_hint: the ids the error messages suggest to preprocess. splits_path: the splits_final.json to take
+    the folds from (created with the seeded rule where a dataset has none; default: the plan folder's).
+    """
+    if configuration not in plans["configurations"]:
+        raise UserError(f"configuration '{configuration}' is not in {plans_path} "
+                        f"(available: {', '.join(plans['configurations'])})")
+    datasets = list(plans["datasets"])
+    cases_folder = plans_path.parent / plans["configurations"][configuration]["data_identifier"]
+    case_ids = preprocessed_case_ids(cases_folder, datasets, configuration, dataset_ids_hint)
+    splits_path = splits_path or plans_path.parent / "splits_final.json"
+    all_splits = load_or_create_splits(splits_path, case_ids)
+    splits = {name: folds for name, folds in all_splits.items() if name in datasets}
+    train_cases, val_cases = cases_for_fold(splits, parse_fold(fold), datasets)
+    for name in datasets:
+        missing = sorted(set(train_cases[name] + val_cases[name]) - set(case_ids[name]))
+        if missing:
+            raise UserError(f"{splits_path}: cases {', '.join(missing[:5])} of {name} are not preprocessed in "
+                            f"{cases_folder}")
+    return FoldData(plans, plans_path, configuration, parse_fold(fold), cases_folder, splits, train_cases, val_cases)
+
+
+def start_fold_folder(data: FoldData, model_folder_path: Path, config: TrainingConfig, resume: bool,
+                      overwrite: bool, shared_files: dict[str, tuple[dict, str]] | None = None) -> Path:
+    """fold_<k>/ ready for training (resume, or empty), with the model folder's shared files: plans.json and each of
+    `shared_files` (name -> (content, what)) written or checked against this run's, splits_final.json and the
+    fold's training_config.json written. Returns the fold folder."""
+    fold_folder = model_folder_path / f"fold_{data.fold}"
+    prepare_output_folder(fold_folder, resume, overwrite)
+    write_or_check(model_folder_path / "plans.json", data.plans, "plan")
+    for name, (content, what) in (shared_files or {}).items():
+        write_or_check(model_folder_path / name, content, what)
+    atomic_write_json(model_folder_path / "splits_final.json", data.splits)
+    atomic_write_json(fold_folder / "training_config.json", config.to_json())
+    return fold_folder
+
+
+def run_fold(data: FoldData, fold_folder: Path, config: TrainingConfig, step: TrainingStep, *, resume: bool,
+             validate: Callable[[Trainer], None] | None, dist: DistributedContext, echo: bool) -> Trainer:
+    """Train (or resume) one fold of `step`'s model, then `validate(trainer)` on the main process."""
+    if dist.enabled:
+        init_process_group(dist, config)
+    trainer = Trainer(data.plans, data.configuration, data.fold, data.cases_folder, data.train_cases,
+                      data.val_cases, fold_folder, config, step, dist=dist, echo=echo)
+    if resume:
+        trainer.load_checkpoint(find_resume_checkpoint(fold_folder))
+    trainer.run()
+    if validate is not None and dist.is_main and any(data.val_cases.values()):
+        validate(trainer)
+    if dist.enabled:
+        import torch.distributed as tdist
+
+        tdist.destroy_process_group()
+    return trainer
+
+
 def train_fold(configuration: str, fold: str | int, config: TrainingConfig | None = None, *,
                raw=None, preprocessed=None, results=None, plans_name: str | None = None,
                dataset_ids: list[int] | None = None, encoder: str = "auto", text_model: str | None = None,
@@ -92,58 +173,38 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
 
     config = config or TrainingConfig()
     folders = resolve_folders(raw, preprocessed, results, required=("preprocessed", "results"))
-    fold = parse_fold(fold)
     plans_path = find_joint_plan(folders.preprocessed, plans_name, dataset_ids)
+    data = _joint_fold_data(plans_path, configuration, fold)
+    tag = model_tag if model_tag is not None else config.model_tag(encoder)
+    out = model_folder(folders.results, data.plans["plans_name"], configuration, tag)
+    if validation_only:
+        return _validate_finished_fold(data, out / f"fold_{data.fold}", config, folders.raw, save_probabilities, echo)
+    embeddings, vocabulary = class_embeddings_for_plans(
+        data.plans, encoder=encoder, text_model=text_model, template=template,
+        cache_folder=folders.preprocessed / "text_embedding_cache")
+    fold_folder = out / f"fold_{data.fold}"
+    if dist.is_main:
+        start_fold_folder(data, out, config, resume, overwrite,
+                          {"vocabulary.json": (vocabulary.to_dict(), "vocabulary / text encoder")})
+    step = UniversalStep(np.asarray(embeddings, dtype=np.float32))
+    run_fold(data, fold_folder, config, step, resume=resume,
+             validate=(lambda t: _validate(t, data, config, folders.raw, save_probabilities)) if validate else None,
+             dist=dist, echo=echo)
+    return fold_folder
+
+
+def _joint_fold_data(plans_path: Path, configuration: str, fold: str | int) -> FoldData:
     plans = load_plans(plans_path)
-    if configuration not in plans["configurations"]:
-        raise UserError(f"configuration '{configuration}' is not in {plans_path} "
-                        f"(available: {', '.join(plans['configurations'])})")
-    cfg_plan = plans["configurations"][configuration]
     for dataset in plans["datasets"]:
         if not plans["label_space"]["datasets"].get(dataset):
             raise UserError(f"{plans_path}: dataset {dataset} labels none of the plan's classes "
                             f"({', '.join(c['name'] for c in plans['label_space']['classes'])}); re-plan without it")
-    cases_folder = plans_path.parent / cfg_plan["data_identifier"]
     ids_hint = " ".join(str(int(n[7:10])) for n in plans["datasets"] if n[7:10].isdigit())
-    case_ids = preprocessed_case_ids(cases_folder, plans["datasets"], configuration, ids_hint)
-    splits = load_or_create_splits(plans_path.parent / "splits_final.json", case_ids)
-    train_cases, val_cases = cases_for_fold(splits, fold, plans["datasets"])
-
-    tag = model_tag if model_tag is not None else config.model_tag(encoder)
-    out = model_folder(folders.results, plans["plans_name"], configuration, tag)
-    fold_folder = out / f"fold_{fold}"
-    if validation_only:
-        return _validate_finished_fold(plans, configuration, fold, cases_folder, train_cases, val_cases, fold_folder,
-                                       config, folders.raw, save_probabilities, echo)
-    embeddings, vocabulary = class_embeddings_for_plans(
-        plans, encoder=encoder, text_model=text_model, template=template,
-        cache_folder=folders.preprocessed / "text_embedding_cache")
-    if dist.is_main:
-        prepare_output_folder(fold_folder, resume, overwrite)
-        _write_or_check(out / "plans.json", plans, "plan")
-        _write_or_check(out / "vocabulary.json", vocabulary.to_dict(), "vocabulary / text encoder")
-        atomic_write_json(out / "splits_final.json", splits)
-        atomic_write_json(fold_folder / "training_config.json", config.to_json())
-    if dist.enabled:
-        _init_process_group(dist, config)
-
-    trainer = Trainer(plans, configuration, fold, cases_folder, train_cases, val_cases, fold_folder, config,
-                      np.asarray(embeddings, dtype=np.float32), dist=dist, echo=echo)
-    if resume:
-        trainer.load_checkpoint(find_resume_checkpoint(fold_folder))
-    trainer.run()
-    if validate and dist.is_main and any(val_cases.values()):
-        _validate(trainer, config, cases_folder, val_cases, folders.raw, save_probabilities)
-    if dist.enabled:
-        import torch.distributed as tdist
-
-        tdist.destroy_process_group()
-    return fold_folder
+    return load_fold_data(plans_path, plans, configuration, fold, ids_hint)
 
 
-def _validate_finished_fold(plans: dict, configuration: str, fold: str, cases_folder: Path, train_cases: dict,
-                            val_cases: dict, fold_folder: Path, config: TrainingConfig,
-                            raw_root: Path | None, save_probabilities: bool, echo: bool) -> Path:
+def _validate_finished_fold(data: FoldData, fold_folder: Path, config: TrainingConfig, raw_root: Path | None,
+                            save_probabilities: bool, echo: bool) -> Path:
     """Validation of a trained fold with the settings and prompt vectors it was trained with (nnU-Net's --val)."""
     from dataclasses import replace
 
@@ -155,31 +216,31 @@ def _validate_finished_fold(plans: dict, configuration: str, fold: str, cases_fo
     config_file = fold_folder / "training_config.json"
     trained = TrainingConfig.from_json(load_json(config_file)) if config_file.is_file() else config
     trained = replace(trained, device=config.device)
-    if not any(val_cases.values()):
-        raise UserError(f"fold {fold}: no validation cases (fold 'all' trains on everything)")
+    if not any(data.val_cases.values()):
+        raise UserError(f"fold {data.fold}: no validation cases (fold 'all' trains on everything)")
     vocabulary_file = fold_folder.parent / "vocabulary.json"
     if not vocabulary_file.is_file():
         raise UserError(f"{vocabulary_file}: not found (the model folder is incomplete)")
     embeddings = np.asarray(Vocabulary.load(vocabulary_file).class_embeddings, dtype=np.float32)
-    trainer = Trainer(plans, configuration, fold, cases_folder, train_cases, val_cases, fold_folder, trained,
-                      embeddings, echo=echo)
+    trainer = Trainer(data.plans, data.configuration, data.fold, data.cases_folder, data.train_cases,
+                      data.val_cases, fold_folder, trained, UniversalStep(embeddings), echo=echo)
     trainer.load_network_weights(final)
-    _validate(trainer, trained, cases_folder, val_cases, raw_root, save_probabilities)
+    _validate(trainer, data, trained, raw_root, save_probabilities)
     return fold_folder
 
 
-def _validate(trainer: Trainer, config: TrainingConfig, cases_folder: Path, val_cases: dict,
-              raw_root: Path | None, save_probabilities: bool) -> None:
+def _validate(trainer: Trainer, data: FoldData, config: TrainingConfig, raw_root: Path | None,
+              save_probabilities: bool) -> None:
     """The sliding-window validation of the trainer's network, mirrored on the axes it was trained with."""
     from textnnunet.training.validation import validate_fold
 
-    validate_fold(trainer.raw_network, trainer.plans, trainer.configuration_name, cases_folder, val_cases,
-                  trainer.output_folder, trainer.embeddings, trainer.class_names, device=trainer.device,
-                  raw_root=raw_root, mirror_axes=config.resolved_mirror_axes(len(trainer.cfg_plan["patch_size"])),
+    validate_fold(trainer.raw_network, data.plans, data.configuration, data.cases_folder, data.val_cases,
+                  trainer.output_folder, trainer.step.embeddings, trainer.class_names, device=trainer.device,
+                  raw_root=raw_root, mirror_axes=config.resolved_mirror_axes(data.patch_dims),
                   save_probabilities=save_probabilities)
 
 
-def _init_process_group(dist: DistributedContext, config: TrainingConfig) -> None:
+def init_process_group(dist: DistributedContext, config: TrainingConfig) -> None:
     import torch
     import torch.distributed as tdist
 

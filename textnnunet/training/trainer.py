@@ -1,7 +1,8 @@
-"""The universal-model trainer: one network, all datasets of a plan, loss masked to annotated classes.
+"""The trainer: nnU-Net's loop, schedule, augmentation, checkpoints, logs and DDP around a model + loss step.
 
 Kept small on purpose: the maths (loss, sampling, augmentation, learning rate) lives in pure functions
-elsewhere; this file wires them, loops, checkpoints and resumes.
+elsewhere, and what the network predicts and how it is judged is the step's (training/step.py: the universal
+model's `UniversalStep`, the softmax baseline's `SoftmaxStep`); this file wires them, loops, checkpoints and resumes.
 """
 from __future__ import annotations
 
@@ -17,14 +18,13 @@ from torch import nn
 
 from textnnunet.errors import UserError
 from textnnunet.network.deep_supervision import deep_supervision_weights
-from textnnunet.network.universal import TextPromptedUNet
 from textnnunet.training.augmentation import augmentation_preset, get_training_transforms, get_validation_transforms
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.dataloading import TrainingBatchIterator
-from textnnunet.training.loss import (DeepSupervisionLoss, annotated_pairs, batch_annotation, downsample_targets,
-                                      fully_annotated, masked_bce_dice_loss)
+from textnnunet.training.loss import DeepSupervisionLoss, downsample_targets
 from textnnunet.training.progress import TextLog, TrainingHistory, mean_ignoring_nan, plot_progress, update_ema
-from textnnunet.training.sampling import CaseRef, PatchSampler
+from textnnunet.training.sampling import CaseRef
+from textnnunet.training.step import TrainingStep, as_step, class_names_of, pseudo_dice_counts
 from textnnunet.utils.files import atomic_path, atomic_write_json
 
 CHECKPOINT_LATEST = "checkpoint_latest.pth"
@@ -78,17 +78,6 @@ def collect_case_refs(cases_folder: Path, case_ids_by_dataset: dict[str, list[st
     return refs
 
 
-def pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
-    """TP, FP, FN per class (3, K) over the annotated items of a batch, thresholding sigmoid at 0.5."""
-    pred = (logits > 0).float()
-    mask = annotated.float().view(*annotated.shape, *([1] * (logits.ndim - 2)))
-    axes = [0] + list(range(2, logits.ndim))
-    tp = (pred * target * mask).sum(axes)
-    fp = (pred * (1 - target) * mask).sum(axes)
-    fn = ((1 - pred) * target * mask).sum(axes)
-    return torch.stack([tp, fp, fn])
-
-
 def dice_from_counts(counts: torch.Tensor, class_names: list[str], seen: torch.Tensor) -> dict[str, float]:
     tp, fp, fn = counts
     out = {}
@@ -120,15 +109,15 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains fold `fold` of the universal model described by `plans[configuration]`.
+    """Trains fold `fold` of the model `step` defines on the configuration `plans[configuration]`.
 
-    `class_embeddings` is (K, E): one text embedding per class of `plans["label_space"]["classes"]`,
-    computed once by the caller with the chosen encoder.
+    `step`: a `TrainingStep` (training/step.py), or the class embeddings (K, E) of the universal model, one per class
+    of `plans["label_space"]["classes"]` computed once by the caller with the chosen encoder.
     """
 
     def __init__(self, plans: dict, configuration: str, fold: int | str, cases_folder: Path,
                  train_cases: dict[str, list[str]], val_cases: dict[str, list[str]], output_folder: Path,
-                 config: TrainingConfig, class_embeddings: np.ndarray,
+                 config: TrainingConfig, step: TrainingStep | np.ndarray,
                  dist: DistributedContext = DistributedContext(), echo: bool = True):
         if configuration not in plans["configurations"]:
             raise UserError(f"configuration '{configuration}' is not in plan {plans['plans_name']} "
@@ -137,10 +126,10 @@ class Trainer:
         self.cfg_plan = plans["configurations"][configuration]
         self.config, self.dist = config, dist
         self.output_folder = Path(output_folder)
-        self.class_names = [c["name"] for c in plans["label_space"]["classes"]]
-        if class_embeddings.shape[0] != len(self.class_names):
-            raise ValueError("one embedding per class of the label space is needed")
+        self.class_names = class_names_of(plans)
         self.device = resolve_device(config.device, dist)
+        self.step = as_step(step)
+        self.step.setup(plans, configuration, config, self.class_names, self.device)
         self.log = TextLog(self.output_folder / "log.txt", echo=echo and dist.is_main) if dist.is_main else (lambda *a: None)
         self.history = TrainingHistory()
         self.start_epoch = 0
@@ -148,8 +137,7 @@ class Trainer:
         self.train_refs = collect_case_refs(cases_folder, train_cases)
         self.val_refs = collect_case_refs(cases_folder, {d: v for d, v in val_cases.items() if v})
         seed_everything(config.seed + dist.rank)
-        self.embeddings = torch.from_numpy(np.asarray(class_embeddings, dtype=np.float32)).to(self.device)
-        self.network = self._build_network(class_embeddings.shape[1])
+        self.network = self._build_network()
         self.optimizer = torch.optim.SGD(self.network.parameters(), lr=config.initial_lr, momentum=config.momentum,
                                          nesterov=True, weight_decay=config.weight_decay)
         self.autocast_dtype = self._autocast_dtype()
@@ -157,26 +145,12 @@ class Trainer:
         self.loss = self._build_loss()
         self.train_iter, self.val_iter = self._build_iterators()
 
-    # Hooks a variant trainer overrides (the per-dataset softmax baseline): sampler, network, forward.
-    sampler_class = PatchSampler
-
-    def _create_network(self, embed_dim: int) -> nn.Module:
-        net = TextPromptedUNet(self.cfg_plan["architecture"], in_channels=len(self.plans["channel_names"]),
-                               embed_dim=embed_dim, conditioning=self.config.conditioning,
-                               deep_supervision=self.config.deep_supervision, backbone=self.config.backbone)
-        net.set_text_normalization(self.embeddings)
-        return net
-
-    def _network_outputs(self, data: torch.Tensor, annotated: torch.Tensor):
-        # With partial-label masking the loss (and the pseudo Dice) read only annotated pairs: compute only those.
-        pairs = annotated if self.config.mask_unannotated else None
-        return self.network(data, self.embeddings, pairs)
-
     # ----------------------------------------------------------------------------------------- set-up
-    def _build_network(self, embed_dim: int) -> nn.Module:
+    def _build_network(self) -> nn.Module:
         self.memory_format = self.config.resolved_memory_format(
             self.device.type, self.cfg_plan["architecture"]["conv_dims"])
-        net = self._create_network(embed_dim).to(self.device, memory_format=self.memory_format)
+        net = self.step.build_network(self.cfg_plan["architecture"], len(self.plans["channel_names"]))
+        net = net.to(self.device, memory_format=self.memory_format)
         self.raw_network = net
         if self.config.compile and self.device.type == "cuda":
             net = torch.compile(net)
@@ -192,13 +166,10 @@ class Trainer:
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
     def _build_loss(self):
-        def base(logits, target, annotated):
-            return masked_bce_dice_loss(logits, target, annotated, batch_dice=self.config.batch_dice)
-
         if not self.config.deep_supervision:
-            return base
+            return self.step.loss
         n_scales = len(self.cfg_plan["architecture"]["strides"]) - 1
-        return DeepSupervisionLoss(base, deep_supervision_weights(n_scales))
+        return DeepSupervisionLoss(self.step.loss, deep_supervision_weights(n_scales))
 
     def batch_size_per_process(self) -> int:
         total = self.config.batch_size or self.cfg_plan["batch_size"]
@@ -218,11 +189,10 @@ class Trainer:
         seed = self.config.seed + 1000 * self.dist.rank
 
         def sampler(refs, initial_patch, rng_seed):
-            return self.sampler_class(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch,
-                                oversample_foreground_percent=self.config.oversample_foreground,
-                                dataset_weighting=self.config.dataset_weighting,
-                                rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch,
-                                use_hierarchy=self.config.label_hierarchy)
+            return self.step.sampler(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch,
+                                     oversample_foreground_percent=self.config.oversample_foreground,
+                                     dataset_weighting=self.config.dataset_weighting,
+                                     rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch)
 
         train = TrainingBatchIterator(sampler(self.train_refs, big_patch, seed), get_training_transforms(patch, aug),
                                       num_workers=self.config.num_workers, seed=seed)
@@ -233,15 +203,13 @@ class Trainer:
         return train, val
 
     # ------------------------------------------------------------------------------------------- steps
-    def _forward_loss(self, batch: dict, train: bool):
+    def _forward_loss(self, batch: dict):
+        """(loss, highest-resolution logits as float32, target, the step's annotation of the batch)."""
         data = batch["data"].to(self.device, non_blocking=True).contiguous(memory_format=self.memory_format)
         target = batch["target"].to(self.device, non_blocking=True)
-        annotation = batch_annotation(batch, self.device)  # with the label hierarchy: voxel-wise knowledge too
-        if not self.config.mask_unannotated:
-            annotation = torch.ones_like(batch["annotated"], device=self.device)  # naive union: unlabelled = background
-        annotated = fully_annotated(annotation)
+        annotation = self.step.annotation(batch)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            outputs = self._network_outputs(data, annotated_pairs(annotation))
+            outputs = self.step.outputs(self.network, data, annotation)
             if self.config.deep_supervision:
                 shapes = [o.shape[2:] for o in outputs]
                 loss = self.loss(outputs, downsample_targets(target, shapes), annotation)
@@ -249,12 +217,12 @@ class Trainer:
             else:
                 loss = self.loss(outputs, target, annotation)
                 top = outputs
-        return loss, top.float(), target, annotated
+        return loss, top.float(), target, annotation
 
     def train_step(self, batch: dict) -> float:
         self.network.train()
         self.optimizer.zero_grad(set_to_none=True)
-        loss, *_ = self._forward_loss(batch, train=True)
+        loss, *_ = self._forward_loss(batch)
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
             self.grad_scaler.unscale_(self.optimizer)
@@ -270,8 +238,9 @@ class Trainer:
     @torch.no_grad()
     def validation_step(self, batch: dict) -> tuple[float, torch.Tensor, torch.Tensor]:
         self.network.eval()
-        loss, top, target, annotated = self._forward_loss(batch, train=False)
-        return float(loss), pseudo_dice_counts(top, target, annotated).cpu(), annotated.any(0).cpu()
+        loss, top, target, annotation = self._forward_loss(batch)
+        counts, seen = self.step.pseudo_dice_counts(top, target, annotation)
+        return float(loss), counts.cpu(), seen.cpu()
 
     # ------------------------------------------------------------------------------------------- epochs
     def run_epoch(self, epoch: int) -> None:
@@ -303,14 +272,12 @@ class Trainer:
         """Sliding-window Dice/FP/FN on whole validation cases; no random numbers are drawn, so training
         continues exactly as without it."""
         from textnnunet.preprocessing.preprocessor import load_case
-        from textnnunet.training.validation import whole_case_scores
 
         start = time.time()
         if not hasattr(self, "_whole_cases"):
             self._whole_cases = [(r.dataset, *load_case(r.npz_path.parent, r.case_id)[:2])
                                  for r in self._whole_case_refs()]
-        scores = whole_case_scores(self.raw_network, self.plans, self.configuration_name, self._whole_cases,
-                                   self.embeddings, self.class_names, self.device)
+        scores = self.step.whole_case_scores(self.raw_network, self._whole_cases)
         self.history.whole_case.append({"epoch": epoch, "scores": scores})
         self.log(f"epoch {epoch}: whole-case validation ({len(self._whole_cases)} cases, {time.time() - start:.1f} s): "
                  + ", ".join(f"{k} Dice {v['Dice']:.3f} FP {v['FP']} FN {v['FN']}" for k, v in scores.items()))
@@ -388,6 +355,7 @@ class Trainer:
             "class_names": self.class_names,
             "plans_name": self.plans["plans_name"],
             "world_size": self.dist.world_size,
+            **self.step.checkpoint_entries(),
         }
 
     def save_checkpoint(self, path: Path, epochs_done: int) -> None:

@@ -1,0 +1,127 @@
+"""What the trainer trains: a model + loss step, given to `Trainer` as a component.
+
+The trainer owns the loop, the schedule, augmentation, checkpoints, logs and DDP; a step owns everything that
+depends on what the network predicts: its sampler (what a batch's target is), the network, how a batch goes
+through it, the loss per output, the pseudo Dice counts and what a checkpoint records besides the weights.
+`UniversalStep` is the text-prompted model (one sigmoid per prompt, loss masked to annotated pairs); the per-dataset
+softmax baseline is a second implementation (`textnnunet.benchmark.baseline.SoftmaxStep`).
+"""
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from textnnunet.network.universal import TextPromptedUNet
+from textnnunet.training.config import TrainingConfig
+from textnnunet.training.loss import annotated_pairs, batch_annotation, fully_annotated, masked_bce_dice_loss
+from textnnunet.training.sampling import CaseRef, PatchSampler
+
+
+class TrainingStep(Protocol):
+    """The model-specific part of training. `setup` is called once, before any other method."""
+
+    def setup(self, plans: dict, configuration: str, config: TrainingConfig, class_names: list[str],
+              device: torch.device) -> None: ...
+
+    def sampler(self, refs: list[CaseRef], plans: dict, configuration: str, **kwargs) -> PatchSampler:
+        """The patch sampler (kwargs: PatchSampler's batch, patch, oversampling and rng arguments)."""
+
+    def build_network(self, architecture: dict, in_channels: int) -> nn.Module:
+        """The network, on the CPU, in training mode (deep supervision as the config says)."""
+
+    def annotation(self, batch: dict) -> Any:
+        """What the loss and the pseudo Dice know about the batch's targets, on the device."""
+
+    def outputs(self, network: nn.Module, data: torch.Tensor, annotation: Any) -> list[torch.Tensor] | torch.Tensor:
+        """The network's outputs for `data` (a list, highest resolution first, with deep supervision)."""
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, annotation: Any) -> torch.Tensor:
+        """The loss of one output resolution."""
+
+    def pseudo_dice_counts(self, logits: torch.Tensor, target: torch.Tensor,
+                           annotation: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """TP, FP, FN per class (3, K) of the highest-resolution output, and which classes were judged (K,)."""
+
+    def whole_case_scores(self, network: nn.Module, cases: list[tuple[str, np.ndarray, np.ndarray]]
+                          ) -> dict[str, dict[str, float]]:
+        """Dice, FP, FN per class over whole preprocessed cases (dataset, data, seg) by sliding window."""
+
+    def checkpoint_entries(self) -> dict:
+        """What a checkpoint records besides the trainer's own entries."""
+
+
+def pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, annotated: torch.Tensor) -> torch.Tensor:
+    """TP, FP, FN per class (3, K) over the annotated items of a batch, thresholding sigmoid at 0.5."""
+    pred = (logits > 0).float()
+    mask = annotated.float().view(*annotated.shape, *([1] * (logits.ndim - 2)))
+    axes = [0] + list(range(2, logits.ndim))
+    tp = (pred * target * mask).sum(axes)
+    fp = (pred * (1 - target) * mask).sum(axes)
+    fn = ((1 - pred) * target * mask).sum(axes)
+    return torch.stack([tp, fp, fn])
+
+
+class UniversalStep:
+    """The text-prompted universal model: one sigmoid per class of the label space, generated from `class_embeddings`
+    (K, E), masked BCE + Dice over the (case, class) pairs a case's dataset annotates."""
+
+    def __init__(self, class_embeddings: np.ndarray):
+        self.class_embeddings = np.asarray(class_embeddings, dtype=np.float32)
+
+    def setup(self, plans: dict, configuration: str, config: TrainingConfig, class_names: list[str],
+              device: torch.device) -> None:
+        if self.class_embeddings.shape[0] != len(class_names):
+            raise ValueError("one embedding per class of the label space is needed")
+        self.plans, self.configuration, self.config = plans, configuration, config
+        self.class_names, self.device = class_names, device
+        self.embeddings = torch.from_numpy(self.class_embeddings).to(device)
+
+    def sampler(self, refs: list[CaseRef], plans: dict, configuration: str, **kwargs) -> PatchSampler:
+        return PatchSampler(refs, plans, configuration, use_hierarchy=self.config.label_hierarchy, **kwargs)
+
+    def build_network(self, architecture: dict, in_channels: int) -> nn.Module:
+        net = TextPromptedUNet(architecture, in_channels=in_channels, embed_dim=self.class_embeddings.shape[1],
+                               conditioning=self.config.conditioning, deep_supervision=self.config.deep_supervision,
+                               backbone=self.config.backbone)
+        net.set_text_normalization(self.embeddings)
+        return net
+
+    def annotation(self, batch: dict) -> Any:
+        if not self.config.mask_unannotated:  # naive union: unlabelled classes are background
+            return torch.ones_like(batch["annotated"], device=self.device)
+        return batch_annotation(batch, self.device)  # with the label hierarchy: voxel-wise knowledge too
+
+    def outputs(self, network: nn.Module, data: torch.Tensor, annotation: Any) -> list[torch.Tensor] | torch.Tensor:
+        # With partial-label masking the loss (and the pseudo Dice) read only annotated pairs: compute only those.
+        pairs = annotated_pairs(annotation) if self.config.mask_unannotated else None
+        return network(data, self.embeddings, pairs)
+
+    def loss(self, logits: torch.Tensor, target: torch.Tensor, annotation: Any) -> torch.Tensor:
+        return masked_bce_dice_loss(logits, target, annotation, batch_dice=self.config.batch_dice)
+
+    def pseudo_dice_counts(self, logits: torch.Tensor, target: torch.Tensor,
+                           annotation: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        annotated = fully_annotated(annotation)
+        return pseudo_dice_counts(logits, target, annotated), annotated.any(0)
+
+    def whole_case_scores(self, network: nn.Module, cases: list[tuple[str, np.ndarray, np.ndarray]]
+                          ) -> dict[str, dict[str, float]]:
+        from textnnunet.training.validation import whole_case_scores
+
+        return whole_case_scores(network, self.plans, self.configuration, cases, self.embeddings, self.class_names,
+                                 self.device)
+
+    def checkpoint_entries(self) -> dict:
+        return {}
+
+
+def class_names_of(plans: dict) -> list[str]:
+    return [c["name"] for c in plans["label_space"]["classes"]]
+
+
+def as_step(step: TrainingStep | np.ndarray) -> TrainingStep:
+    """`step` itself, or, given the class embeddings (K, E), the universal model's step."""
+    return UniversalStep(step) if isinstance(step, np.ndarray) else step

@@ -104,6 +104,7 @@ class StageTimer:
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
+        self.cpu_seconds: dict[str, float] = {}  # process CPU time (all threads) during the stage
         self.local = threading.local()
         self.lock = threading.Lock()
 
@@ -114,17 +115,19 @@ class StageTimer:
             stack = getattr(timer.local, "stack", None)
             if stack is None:
                 stack = timer.local.stack = []
-            stack.append(0.0)  # time spent in nested wrapped calls
-            start = time.perf_counter()
+            stack.append([0.0, 0.0])  # wall and CPU time spent in nested wrapped calls
+            start, cpu_start = time.perf_counter(), time.process_time()
             try:
                 return fn(*args, **kwargs)
             finally:
-                elapsed = time.perf_counter() - start
-                nested = stack.pop()
+                elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+                nested, nested_cpu = stack.pop()
                 if stack:
-                    stack[-1] += elapsed
+                    stack[-1][0] += elapsed
+                    stack[-1][1] += cpu
                 with timer.lock:
                     timer.seconds[stage] = timer.seconds.get(stage, 0.0) + elapsed - nested
+                    timer.cpu_seconds[stage] = timer.cpu_seconds.get(stage, 0.0) + cpu - nested_cpu
 
         wrapped.__wrapped__ = fn
         return wrapped
@@ -161,20 +164,24 @@ def worker(args) -> None:
     predictor = TextPredictor.from_folder(args.model, settings=PredictionSettings())
     predictor.settings.similarity_threshold = predictor.default_similarity_threshold()
     t_ready = time.time()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     failures = predict_cases(predictor, [Path(args.input)], Path(args.output), args.prompts, verbose=False,
                              overwrite=True)
-    case_seconds = time.perf_counter() - start
+    case_seconds, case_cpu = time.perf_counter() - start, time.process_time() - cpu_start
     import resource
 
     stages = dict(timer.seconds)
     stages["other"] = case_seconds - sum(stages.values())
+    stages_cpu = dict(timer.cpu_seconds)
+    stages_cpu["other"] = case_cpu - sum(stages_cpu.values())
     print(json.dumps({
         "failures": failures,
         "startup_s": t_ready - created,
         "interpreter_s": t_main - created,
         "case_s": case_seconds,
         "stages_s": stages,
+        "stages_cpu_s": stages_cpu,
+        "startup_cpu_s": cpu_start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "wrapped": installed,
         "torch_threads": __import__("torch").get_num_threads(),
@@ -183,8 +190,9 @@ def worker(args) -> None:
 
 
 # ------------------------------------------------------------------------------------------ runs
-def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str, int]:
-    """Wall seconds, peak RSS (MB) of the child (wait4), its stdout, exit code."""
+def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str, int, float]:
+    """Wall seconds, peak RSS (MB) of the child (wait4), its stdout, exit code, its CPU seconds (user + system:
+    less sensitive than wall time to other processes sharing the cores)."""
     start = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
     # Read the pipes in threads so a chatty child cannot block; wait4 gives this child's own rusage.
@@ -200,7 +208,7 @@ def run_measured(cmd: list[str], env: dict) -> tuple[float, float, str, int]:
     proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         sys.stderr.write(out.get("err", "")[-3000:])
-    return wall, usage.ru_maxrss / 1024, out.get("out", ""), proc.returncode
+    return wall, usage.ru_maxrss / 1024, out.get("out", ""), proc.returncode, usage.ru_utime + usage.ru_stime
 
 
 def one_run(mode: str, k: int, args, ct: Path, out_dir: Path, variant: tuple[str, str] = ("current", "")) -> dict:
@@ -212,13 +220,13 @@ def one_run(mode: str, k: int, args, ct: Path, out_dir: Path, variant: tuple[str
     if mode == "cli":
         exe = Path(sys.executable).with_name("textnnunet_predict")
         cmd = [str(exe), "-i", str(ct), "-o", str(out_dir), "-m", str(args.model), "--quiet", "-p", *PROMPTS[k]]
-        wall, rss, _, rc = run_measured(cmd, env)
-        result = {"wall_s": wall, "peak_rss_mb": rss}
+        wall, rss, _, rc, cpu = run_measured(cmd, env)
+        result = {"wall_s": wall, "peak_rss_mb": rss, "cpu_s": cpu}
     else:
         cmd = [sys.executable, str(Path(__file__).resolve()), "--_worker", "--model", str(args.model),
                "--input", str(ct), "--output", str(out_dir), "--prompts", *PROMPTS[k]]
-        wall, rss, stdout, rc = run_measured(cmd, env)
-        result = {"wall_s": wall, "peak_rss_mb": rss}
+        wall, rss, stdout, rc, cpu = run_measured(cmd, env)
+        result = {"wall_s": wall, "peak_rss_mb": rss, "cpu_s": cpu}
         if rc == 0:
             result.update(json.loads(stdout.strip().splitlines()[-1]))
     result.update({"variant": variant[0], "pythonpath": env.get("PYTHONPATH")})
@@ -258,7 +266,8 @@ def summarise(repeats: list[dict]) -> dict:
         if not rows:
             continue
         entry = {}
-        fields = ["wall_s", "peak_rss_mb"] + (["startup_s", "case_s"] if key[0] == "api" else [])
+        fields = [f for f in ("wall_s", "cpu_s", "peak_rss_mb") if all(f in r for r in rows)]
+        fields += ["startup_s", "case_s"] if key[0] == "api" else []
         for f in fields:
             values = [r[f] for r in rows]
             entry[f] = {"median": round(statistics.median(values), 3), "min": round(min(values), 3),
@@ -269,6 +278,9 @@ def summarise(repeats: list[dict]) -> dict:
                                      "min": round(min(r["stages_s"].get(s, 0.0) for r in rows), 3),
                                      "max": round(max(r["stages_s"].get(s, 0.0) for r in rows), 3)}
                                  for s in [s for s in STAGE_ORDER if s in stages]}
+            if all("stages_cpu_s" in r for r in rows):
+                entry["stages_cpu_s"] = {s: round(statistics.median(r["stages_cpu_s"].get(s, 0.0) for r in rows), 3)
+                                         for s in STAGE_ORDER if s in stages}
         prefix = f"{variant}_" if len(variants) > 1 else ""
         entry["repeats"] = len(rows)
         entry["load_1min"] = {"median": round(statistics.median(r["load_before"][0] for r in rows), 2),
@@ -351,6 +363,7 @@ def main(argv=None) -> int:
         print(f"resampled {source.name} to {ct} in {time.perf_counter() - t:.1f} s")
     variants = [tuple(v.split("=", 1)) if "=" in v else (v, "") for v in args.variant] or [("current", "")]
     pairs = [(v, m, k) for v in variants for m in args.modes for k in args.prompt_counts]
+    versions_at_start = versions()  # others may commit while it runs
     if not args.no_warmup:
         print("warm-up (not recorded) ...", flush=True)
         one_run("cli", max(args.prompt_counts), args, ct, work / "out_warmup", variants[-1])
@@ -366,7 +379,8 @@ def main(argv=None) -> int:
             if "stages_s" in res:
                 stage_text = " " + " ".join(f"{s}={v:.2f}" for s, v in res["stages_s"].items())
                 stage_text += f" startup={res['startup_s']:.2f}"
-            print(f"[{r}] {variant[0]} {mode} {k} prompt(s): {res['wall_s']:.1f} s, peak {res['peak_rss_mb']:.0f} MB, "
+            print(f"[{r}] {variant[0]} {mode} {k} prompt(s): {res['wall_s']:.1f} s (cpu {res['cpu_s']:.1f} s), "
+                  f"peak {res['peak_rss_mb']:.0f} MB, "
                   f"load {res['load_before'][0]:.1f}{stage_text}", flush=True)
     # Keep the 5-prompt masks of this label and compare with any other label's.
     comparisons = {}
@@ -388,7 +402,7 @@ def main(argv=None) -> int:
         "variants": {name: path for name, path in variants},
         "inputs": {"source": str(source), "clinical_ct": image_info(ct), "model": str(args.model),
                    "prompts": {str(k): PROMPTS[k] for k in args.prompt_counts}, "plan": _plan_summary(args.model)},
-        "versions": versions(),
+        "versions": versions_at_start,
         "machine": machine(),
         "load_average_start_end": [list(repeats[0]["load_before"]) if repeats else None,
                                    list(os.getloadavg())],

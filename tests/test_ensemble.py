@@ -9,9 +9,9 @@ from scipy import ndimage
 from textnnunet.cli.ensemble import main as ensemble_main
 from textnnunet.cli.predict import main as predict_main
 from textnnunet.errors import UserError
-from textnnunet.evaluation.postprocessing import keep_largest_component
 from textnnunet.inference.ensemble import ensemble_model_folders
 from textnnunet.inference.predictor import PredictionSettings
+from textnnunet.postprocessing import keep_largest_component
 
 from test_prediction import _run, _same_geometry, make_model_folder, write_ct
 

@@ -10,7 +10,8 @@ from textnnunet.cli.find_best_configuration import main as find_best_main
 from textnnunet.errors import UserError
 from textnnunet.evaluation.best_configuration import find_best_configuration
 from textnnunet.evaluation.metrics import compute_case_metrics, label_map_to_masks
-from textnnunet.evaluation.postprocessing import (
+from textnnunet.evaluation.summary import summarize, write_summary
+from textnnunet.postprocessing import (
     apply_postprocessing,
     constrain_to,
     keep_largest_component,
@@ -19,7 +20,6 @@ from textnnunet.evaluation.postprocessing import (
     postprocess_masks,
     save_postprocessing,
 )
-from textnnunet.evaluation.summary import summarize, write_summary
 
 
 def _run(main, argv, capsys):

@@ -18,16 +18,17 @@ from torch import nn
 
 from textnnunet.errors import UserError
 from textnnunet.evaluation.metrics import compute_case_metrics, label_map_to_masks
+from textnnunet.evaluation.references import reference_label_map
 from textnnunet.evaluation.summary import summarize, write_summary
 from textnnunet.inference.predictor import PredictionSettings, geometry_from_properties, windows_per_batch
 from textnnunet.inference.sliding_window import sliding_window_predict
 from textnnunet.network.baseline import build_softmax_unet
+from textnnunet.network.settings import memory_format_for
 from textnnunet.preprocessing.preprocessor import load_case, restore_to_original
-from textnnunet.training.config import TrainingConfig, memory_format_for
+from textnnunet.training.config import TrainingConfig
 from textnnunet.training.sampling import PatchSampler
 from textnnunet.training.step import pseudo_dice_counts
 from textnnunet.training.trainer import DistributedContext, Trainer
-from textnnunet.training.validation import reference_label_map
 from textnnunet.utils.files import atomic_savez_compressed
 
 BASELINE_TAG = "baseline"

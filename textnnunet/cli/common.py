@@ -1,30 +1,10 @@
-"""Shared CLI plumbing: user errors become one line on stderr and exit code 2."""
+"""Shared CLI plumbing: folder flags; user errors become one line on stderr and exit code 2 (textnnunet.errors)."""
 from __future__ import annotations
 
 import argparse
-import functools
-import sys
-from typing import Callable
 
-from textnnunet.errors import UserError
-
-USER_ERROR_EXIT_CODE = 2
-
-
-def user_errors_exit(main: Callable[..., int | None]) -> Callable[..., int]:
-    @functools.wraps(main)
-    def wrapper(argv: list[str] | None = None) -> int:
-        try:
-            code = main(argv)
-        except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
-            sys.exit(USER_ERROR_EXIT_CODE)
-        except KeyboardInterrupt:
-            print("interrupted", file=sys.stderr)
-            sys.exit(130)
-        sys.exit(code or 0)
-
-    return wrapper
+# The commands take user_errors_exit and USER_ERROR_EXIT_CODE from here, beside the folder flags.
+from textnnunet.errors import USER_ERROR_EXIT_CODE, user_errors_exit  # noqa: F401
 
 
 def add_folder_args(parser: argparse.ArgumentParser, kinds=("raw", "preprocessed", "results")) -> None:

@@ -81,7 +81,7 @@ def main(argv=None) -> int:
     timings["train"] = time.time() - t
 
     from textnnunet.cli.find_best_configuration import main as find_best_main
-    from textnnunet.evaluation.postprocessing import POSTPROCESSING_FILE
+    from textnnunet.postprocessing import POSTPROCESSING_FILE
 
     t = _step("4/6 decide postprocessing on fold 0's validation (as nnU-Net's find_best_configuration)")
     _call(find_best_main, ["-p", "TextPlans_001_002_003", "-c", model_name, "-f", "0", "--results", str(res),

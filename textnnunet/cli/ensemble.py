@@ -24,7 +24,7 @@ def build_parser() -> argparse.ArgumentParser:
 @user_errors_exit
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from textnnunet.evaluation.postprocessing import load_postprocessing
+    from textnnunet.postprocessing import load_postprocessing
     from textnnunet.inference.ensemble import ensemble_prediction_folders
 
     rules = load_postprocessing(args.postprocessing) if args.postprocessing else None

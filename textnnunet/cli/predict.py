@@ -69,7 +69,7 @@ def main(argv=None) -> int:
 
     rules = None
     if args.postprocessing:  # checked before the checkpoints load: a typo should fail fast
-        from textnnunet.evaluation.postprocessing import load_postprocessing
+        from textnnunet.postprocessing import load_postprocessing
 
         rules = load_postprocessing(args.postprocessing)
     settings = PredictionSettings(step_size=args.step_size, use_mirroring=not args.disable_tta, device=args.device,

@@ -29,15 +29,16 @@ import numpy as np
 from textnnunet.dataset.description import load_dataset
 from textnnunet.errors import UserError
 from textnnunet.evaluation.metrics import confusion_counts, dice_from_counts, label_map_to_masks
-from textnnunet.evaluation.postprocessing import (
+from textnnunet.evaluation.references import reference_label_map
+from textnnunet.evaluation.summary import summarize
+from textnnunet.imageio.sitk_io import read_label
+from textnnunet.postprocessing import (
     POSTPROCESSING_FILE,
     constrain_to,
     keep_largest_component,
     organ_pairs,
     save_postprocessing,
 )
-from textnnunet.evaluation.summary import summarize
-from textnnunet.imageio.sitk_io import read_label
 from textnnunet.utils.files import atomic_write_json, atomic_write_text, load_json
 
 BEST_CONFIGURATION_FILE = "best_configuration.json"
@@ -176,7 +177,6 @@ class References:
             if (folder / f"{case_id}{ending}").is_file() or self.cache_folder is None:
                 return read_label(folder / f"{case_id}{ending}")[0]
         from textnnunet.preprocessing.preprocessor import load_case
-        from textnnunet.training.validation import reference_label_map
 
         _, seg, properties = load_case(self.cache_folder / dataset, case_id)
         if seg is None:

@@ -17,9 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from textnnunet.errors import UserError
-from textnnunet.evaluation.postprocessing import postprocess_masks, skipped_constraints
 from textnnunet.imageio.sitk_io import ImageGeometry, read_label
 from textnnunet.inference.export import MANIFEST, OutputFolder, find_input_cases, split_ending
+from textnnunet.postprocessing import postprocess_masks, skipped_constraints
 from textnnunet.utils.files import load_json
 
 PROBABILITIES_SUFFIX = "_probabilities.npz"

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
+from textnnunet.network.settings import memory_format_for, resolve_mirror_axes
+
 
 @dataclass
 class TrainingConfig:
@@ -70,9 +72,7 @@ class TrainingConfig:
         return memory_format_for(device_type, conv_dims, self.memory_format)
 
     def resolved_mirror_axes(self, patch_dims: int) -> list[int]:
-        if self.mirror_axes is not None:
-            return [int(a) for a in self.mirror_axes]
-        return list(range(patch_dims - 1))
+        return resolve_mirror_axes(self.mirror_axes, patch_dims)
 
     def model_tag(self, encoder_kind: str) -> str:
         """Folder suffix that keeps ablations apart: empty for the default model."""
@@ -89,11 +89,3 @@ class TrainingConfig:
             parts.append(self.backbone)
         return "__".join(parts)
 
-
-def memory_format_for(device_type: str, conv_dims: int, choice: str = "auto") -> torch.memory_format:
-    """The tensor layout for `choice` (auto: channels-last on the CPU, channels-first elsewhere)."""
-    if choice not in ("auto", "channels_first", "channels_last"):
-        raise ValueError(f"memory_format: unknown {choice!r}")
-    if choice == "channels_first" or (choice == "auto" and device_type != "cpu"):
-        return torch.contiguous_format
-    return torch.channels_last_3d if conv_dims == 3 else torch.channels_last

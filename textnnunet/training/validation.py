@@ -6,30 +6,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from textnnunet.dataset.description import load_dataset
 from textnnunet.evaluation.metrics import compute_case_metrics, label_map_to_masks
+from textnnunet.evaluation.references import reference_label_map
 from textnnunet.evaluation.summary import summarize, write_summary
-from textnnunet.imageio.sitk_io import read_label
 from textnnunet.inference.predictor import PredictionSettings, geometry_from_properties, predict_probabilities
 from textnnunet.preprocessing.preprocessor import load_case, restore_to_original
 from textnnunet.utils.files import atomic_savez_compressed
-
-
-def reference_label_map(raw_root: Path | None, dataset: str, case_id: str, seg: np.ndarray, properties: dict
-                        ) -> np.ndarray:
-    """The raw label file when the raw data is at hand (the honest reference), else the cached label mapped back."""
-    if raw_root is not None:
-        try:
-            desc = load_dataset(raw_root, dataset)
-            path = desc.folder / "labelsTr" / f"{case_id}{desc.file_ending}"
-            if path.is_file():
-                return read_label(path)[0]
-        except Exception:  # noqa: BLE001 - fall back to the cache, which is what training saw
-            pass
-    values = np.unique(seg)
-    onehot = np.stack([(seg[0] == v).astype(np.float32) for v in values])
-    restored = restore_to_original(onehot, properties)
-    return values[np.argmax(restored, axis=0)].astype(np.int16)
 
 
 def whole_case_scores(network: torch.nn.Module, plans: dict, configuration: str,

@@ -51,6 +51,10 @@ RUNS = {r.name: r for r in (
     PooledRun("kidney_sides", "the demo's three CT datasets + a CT dataset labelling left and right kidney",
               (1, 2, 3, 5),
               (TestSet(4, ("liver", "spleen", "kidney")), TestSet(5, ("kidney", "left kidney", "right kidney")))),
+    PooledRun("kidney_sides_nohierarchy", "kidney_sides without the label hierarchy in the loss (the ablation)",
+              (1, 2, 3, 5),
+              (TestSet(4, ("liver", "spleen", "kidney")), TestSet(5, ("kidney", "left kidney", "right kidney"))),
+              {"label_hierarchy": False}),
 )}
 
 
@@ -80,7 +84,8 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
     config = TrainingConfig(epochs=epochs, iters_per_epoch=iters, val_iters_per_epoch=5, case_val_every=10,
                             **spec.extra_train_args)
     plans_name = joint_plans_name(list(spec.train_ids))
-    fold = res / plans_name / "3d_fullres" / "fold_0"
+    tag = config.model_tag("auto")
+    fold = res / plans_name / ("3d_fullres" + (f"__{tag}" if tag else "")) / "fold_0"
     if not (fold / "checkpoint_final.pth").is_file():
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=list(spec.train_ids),
                    resume=(fold / "checkpoint_latest.pth").is_file())

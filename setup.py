@@ -1,7 +1,7 @@
 from setuptools import find_packages, setup
 
 COMMANDS = {
-    "textnnunet_generate_phantoms": "textnnunet.cli.generate_phantoms:main",
+    "textnnunet_generate_phantoms": "textnnunet.demo.generate_phantoms:main",
     "textnnunet_convert_dataset": "textnnunet.cli.convert_dataset:main",
     "textnnunet_extract_fingerprint": "textnnunet.cli.plan_and_preprocess:extract_fingerprint_entry",
     "textnnunet_plan_experiment": "textnnunet.cli.plan_and_preprocess:plan_experiment_entry",
@@ -13,7 +13,7 @@ COMMANDS = {
     "textnnunet_evaluate": "textnnunet.cli.evaluate:main",
     "textnnunet_ensemble": "textnnunet.cli.ensemble:main",
     "textnnunet_find_best_configuration": "textnnunet.cli.find_best_configuration:main",
-    "textnnunet_demo": "textnnunet.cli.demo:main",
+    "textnnunet_demo": "textnnunet.demo.run:main",
     "textnnunet_train_baseline": "textnnunet.cli.train_baseline:main",
     "textnnunet_benchmark": "textnnunet.cli.benchmark:main",
 }

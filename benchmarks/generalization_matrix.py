@@ -1,6 +1,6 @@
 """The generalization matrix (issue 10): the demo's commands on phantom data shaped otherwise than the demo's.
 
-For each variant of textnnunet.dataset.phantom_variants (and the demo data itself): generate the four datasets,
+For each variant of textnnunet.demo.phantom_variants (and the demo data itself): generate the four datasets,
 plan and preprocess datasets 1 2 3 with the default (cpu) preset, train 3d_fullres fold 0 at the demo's budget,
 predict the fully labelled Dataset004 test cases with five prompts and evaluate them. Writes one JSON artefact per
 variant (plan, validation and test Dice/FP/FN per class, whole-case checks during training, timings, command,
@@ -48,7 +48,7 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
     from textnnunet.cli.predict import main as predict_main
-    from textnnunet.dataset.phantoms import generate_phantom_datasets
+    from textnnunet.demo.phantoms import generate_phantom_datasets
     from textnnunet.training.config import TrainingConfig
     from textnnunet.training.run import train_fold
 
@@ -200,7 +200,7 @@ def report(out: Path) -> str:
 
 
 def main() -> int:
-    from textnnunet.dataset.phantom_variants import VARIANTS
+    from textnnunet.demo.phantom_variants import VARIANTS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=None, help="folder for the variants' raw/preprocessed/results")

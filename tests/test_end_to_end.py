@@ -7,7 +7,7 @@ import SimpleITK as sitk
 
 from textnnunet.cli.evaluate import main as evaluate_main
 from textnnunet.cli.find_best_configuration import main as find_best_main
-from textnnunet.cli.generate_phantoms import main as phantoms_main
+from textnnunet.demo.generate_phantoms import main as phantoms_main
 from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
 from textnnunet.cli.predict import main as predict_main
 from textnnunet.cli.train import main as train_main
@@ -62,7 +62,7 @@ def test_phantoms_to_evaluation_through_the_commands(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_demo_runs_every_step_on_small_phantoms(tmp_path, monkeypatch, capsys):
-    from textnnunet.cli.demo import main as demo_main
+    from textnnunet.demo.run import main as demo_main
 
     for kind in ("raw", "preprocessed", "results"):
         monkeypatch.delenv(f"TEXTNNUNET_{kind}", raising=False)

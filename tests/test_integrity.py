@@ -8,7 +8,7 @@ import SimpleITK as sitk
 
 from textnnunet.dataset.description import load_dataset, load_dataset_folder
 from textnnunet.dataset.integrity import assert_dataset_integrity, geometry_differences, verify_dataset_integrity
-from textnnunet.dataset.phantoms import generate_phantom_datasets
+from textnnunet.demo.phantoms import generate_phantom_datasets
 from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import ImageGeometry, read_image, read_label, write_image
 

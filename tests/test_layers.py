@@ -10,9 +10,10 @@ import textnnunet
 
 PACKAGE = Path(textnnunet.__file__).parent
 # Bottom first. training sits above inference and evaluation (it validates a fold with the predictor and the metrics,
-# as nnU-Net's trainer does); post-processing below inference (textnnunet_predict applies it); demo and cli on top.
+# as nnU-Net's trainer does); post-processing below inference (textnnunet_predict applies it); the demo on top (it
+# runs the commands as a user would).
 LAYERS = ["errors", "utils", "paths", "imageio", "network", "dataset", "text", "experiment_planning", "preprocessing",
-          "postprocessing", "inference", "evaluation", "training", "benchmark", "demo", "cli"]
+          "postprocessing", "inference", "evaluation", "training", "benchmark", "cli", "demo"]
 RANK = {name: i for i, name in enumerate(LAYERS)}
 # Upward imports left in files other people were editing, to change when they are done: (importing file, folder).
 PENDING: set[tuple[str, str]] = {("text/prompt_set.py", "cli"), ("inference/predictor.py", "training"),

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 
-from textnnunet.dataset import phantoms
+from textnnunet.demo import phantoms
 from textnnunet.dataset.description import load_dataset, training_cases
 from textnnunet.dataset.description import test_cases as list_test_cases
-from textnnunet.dataset.phantoms import (
+from textnnunet.demo.phantoms import (
     ANATOMY_CODES,
     PHANTOM_DATASETS,
     case_geometry,
@@ -236,7 +236,7 @@ def test_bad_arguments_are_user_errors(tmp_path):
 
 
 def test_cli_generates_and_refuses_to_overwrite(tmp_path, capsys):
-    from textnnunet.cli.generate_phantoms import main
+    from textnnunet.demo.generate_phantoms import main
 
     with pytest.raises(SystemExit) as ok:
         main(["--raw", str(tmp_path), "--size", "small", "-d", "2", "--seed", "1"])

@@ -315,7 +315,7 @@ def test_sides_derived_from_the_whole_kidney_match_the_reference_sides(tmp_path,
     """On the phantom that labels each kidney (re-stored in other orientations, same anatomy), the reference kidney
     split at the body midline gives back the reference left and right kidney exactly."""
     from textnnunet.dataset.description import load_dataset, training_cases
-    from textnnunet.dataset.phantoms import generate_phantom_datasets
+    from textnnunet.demo.phantoms import generate_phantom_datasets
     from textnnunet.experiment_planning.planner import plan_datasets
     from textnnunet.preprocessing.preprocessor import preprocess_case
 

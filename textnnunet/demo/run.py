@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     res = Path(os.environ.get("TEXTNNUNET_results") or work / "results")
     timings = {}
 
-    from textnnunet.dataset.phantoms import generate_phantom_datasets
+    from textnnunet.demo.phantoms import generate_phantom_datasets
 
     t = _step(f"1/6 phantom datasets in {raw}")
     if not (raw / "Dataset004_Abdomen" / "dataset.json").is_file():

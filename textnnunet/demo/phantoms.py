@@ -700,7 +700,7 @@ def dataset_specs(variant: str = "") -> tuple[PhantomDatasetSpec, ...]:
     """The four dataset specs, as the demo has them or changed by a variant of the generalization matrix."""
     if not variant:
         return PHANTOM_DATASETS + EXTRA_PHANTOM_DATASETS
-    from textnnunet.dataset.phantom_variants import variant_specs
+    from textnnunet.demo.phantom_variants import variant_specs
 
     return variant_specs(variant)
 
@@ -740,7 +740,7 @@ def dataset_json(spec: PhantomDatasetSpec, size: str, seed: int, variant: str = 
         "file_ending": FILE_ENDING,
         "name": spec.name.split("_", 1)[1],
         "description": spec.description,
-        "reference": "textnnunet synthetic phantom generator (textnnunet.dataset.phantoms)",
+        "reference": "textnnunet synthetic phantom generator (textnnunet.demo.phantoms)",
         "licence": "CC0 (synthetic data)",
         "synonyms": spec.synonyms,
         "textnnunet_phantom": {"generator_version": GENERATOR_VERSION, "size": size, "seed": int(seed)},
@@ -787,7 +787,7 @@ def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int =
                               datasets: Iterable[int] | None = None, variant: str = "") -> list[Path]:
     """Write the phantom datasets (all four unless `datasets` lists ids) into `raw_root`; returns their folders.
 
-    `variant` names a row of the generalization matrix (textnnunet.dataset.phantom_variants: other spacings,
+    `variant` names a row of the generalization matrix (textnnunet.demo.phantom_variants: other spacings,
     fields of view, orientations, contrast phase, noise); its spacings are absolute, so `size` is ignored.
     Deterministic for (size, seed, variant). dataset.json is written last, so a folder without it is an unfinished run
     that a second call with the same settings resumes.

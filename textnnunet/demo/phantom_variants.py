@@ -68,7 +68,7 @@ VARIANTS: dict[str, PhantomVariant] = {v.name: v for v in (
 
 def variant_specs(name: str):
     """The four PhantomDatasetSpec of variant `name` (training counts as the demo's, `num_test` test cases)."""
-    from textnnunet.dataset.phantoms import PHANTOM_DATASETS
+    from textnnunet.demo.phantoms import PHANTOM_DATASETS
 
     if name not in VARIANTS:
         raise UserError(f"phantom variant '{name}': unknown (choose from {', '.join(VARIANTS)})")

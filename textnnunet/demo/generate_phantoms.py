@@ -4,8 +4,8 @@ from __future__ import annotations
 import argparse
 
 from textnnunet.cli.common import user_errors_exit
-from textnnunet.dataset.phantom_variants import VARIANTS
-from textnnunet.dataset.phantoms import PHANTOM_DATASETS, SIZES, generate_phantom_datasets
+from textnnunet.demo.phantom_variants import VARIANTS
+from textnnunet.demo.phantoms import PHANTOM_DATASETS, SIZES, generate_phantom_datasets
 from textnnunet.paths import resolve_folder
 
 

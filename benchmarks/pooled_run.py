@@ -62,7 +62,7 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
     from textnnunet.cli.predict import main as predict_main
-    from textnnunet.dataset.phantoms import generate_phantom_datasets, phantom_spec
+    from textnnunet.demo.phantoms import generate_phantom_datasets, phantom_spec
     from textnnunet.paths import joint_plans_name
     from textnnunet.training.config import TrainingConfig
     from textnnunet.training.run import train_fold

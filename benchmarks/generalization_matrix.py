@@ -30,7 +30,8 @@ OUT = REPO / "documentation" / "measurements" / "generalization_matrix"
 PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
 ORGANS = ["liver", "spleen", "kidney"]
 # Seeds no default was tuned on: the matrix's data differ from the demo's (seed 0) in anatomy draws as well.
-SEEDS = {"demo": 0, "clinical": 101, "partial_fov": 102, "orientation": 103, "noncontrast_noisy": 104}
+SEEDS = {"demo": 0, "clinical": 101, "partial_fov": 102, "orientation": 103, "noncontrast_noisy": 104,
+         "noncontrast_uniform": 105}
 # Rows that plan a variant's data otherwise: the "before" of the context-first rule (nnU-Net's rule at 80 MB).
 PLAN_ROWS = {"clinical_keyhole": ("clinical", ["--min_context_fraction", "0"])}
 SEEDS["clinical_keyhole"] = SEEDS["clinical"]

@@ -63,6 +63,15 @@ VARIANTS: dict[str, PhantomVariant] = {v.name: v for v in (
         "other) at 2.5x the noise (low dose); 0.8-1 mm in-plane",
         _merge(_NEAR_CLINICAL_SPACING, _same_for_all(phase="noncontrast"),
                {1: {"noise_std": 30.0}, 2: {"noise_std": 50.0}, 3: {"noise_std": 37.5}, 4: {"noise_std": 35.0}})),
+    # noncontrast_noisy keeps each dataset's enhancement offset (-12..+15 HU on the organs), which on unenhanced
+    # scans stands for scanner/kVp differences; there it swaps the order of spleen and kidney HU between the spleen
+    # dataset, the kidney dataset and the test set. This row has the datasets agree on HU, as unenhanced scans of
+    # one protocol would.
+    PhantomVariant(
+        "noncontrast_uniform", "noncontrast_noisy with no per-dataset HU offset (every dataset the same unenhanced "
+        "attenuation)",
+        _merge(_NEAR_CLINICAL_SPACING, _same_for_all(phase="noncontrast", enhancement_hu=0.0),
+               {1: {"noise_std": 30.0}, 2: {"noise_std": 50.0}, 3: {"noise_std": 37.5}, 4: {"noise_std": 35.0}})),
 )}
 
 

@@ -172,7 +172,10 @@ def _reorient(array: np.ndarray, geometry: ImageGeometry, code: str) -> tuple[np
 
     The same voxels and geometry as `sitk.DICOMOrient` per channel, done with one numpy transpose/flip copy.
     """
-    permutation, flips, new_geometry = reorientation(geometry, code)
+    try:
+        permutation, flips, new_geometry = reorientation(geometry, code)
+    except ValueError:  # a direction whose axes do not map to distinct patient axes: SimpleITK decides
+        return _reorient_sitk(array, geometry, code)
     # numpy spatial axis of sitk axis k is 3 - k in a (k, z, y, x) array.
     axes = [0] + [3 - permutation[2 - a] for a in range(3)]
     out = np.transpose(array, axes)
@@ -180,6 +183,15 @@ def _reorient(array: np.ndarray, geometry: ImageGeometry, code: str) -> tuple[np
     if flip_axes:
         out = np.flip(out, flip_axes)
     return np.ascontiguousarray(out), new_geometry
+
+
+def _reorient_sitk(array: np.ndarray, geometry: ImageGeometry, code: str) -> tuple[np.ndarray, ImageGeometry]:
+    out, out_geometry = [], geometry
+    for channel in array:
+        img = sitk.DICOMOrient(array_to_sitk(np.ascontiguousarray(channel), geometry), code)
+        out.append(sitk.GetArrayFromImage(img))
+        out_geometry = geometry_of(img)
+    return np.stack(out), out_geometry
 
 
 def to_canonical(array: np.ndarray, geometry: ImageGeometry) -> tuple[np.ndarray, ImageGeometry]:

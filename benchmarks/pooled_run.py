@@ -41,6 +41,7 @@ class PooledRun:
     train_ids: tuple[int, ...]
     tests: tuple[TestSet, ...]
     extra_train_args: dict = field(default_factory=dict)
+    epochs_factor: int = 1  # times the budget's epochs
 
 
 RUNS = {r.name: r for r in (
@@ -48,6 +49,10 @@ RUNS = {r.name: r for r in (
               (1, 2, 3, 11, 12),
               (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
                TestSet(14, ("liver", "spleen", "kidney"), "T2"))),
+    PooledRun("ct_mr_long", "ct_mr at twice the demo's budget (100 x 25 iterations): five datasets share the batches",
+              (1, 2, 3, 11, 12),
+              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
+               TestSet(14, ("liver", "spleen", "kidney"), "T2")), epochs_factor=2),
     PooledRun("kidney_sides", "the demo's three CT datasets + a CT dataset labelling left and right kidney",
               (1, 2, 3, 5),
               (TestSet(4, ("liver", "spleen", "kidney")), TestSet(5, ("kidney", "left kidney", "right kidney")))),
@@ -139,7 +144,7 @@ def main() -> int:
         if target.is_file():
             print(f"{name}: {target} exists, skipped")
             continue
-        record = run(RUNS[name], args.work.resolve(), args.epochs, args.iters_per_epoch)
+        record = run(RUNS[name], args.work.resolve(), args.epochs * RUNS[name].epochs_factor, args.iters_per_epoch)
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))
         tmp.replace(target)

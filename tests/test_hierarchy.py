@@ -230,3 +230,59 @@ def test_augmentation_keeps_the_hierarchy_keys(tmp_path):
     augmented = _augment(batch, get_training_transforms(list(shape), augmentation_preset("nnunet", list(shape))))
     assert augmented["known_outside_of"].tolist() == [[-1, 0, 0], [-1, 0, 0]]
     assert isinstance(batch_annotation(to_torch(augmented), "cpu"), PartialAnnotation)
+
+
+# ------------------------------------------------------------------------------------------------ exclusion
+
+def test_exclusion_knowledge_marks_other_labelled_structures_but_never_relatives():
+    classes = ["liver", "liver tumor", "spleen", "kidney", "left kidney"]
+    hierarchy = {"liver tumor": {"parent": "liver", "relation": "part"},
+                 "left kidney": {"parent": "kidney", "relation": "side"}}
+    labels = {"LiverDS": {"liver": [1]}, "KidneyDS": {"kidney": [1]}}
+    k = hierarchy_knowledge(classes, labels, hierarchy, exclusion=True)
+    index = {c: i for i, c in enumerate(classes)}
+    liver_ds, kidney_ds = k["LiverDS"].excluded_by, k["KidneyDS"].excluded_by
+    # Liver voxels are not spleen and not kidney, but may be liver tumour (a part of the liver).
+    assert liver_ds[index["spleen"], index["liver"]] and liver_ds[index["kidney"], index["liver"]]
+    assert not liver_ds[index["liver tumor"], index["liver"]]
+    # Kidney voxels are not liver, liver tumour or spleen, but may be the left kidney (a side of it).
+    assert kidney_ds[index["liver tumor"], index["kidney"]] and kidney_ds[index["spleen"], index["kidney"]]
+    assert not kidney_ds[index["left kidney"], index["kidney"]]
+    # Only labelled structures exclude, and labelled classes need none of it.
+    assert not liver_ds[:, index["spleen"]].any() and not liver_ds[index["liver"]].any()
+    assert hierarchy_knowledge(classes, labels, hierarchy) == {} or not any(
+        v.excluded_by.any() for v in hierarchy_knowledge(classes, labels, hierarchy).values())
+
+
+def test_excluded_class_gets_a_negative_on_the_other_structure_and_no_gradient_elsewhere():
+    target = torch.zeros(1, 2, 4, 6, 6)
+    target[0, 0, 1:3, 1:4, 1:4] = 1  # class 0 (kidney) labelled here; class 1 (spleen) not
+    logits = torch.zeros(1, 2, 4, 6, 6, requires_grad=True)
+    annotation = PartialAnnotation(annotated=torch.tensor([[True, False]]), outside_of=torch.tensor([[-1, -1]]),
+                                   where_positive=torch.tensor([[False, False]]),
+                                   excluded_by=torch.tensor([[[False, False], [True, False]]]))
+    assert annotation.pairs.tolist() == [[True, True]]
+    masked_bce_dice_loss(logits, target, annotation).backward()
+    kidney = target[0, 0] > 0
+    spleen_grad = logits.grad[0, 1]
+    assert torch.all(spleen_grad[kidney] > 0)  # on the kidney: known "not spleen"
+    assert torch.all(spleen_grad[~kidney] == 0)  # elsewhere the spleen stays unknown
+
+
+def test_sampler_exclusion_follows_the_hierarchy_switch(tmp_path):
+    from training_cache_helpers import make_plans, two_dataset_cases
+
+    plans, cases = make_plans(patch_3d=(4, 8, 8), batch_size=4), two_dataset_cases(tmp_path)
+    old_plan = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0)).next_batch()
+    assert "known_excluded_by" not in old_plan  # a plan made before the lexicon knows no relations: no exclusion
+    plans["label_space"] = {**plans["label_space"], "hierarchy": {"liver tumor": {"parent": "liver",
+                                                                                   "relation": "part"}}}
+    batch = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0)).next_batch()
+    assert "known_excluded_by" in batch and batch["known_excluded_by"].any()
+    names = [c["name"] for c in plans["label_space"]["classes"]]
+    for (dataset, _), excluded in zip(batch["keys"], batch["known_excluded_by"]):
+        labelled = plans["label_space"]["datasets"][dataset]
+        for k, name in enumerate(names):  # a labelled class needs no exclusion; an unlabelled one is excluded
+            assert excluded[k].any() == (name not in labelled)  # by this dataset's (unrelated) structures
+    without = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_hierarchy=False).next_batch()
+    assert "known_excluded_by" not in without

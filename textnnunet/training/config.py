@@ -34,6 +34,11 @@ class TrainingConfig:
     # relative says so (left kidney absent outside a labelled kidney; kidney = union of labelled sides). False: the
     # classes are unrelated, as before (the ablation).
     label_hierarchy: bool = True
+    # Exclusion (with the hierarchy): voxels a dataset labels as one structure are known negatives of every class it
+    # does not label that is neither that structure's ancestor nor its part: the kidney dataset's kidneys teach the
+    # spleen and liver prompts "not here", which partial labels alone never do when a dataset's field of view or
+    # contrast hides the other organs (issue 10's matrix). Assumes structures unrelated in the lexicon do not overlap.
+    label_exclusion: bool = True
     # Augmentation preset: "nnunet_intensity" (nnU-Net's list plus the local brightness and gamma changes of its DA5
     # variant), "nnunet" (nnU-Net's default list exactly) or "none". The datasets of a joint plan come from several
     # scanners and contrast phases, so an organ's HU shifts against its neighbours from one dataset to the next; on
@@ -85,6 +90,8 @@ class TrainingConfig:
             parts.append("naiveunion")
         if not self.label_hierarchy:
             parts.append("nohierarchy")
+        elif not self.label_exclusion:
+            parts.append("noexclusion")
         if self.backbone != "PlainConvUNet":
             parts.append(self.backbone)
         return "__".join(parts)

@@ -22,7 +22,7 @@ from batchgenerators.transforms.abstract_transforms import AbstractTransform
 from textnnunet.training.sampling import PatchSampler
 
 # Batch keys the label hierarchy adds (textnnunet.training.loss.PartialAnnotation), present only when it adds any.
-HIERARCHY_KEYS = ("known_outside_of", "known_where_positive")
+HIERARCHY_KEYS = ("known_outside_of", "known_where_positive", "known_excluded_by")
 
 
 def _augment(batch: dict, transforms: AbstractTransform | None) -> dict:
@@ -57,6 +57,8 @@ def to_torch(batch: dict, pin_memory: bool = False) -> dict:
     if "known_outside_of" in batch:
         out["known_outside_of"] = torch.from_numpy(np.asarray(batch["known_outside_of"], dtype=np.int64))
         out["known_where_positive"] = torch.from_numpy(np.asarray(batch["known_where_positive"], dtype=bool))
+        if "known_excluded_by" in batch:
+            out["known_excluded_by"] = torch.from_numpy(np.asarray(batch["known_excluded_by"], dtype=bool))
     if pin_memory and torch.cuda.is_available():
         for key in ("data", "target", "annotated"):
             out[key] = out[key].pin_memory()

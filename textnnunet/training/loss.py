@@ -38,14 +38,18 @@ class PartialAnnotation:
     annotated: torch.Tensor
     outside_of: torch.Tensor
     where_positive: torch.Tensor
+    excluded_by: torch.Tensor | None = None  # (B, K, K) bool: voxels of labelled class j are known negatives of k
 
     @property
     def pairs(self) -> torch.Tensor:
         """(B, K) bool: the pairs with at least some known voxels (the heads worth computing)."""
-        return self.annotated | (self.outside_of >= 0) | self.where_positive
+        pairs = self.annotated | (self.outside_of >= 0) | self.where_positive
+        return pairs if self.excluded_by is None else pairs | self.excluded_by.any(dim=-1)
 
     def to(self, device: torch.device | str) -> "PartialAnnotation":
-        return PartialAnnotation(self.annotated.to(device), self.outside_of.to(device), self.where_positive.to(device))
+        excluded = None if self.excluded_by is None else self.excluded_by.to(device)
+        return PartialAnnotation(self.annotated.to(device), self.outside_of.to(device), self.where_positive.to(device),
+                                 excluded)
 
     def known(self, target: torch.Tensor) -> torch.Tensor:
         """(B, K, *spatial) float in {0, 1}: the voxels whose target is known, for targets of any resolution."""
@@ -55,7 +59,12 @@ class PartialAnnotation:
         parent_index = self.outside_of.clamp_min(0)[expand].expand_as(target)
         outside_parent = (1.0 - torch.gather(target, 1, parent_index)) * (self.outside_of >= 0).to(target.dtype)[expand]
         derived_positive = target * self.where_positive.to(target.dtype)[expand]
-        return torch.maximum(known, torch.maximum(outside_parent, derived_positive))
+        known = torch.maximum(known, torch.maximum(outside_parent, derived_positive))
+        if self.excluded_by is not None and bool(self.excluded_by.any()):
+            # Voxels of another labelled structure (not an ancestor or part): known negatives. K x K per voxel.
+            excluded = torch.einsum("bkj,bj...->bk...", self.excluded_by.to(target.dtype), target).clamp_max(1.0)
+            known = torch.maximum(known, excluded)
+        return known
 
 
 Annotation = Union[torch.Tensor, PartialAnnotation]
@@ -67,7 +76,9 @@ def batch_annotation(batch: dict, device: torch.device | str) -> Annotation:
     annotated = batch["annotated"].to(device)
     if "known_outside_of" not in batch:
         return annotated
-    return PartialAnnotation(annotated, batch["known_outside_of"].to(device), batch["known_where_positive"].to(device))
+    excluded = batch["known_excluded_by"].to(device) if "known_excluded_by" in batch else None
+    return PartialAnnotation(annotated, batch["known_outside_of"].to(device), batch["known_where_positive"].to(device),
+                             excluded)
 
 
 def annotated_pairs(annotation: Annotation) -> torch.Tensor:

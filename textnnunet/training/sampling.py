@@ -96,6 +96,8 @@ class PatchSampler:
     the augmentation needs (see AugmentationConfig.initial_patch_size); default = patch_size.
     cache_size: how many decompressed cases to keep in memory (LRU); 0 disables caching.
     use_hierarchy: derive targets and voxel-wise knowledge from label_space.hierarchy (DatasetKnowledge).
+    use_exclusion: with the hierarchy, voxels a dataset labels as a structure are known negatives of every class
+        that is neither that structure's ancestor nor its part (distinct organs do not overlap).
     """
 
     def __init__(
@@ -111,6 +113,7 @@ class PatchSampler:
         initial_patch_size: Sequence[int] | None = None,
         cache_size: int = 8,
         use_hierarchy: bool = True,
+        use_exclusion: bool = True,
     ):
         if configuration not in plans.get("configurations", {}):
             raise UserError(f"plans '{plans.get('plans_name', '?')}': no configuration '{configuration}'")
@@ -127,7 +130,11 @@ class PatchSampler:
 
         self.class_names, self.class_values = _parse_label_space(plans)
         hierarchy = (plans["label_space"].get("hierarchy") or {}) if use_hierarchy else {}
-        self.knowledge = hierarchy_knowledge(self.class_names, self.class_values, hierarchy)
+        # Exclusion needs the hierarchy (plans made with the lexicon carry one, possibly empty): without it "kidney"
+        # would exclude "left kidney".
+        has_hierarchy = use_hierarchy and "hierarchy" in plans["label_space"]
+        self.knowledge = hierarchy_knowledge(self.class_names, self.class_values, hierarchy,
+                                             exclusion=use_exclusion and has_hierarchy)
         self.cases_by_dataset = _group_cases(cases, self.class_values)
         self.datasets = sorted(self.cases_by_dataset)
         weights = dataset_sampling_weights({ds: len(c) for ds, c in self.cases_by_dataset.items()}, dataset_weighting)
@@ -278,6 +285,8 @@ class PatchSampler:
                                                   else np.full(self.num_classes, -1, np.int64) for ds, _ in keys])
             batch["known_where_positive"] = np.stack([self.knowledge[ds].where_positive if ds in self.knowledge
                                                       else np.zeros(self.num_classes, bool) for ds, _ in keys])
+            batch["known_excluded_by"] = np.stack([self.knowledge[ds].excluded_by if ds in self.knowledge
+                                                   else np.zeros((self.num_classes,) * 2, bool) for ds, _ in keys])
         return batch
 
     def __iter__(self):
@@ -295,12 +304,15 @@ class DatasetKnowledge:
     positives_of[k]  labelled parts of class k: its target is their union, known where positive
     outside_of       (K,) the labelled class containing class k (its nearest labelled ancestor), or -1
     where_positive   (K,) whether k's target holds derived positives
+    excluded_by      (K, K) bool: [k, j] when class j is labelled here (or a derived union) and is neither k, an
+                     ancestor nor a part of k: voxels of j are known negatives of k (exclusion)
     """
 
     union_of: dict[int, list[int]]
     positives_of: dict[int, list[int]]
     outside_of: np.ndarray
     where_positive: np.ndarray
+    excluded_by: np.ndarray
 
     def derive_targets(self, target: np.ndarray, annotated: np.ndarray) -> None:
         """Fill the derived targets of one item in place (annotated: (K,) bool, target: (K, *patch))."""
@@ -312,7 +324,8 @@ class DatasetKnowledge:
 
 
 def hierarchy_knowledge(class_names: list[str], class_values: Mapping[str, Mapping[str, list[int]]],
-                        hierarchy: Mapping[str, Mapping[str, str]]) -> dict[str, DatasetKnowledge]:
+                        hierarchy: Mapping[str, Mapping[str, str]], exclusion: bool = False
+                        ) -> dict[str, DatasetKnowledge]:
     """Per dataset, the voxel-wise knowledge its labels give about the classes it does not label (only datasets
     where there is some)."""
     index = {name: k for k, name in enumerate(class_names)}
@@ -323,14 +336,15 @@ def hierarchy_knowledge(class_names: list[str], class_values: Mapping[str, Mappi
             side_children.setdefault(link["parent"], []).append(child)
     result = {}
     for dataset, labelled in class_values.items():
-        knowledge = _dataset_knowledge(class_names, set(labelled), parent, side_children, index)
+        knowledge = _dataset_knowledge(class_names, set(labelled), parent, side_children, index, exclusion)
         if knowledge is not None:
             result[dataset] = knowledge
     return result
 
 
 def _dataset_knowledge(class_names: list[str], labelled: set[str], parent: Mapping[str, str],
-                       side_children: Mapping[str, list[str]], index: Mapping[str, int]) -> DatasetKnowledge | None:
+                       side_children: Mapping[str, list[str]], index: Mapping[str, int],
+                       exclusion: bool = False) -> DatasetKnowledge | None:
     union_of = {index[cls]: [index[s] for s in sides] for cls, sides in side_children.items()
                 if cls not in labelled and len(sides) >= 2 and all(s in labelled for s in sides)}
     known = labelled | {class_names[k] for k in union_of}  # a union is labelled everywhere, like a label
@@ -348,9 +362,17 @@ def _dataset_knowledge(class_names: list[str], labelled: set[str], parent: Mappi
         if parts:
             positives_of[k] = sorted(index[p] for p in parts)
             where_positive[k] = True
-    if not union_of and not positives_of and not (outside_of >= 0).any():
+    excluded_by = np.zeros((len(class_names),) * 2, dtype=bool)
+    if exclusion:
+        for cls in class_names:
+            if cls in known:
+                continue
+            for other in known:
+                related = _is_ancestor(cls, other, parent) or _is_ancestor(other, cls, parent)
+                excluded_by[index[cls], index[other]] = not related
+    if not union_of and not positives_of and not (outside_of >= 0).any() and not excluded_by.any():
         return None
-    return DatasetKnowledge(union_of, positives_of, outside_of, where_positive)
+    return DatasetKnowledge(union_of, positives_of, outside_of, where_positive, excluded_by)
 
 
 def _nearest_labelled_ancestor(cls: str, parent: Mapping[str, str], labelled: set[str]) -> str | None:

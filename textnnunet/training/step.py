@@ -80,7 +80,8 @@ class UniversalStep:
         self.embeddings = torch.from_numpy(self.class_embeddings).to(device)
 
     def sampler(self, refs: list[CaseRef], plans: dict, configuration: str, **kwargs) -> PatchSampler:
-        return PatchSampler(refs, plans, configuration, use_hierarchy=self.config.label_hierarchy, **kwargs)
+        return PatchSampler(refs, plans, configuration, use_hierarchy=self.config.label_hierarchy,
+                            use_exclusion=self.config.label_exclusion, **kwargs)
 
     def build_network(self, architecture: dict, in_channels: int) -> nn.Module:
         net = TextPromptedUNet(architecture, in_channels=in_channels, embed_dim=self.class_embeddings.shape[1],

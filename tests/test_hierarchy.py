@@ -286,3 +286,21 @@ def test_sampler_exclusion_follows_the_hierarchy_switch(tmp_path):
             assert excluded[k].any() == (name not in labelled)  # by this dataset's (unrelated) structures
     without = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_hierarchy=False).next_batch()
     assert "known_excluded_by" not in without
+
+
+def test_pairs_known_only_as_negative_get_bce_but_no_dice():
+    target = torch.zeros(1, 2, 4, 6, 6)
+    target[0, 0, 1:3, 1:4, 1:4] = 1
+    logits = torch.full((1, 2, 4, 6, 6), 2.0, requires_grad=True)  # confidently positive everywhere
+    excluded = torch.tensor([[[False, False], [True, False]]])
+    annotation = PartialAnnotation(torch.tensor([[True, False]]), torch.tensor([[-1, -1]]),
+                                   torch.tensor([[False, False]]), excluded)
+    with_partial = masked_bce_dice_loss(logits, target, annotation)
+    labelled_only = masked_bce_dice_loss(logits, target, torch.tensor([[True, False]]))
+    known = annotation.known(target)
+    bce_excluded = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[0, 1][known[0, 1] > 0], target[0, 1][known[0, 1] > 0])
+    # (BCE of both pairs) / 2 + the labelled pair's Dice only: the excluded pair adds its BCE, not a Dice of 1.
+    bce_labelled = torch.nn.functional.binary_cross_entropy_with_logits(logits[0, 0], target[0, 0])
+    dice_part = labelled_only - bce_labelled
+    assert torch.isclose(with_partial, (bce_labelled + bce_excluded) / 2 + dice_part, atol=1e-5)

@@ -123,8 +123,10 @@ def masked_bce_dice_loss(
     """
     if isinstance(annotated, PartialAnnotation):
         _check_shapes(logits, target, annotated.annotated)
-        known = annotated.to(logits.device).known(target.to(logits.device))
-        return voxel_masked_bce_dice_loss(logits, target, known, batch_dice, smooth, bce_weight, dice_weight)
+        annotation = annotated.to(logits.device)
+        known = annotation.known(target.to(logits.device))
+        return voxel_masked_bce_dice_loss(logits, target, known, batch_dice, smooth, bce_weight, dice_weight,
+                                          dice_pairs=annotation.annotated | annotation.where_positive)
     _check_shapes(logits, target, annotated)
     annotated = annotated.to(device=logits.device, dtype=torch.bool)
     if not bool(annotated.any()):
@@ -159,12 +161,17 @@ def voxel_masked_bce_dice_loss(
     smooth: float = 1e-5,
     bce_weight: float = 1.0,
     dice_weight: float = 1.0,
+    dice_pairs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """BCE + (1 - soft Dice) over the known voxels only (`known` (B, K, *spatial) in {0, 1}).
 
     BCE of a pair is the mean over its known voxels; its Dice sums probabilities and targets over known voxels
     only. Pairs without a known voxel are left out (as unannotated pairs are), and unknown voxels receive exactly
     zero gradient. With every voxel of a pair known this is `masked_bce_dice_loss` of that pair.
+    dice_pairs (B, K) bool: the pairs whose Dice is taken (default: all with a known voxel). Pairs known only to be
+    negative somewhere (outside a labelled parent, on another labelled structure) should get BCE alone: their Dice,
+    with no known positive, is 1 for any positive prediction in the known region, and with several such pairs per
+    item it outweighed the labelled pairs and kept every head at zero for the first 300 iterations.
     """
     if logits.shape != target.shape or logits.shape != known.shape:
         raise ValueError(f"logits {tuple(logits.shape)}, target {tuple(target.shape)} and known "
@@ -192,6 +199,14 @@ def voxel_masked_bce_dice_loss(
         denominator = denominator.new_zeros(n_classes).index_add(0, idx_k, denominator)
         present = torch.unique(idx_k)
         intersection, denominator = intersection[present], denominator[present]
+        if dice_pairs is not None:
+            keep = dice_pairs.to(logits.device).any(dim=0)[present]
+            intersection, denominator = intersection[keep], denominator[keep]
+    elif dice_pairs is not None:
+        keep = dice_pairs.to(logits.device)[idx_b, idx_k]
+        intersection, denominator = intersection[keep], denominator[keep]
+    if intersection.numel() == 0:
+        return bce_weight * bce.mean()
     dice = (2.0 * intersection + smooth) / (denominator + smooth).clamp_min(1e-8)
     return bce_weight * bce.mean() + dice_weight * (1.0 - dice).mean()
 

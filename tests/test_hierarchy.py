@@ -273,18 +273,20 @@ def test_sampler_exclusion_follows_the_hierarchy_switch(tmp_path):
     from training_cache_helpers import make_plans, two_dataset_cases
 
     plans, cases = make_plans(patch_3d=(4, 8, 8), batch_size=4), two_dataset_cases(tmp_path)
-    old_plan = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0)).next_batch()
+    old_plan = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_exclusion=True).next_batch()
     assert "known_excluded_by" not in old_plan  # a plan made before the lexicon knows no relations: no exclusion
     plans["label_space"] = {**plans["label_space"], "hierarchy": {"liver tumor": {"parent": "liver",
                                                                                    "relation": "part"}}}
-    batch = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0)).next_batch()
+    assert "known_excluded_by" not in PatchSampler(cases, plans, "3d_fullres").next_batch()  # off by default
+    batch = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_exclusion=True).next_batch()
     assert "known_excluded_by" in batch and batch["known_excluded_by"].any()
     names = [c["name"] for c in plans["label_space"]["classes"]]
     for (dataset, _), excluded in zip(batch["keys"], batch["known_excluded_by"]):
         labelled = plans["label_space"]["datasets"][dataset]
         for k, name in enumerate(names):  # a labelled class needs no exclusion; an unlabelled one is excluded
             assert excluded[k].any() == (name not in labelled)  # by this dataset's (unrelated) structures
-    without = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_hierarchy=False).next_batch()
+    without = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_hierarchy=False,
+                           use_exclusion=True).next_batch()
     assert "known_excluded_by" not in without
 
 

@@ -113,7 +113,7 @@ class PatchSampler:
         initial_patch_size: Sequence[int] | None = None,
         cache_size: int = 8,
         use_hierarchy: bool = True,
-        use_exclusion: bool = True,
+        use_exclusion: bool = False,
     ):
         if configuration not in plans.get("configurations", {}):
             raise UserError(f"plans '{plans.get('plans_name', '?')}': no configuration '{configuration}'")

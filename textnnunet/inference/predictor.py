@@ -19,7 +19,9 @@ from textnnunet.preprocessing.preprocessor import preprocess_case, restore_masks
 from textnnunet.inference.laterality import apply_laterality
 from textnnunet.text.prompts import CALIBRATED_SIMILARITY_THRESHOLDS
 from textnnunet.text.vocabulary import Resolution, Vocabulary
-from textnnunet.training.config import TrainingConfig, memory_format_for
+# Only the network-defining fields of a checkpoint's training_config are read here (network/settings.py).
+from textnnunet.network.settings import NetworkSettings as TrainingConfig
+from textnnunet.network.settings import memory_format_for
 from textnnunet.utils.files import load_json
 
 CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")

@@ -9,9 +9,9 @@ import numpy as np
 from tqdm import tqdm
 
 from textnnunet.errors import UserError
-from textnnunet.evaluation.postprocessing import postprocess_masks, skipped_constraints
 from textnnunet.inference.export import InputCase, OutputFolder, find_input_cases, split_ending
 from textnnunet.inference.predictor import TextPredictor, geometry_from_properties
+from textnnunet.postprocessing import postprocess_masks, skipped_constraints
 from textnnunet.preprocessing.preprocessor import restore_masks, restore_to_original
 from textnnunet.text.prompts import describe_resolution
 

@@ -19,8 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from textnnunet.cli.common import user_errors_exit
-from textnnunet.errors import UserError
+from textnnunet.errors import UserError, user_errors_exit
 from textnnunet.text.encoders import TextEncoder, build_encoder, identity_key
 from textnnunet.text.prompts import CALIBRATED_SIMILARITY_THRESHOLDS, PromptResolver, Resolution
 from textnnunet.text.vocabulary import Vocabulary

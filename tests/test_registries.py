@@ -1,5 +1,5 @@
-"""Extension points are registries: a toy conditioning head, augmentation preset and metric are added by touching
-only their registry (no other module changes), and the whole pipeline picks them up (training, prediction, CLI
+"""Extension points are registries: a toy conditioning head, text encoder, augmentation preset and metric are added
+by touching only their registry (no other module changes), and the whole pipeline picks them up (training, prediction, CLI
 choices, summaries)."""
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from textnnunet.evaluation.summary import summarize, summary_markdown
 from textnnunet.inference.predictor import PredictionSettings, TextPredictor
 from textnnunet.network import conditioning
 from textnnunet.network.prompt_heads import HeadShape, PromptHeads
+from textnnunet.text import encoders
+from textnnunet.text.encoders import TextEncoder
 from textnnunet.training import augmentation
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.run import train_fold
@@ -98,3 +100,50 @@ def test_a_toy_metric_reaches_the_case_metrics_and_the_summary_table(monkeypatch
     summary = summarize([{"case_id": "a", "dataset": "D", "metrics": {"liver": values}}], nsd_tolerance_mm=2.0)
     header = summary_markdown(summary).splitlines()[4]
     assert header == "| class | Dice (mean ± std) | IoU | NSD @ 2 mm | Recall | n | FP voxels | FN voxels |"
+
+
+class ToyEncoder(TextEncoder):
+    """8 numbers per prompt from its letters: deterministic, semantic enough for a test."""
+
+    name = "toy"
+
+    def __init__(self, template: str | None = None):
+        super().__init__(template or "{}")
+
+    @property
+    def dim(self) -> int:
+        return 8
+
+    def identity(self) -> dict:
+        return {"kind": self.name, "model": None, "template": self.template, "dim": self.dim}
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        vectors = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for row, text in enumerate(texts):
+            for i, character in enumerate(text):
+                vectors[row, i % self.dim] += ord(character) / 100.0
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+
+def test_a_toy_encoder_registered_alone_trains_and_predicts(tmp_path, monkeypatch):
+    monkeypatch.setitem(encoders.ENCODERS, "toy", encoders.EncoderKind(
+        lambda model, template, vocabulary: ToyEncoder(template),
+        lambda identity, vocabulary: ToyEncoder(identity.get("template"))))
+    from textnnunet.cli.train import build_parser
+
+    assert build_parser().parse_args(["3d_fullres", "0", "--encoder", "toy"]).encoder == "toy"
+    preprocessed = write_benchmark_inputs(tmp_path / "preprocessed")
+    config = TrainingConfig(epochs=1, iters_per_epoch=1, val_iters_per_epoch=1, device="cpu", seed=1)
+    fold = train_fold("3d_fullres", 0, config, preprocessed=preprocessed, results=tmp_path / "results",
+                      plans_name="TextPlans_001_002", encoder="toy", echo=False)
+    assert fold.parent.name == "3d_fullres__toy"
+
+    predictor = TextPredictor.from_folder(fold.parent, folds=[0], settings=PredictionSettings(device="cpu"))
+    assert predictor.vocabulary.encoder_identity["kind"] == "toy"
+    np.testing.assert_allclose(predictor.vocabulary.class_embeddings[0], ToyEncoder().encode(["liver"])[0], atol=1e-6)
+    rebuilt = encoders.encoder_from_identity(predictor.vocabulary.encoder_identity)  # what zero-shot prompts use
+    assert isinstance(rebuilt, ToyEncoder)
+    data = np.random.default_rng(0).normal(size=(1, *SHAPE)).astype(np.float32)
+    zero_shot = torch.as_tensor(rebuilt.encode(["hepatic parenchyma"]))
+    probabilities = predictor.predict_preprocessed(data, zero_shot)
+    assert probabilities.shape == (1, *SHAPE) and np.isfinite(probabilities).all()

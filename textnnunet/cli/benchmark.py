@@ -7,7 +7,7 @@ import sys
 
 from textnnunet.cli.common import add_folder_args, user_errors_exit
 from textnnunet.cli.training_args import add_training_args, config_from_args
-from textnnunet.text.encoders import ENCODER_KINDS
+from textnnunet.text.encoders import encoder_kinds
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train and score: other text encoders (clip/minilm/onehot), FiLM conditioning, the naive "
                         "union without partial-label masking")
     p.add_argument("--test_dataset", default=None, help="fully labelled test set (imagesTs + labelsTs), e.g. 4")
-    p.add_argument("--encoder", choices=ENCODER_KINDS, default="auto",
+    p.add_argument("--encoder", choices=encoder_kinds(), default="auto",
                    help="text encoder of the main universal model")
     p.add_argument("--disable_tta", action="store_true",
                    help="no test-time mirroring when predicting the test set (faster on CPU)")

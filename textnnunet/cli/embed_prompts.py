@@ -18,7 +18,7 @@ import numpy as np
 from textnnunet.cli.common import USER_ERROR_EXIT_CODE, user_errors_exit
 from textnnunet.errors import UserError
 from textnnunet.text.cache import EmbeddingCache
-from textnnunet.text.encoders import ENCODER_KINDS, TextEncoder, build_encoder
+from textnnunet.text.encoders import TextEncoder, build_encoder, encoder_kinds
 from textnnunet.text.prompts import CALIBRATED_SIMILARITY_THRESHOLDS, Resolution, describe_resolution
 from textnnunet.text.vocabulary import VOCABULARY_FILE, Vocabulary
 from textnnunet.utils.files import atomic_savez_compressed, load_json
@@ -34,7 +34,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("prompts", nargs="*", help="prompts to place in the vocabulary")
     p.add_argument("-p", "--prompt", action="append", default=[], dest="extra_prompts", metavar="PROMPT",
                    help="a prompt (repeatable; same as positional prompts)")
-    p.add_argument("--encoder", choices=ENCODER_KINDS, default=None,
+    p.add_argument("--encoder", choices=encoder_kinds(), default=None,
                    help="text encoder (default: the one recorded with the model, else auto)")
     p.add_argument("--encoder-model", default=None, metavar="ID_OR_FOLDER",
                    help="model id or local folder of the encoder (clip/minilm)")

@@ -10,7 +10,7 @@ import sys
 from textnnunet.cli.common import add_folder_args, user_errors_exit
 from textnnunet.cli.training_args import add_training_args, config_from_args
 from textnnunet.network.conditioning import conditioning_names
-from textnnunet.text.encoders import ENCODER_KINDS
+from textnnunet.text.encoders import encoder_kinds
 from textnnunet.training.config import TrainingConfig
 
 
@@ -26,7 +26,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = TrainingConfig()
     p.add_argument("--conditioning", choices=conditioning_names(), default=d.conditioning,
                    help="conditioning heads (textnnunet/network/conditioning.py)")
-    p.add_argument("--encoder", choices=ENCODER_KINDS, default="auto",
+    p.add_argument("--encoder", choices=encoder_kinds(), default="auto",
                    help="text encoder (auto: CLIP if its weights are available locally, else MiniLM)")
     p.add_argument("--text_model", default=None, help="CLIP model id or local folder (with --encoder clip/auto)")
     p.add_argument("--template", default=None, help="prompt template, e.g. 'A computerized tomography of a {}.'")

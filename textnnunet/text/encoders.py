@@ -13,15 +13,15 @@ import os
 import sys
 from abc import ABC, abstractmethod
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from textnnunet.dataset.description import normalise_class_name
 from textnnunet.errors import UserError
 
-ENCODER_KINDS = ("auto", "clip", "minilm", "onehot")
 DEFAULT_CLIP_MODEL = "openai/clip-vit-base-patch32"
 # The CLIP-Driven Universal Model embeds "A computerized tomography of a [CLS]." per organ.
 DEFAULT_CLIP_TEMPLATE = "A computerized tomography of a {}."
@@ -333,18 +333,57 @@ class OneHotEncoder(TextEncoder):
 # Factory
 
 
+@dataclass(frozen=True)
+class EncoderKind:
+    """One entry of the encoder registry.
+
+    build(model, template, vocabulary): a new encoder (model and template None: the kind's defaults).
+    from_identity(identity, vocabulary): the encoder recorded by `TextEncoder.identity()` (vocabulary: the trained
+    classes, for encoders that need them). tags_model_folder: a model trained with this kind gets the kind as its
+    folder tag (`3d_fullres__onehot`), so ablations with other encoders stay apart; the pretrained sentence encoders
+    make the default model and add no tag.
+    """
+
+    build: Callable[[str | None, str | None, list[str] | None], TextEncoder]
+    from_identity: Callable[[dict[str, Any], list[str] | None], TextEncoder]
+    tags_model_folder: bool = True
+
+
+def _onehot(model: str | None, template: str | None, vocabulary: list[str] | None) -> TextEncoder:
+    if template not in (None, "{}"):
+        raise UserError(f"onehot encoder: a prompt template ({template!r}) has no meaning for one-hot vectors")
+    return OneHotEncoder(vocabulary)
+
+
+# The registry: --encoder offers every kind (and 'auto'). A new encoder is a TextEncoder subclass and one entry here.
+ENCODERS: dict[str, EncoderKind] = {
+    "clip": EncoderKind(lambda model, template, vocabulary: ClipEncoder(model, template),
+                        lambda identity, vocabulary: ClipEncoder(identity.get("model"), identity.get("template")),
+                        tags_model_folder=False),
+    "minilm": EncoderKind(lambda model, template, vocabulary: MiniLMEncoder(model, template),
+                          lambda identity, vocabulary: MiniLMEncoder(identity.get("model"), identity.get("template")),
+                          tags_model_folder=False),
+    "onehot": EncoderKind(_onehot, lambda identity, vocabulary: OneHotEncoder(identity.get("vocabulary") or vocabulary,
+                                                                               identity.get("dim"))),
+}
+
+
+def encoder_kinds() -> tuple[str, ...]:
+    """The --encoder choices: 'auto' and every registered kind."""
+    return ("auto", *ENCODERS)
+
+
+def encoder_tags_model_folder(kind: str) -> bool:
+    """Whether a model trained with encoder `kind` carries the kind in its folder tag ('auto' does not)."""
+    return kind != "auto" and (kind not in ENCODERS or ENCODERS[kind].tags_model_folder)
+
+
 def build_encoder(kind: str = "auto", model: str | None = None, template: str | None = None,
                   vocabulary: list[str] | None = None) -> TextEncoder:
-    """An encoder by kind ('auto', 'clip', 'minilm', 'onehot'); 'auto' = CLIP if its weights are local, else MiniLM."""
+    """An encoder by registered kind, or 'auto' = CLIP if its weights are local, else MiniLM."""
     kind = (kind or "auto").strip().lower()
-    if kind == "clip":
-        return ClipEncoder(model, template)
-    if kind == "minilm":
-        return MiniLMEncoder(model, template)
-    if kind == "onehot":
-        if template not in (None, "{}"):
-            raise UserError(f"onehot encoder: a prompt template ({template!r}) has no meaning for one-hot vectors")
-        return OneHotEncoder(vocabulary)
+    if kind in ENCODERS:
+        return ENCODERS[kind].build(model, template, vocabulary)
     if kind == "auto":
         clip_model = model or DEFAULT_CLIP_MODEL
         if clip_weights_available(clip_model):
@@ -355,7 +394,7 @@ def build_encoder(kind: str = "auto", model: str | None = None, template: str | 
         print(f"text encoder: CLIP weights '{clip_model}' are not available locally, using MiniLM "
               f"(all-MiniLM-L6-v2) instead", file=sys.stderr)
         return MiniLMEncoder(None, template)
-    raise UserError(f"encoder '{kind}': unknown kind, choose one of {', '.join(ENCODER_KINDS)}")
+    raise UserError(f"encoder '{kind}': unknown kind, choose one of {', '.join(encoder_kinds())}")
 
 
 def encoder_from_identity(identity: dict[str, Any], vocabulary: list[str] | None = None) -> TextEncoder:
@@ -363,12 +402,9 @@ def encoder_from_identity(identity: dict[str, Any], vocabulary: list[str] | None
     if not isinstance(identity, dict) or "kind" not in identity:
         raise UserError(f"encoder identity {identity!r}: not a recorded encoder (needs at least 'kind')")
     kind = identity["kind"]
-    if kind == "onehot":
-        encoder: TextEncoder = OneHotEncoder(identity.get("vocabulary") or vocabulary, identity.get("dim"))
-    elif kind in ("clip", "minilm"):
-        encoder = build_encoder(kind, identity.get("model"), identity.get("template"))
-    else:
-        raise UserError(f"encoder identity: unknown kind '{kind}' (recorded encoders are clip, minilm, onehot)")
+    if kind not in ENCODERS:
+        raise UserError(f"encoder identity: unknown kind '{kind}' (recorded encoders are {', '.join(ENCODERS)})")
+    encoder = ENCODERS[kind].from_identity(identity, vocabulary)
     recorded_dim = identity.get("dim")
     if recorded_dim is not None and int(recorded_dim) != encoder.dim:
         raise UserError(f"encoder '{kind}' model '{identity.get('model')}': has dim {encoder.dim}, "

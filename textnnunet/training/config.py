@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 import torch
 
 from textnnunet.network.settings import memory_format_for, resolve_mirror_axes
+from textnnunet.text.encoders import encoder_tags_model_folder
 
 
 @dataclass
@@ -86,7 +87,7 @@ class TrainingConfig:
         parts = []
         if self.conditioning != "controller":
             parts.append(self.conditioning)
-        if encoder_kind not in ("clip", "minilm", "auto"):
+        if encoder_tags_model_folder(encoder_kind):
             parts.append(encoder_kind)
         if not self.mask_unannotated:
             parts.append("naiveunion")

@@ -38,7 +38,7 @@ def test_every_cited_measurement_exists():
 
 @pytest.mark.parametrize("folder", ["first_pass", "label_exclusion"])
 def test_matrix_tables_in_results_are_printed_from_the_artefacts(folder):
-    sys.path.insert(0, str(REPO / "benchmarks"))
+    sys.path.insert(0, str(REPO / "perf"))
     from generalization_matrix import report
 
     out = MEASUREMENTS / "generalization_matrix" / folder

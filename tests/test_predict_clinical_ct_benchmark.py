@@ -1,4 +1,4 @@
-"""benchmarks/predict_clinical_ct.py: its stage timer and input resampling (the timed runs themselves are not tests)."""
+"""perf/predict_clinical_ct.py: its stage timer and input resampling (the timed runs themselves are not tests)."""
 import importlib.util
 import time
 from pathlib import Path
@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "predict_clinical_ct.py"
+SCRIPT = Path(__file__).resolve().parents[1] / "perf" / "predict_clinical_ct.py"
 
 
 def _load():

@@ -1,11 +1,11 @@
 """textnnunet_plan_and_preprocess against nnU-Net v2's nnUNetv2_plan_and_preprocess on the same raw datasets.
 
-Installs nnU-Net v2 in its own virtual environment (benchmarks/.nnunet_env, CPU torch, no torchvision) on first
+Installs nnU-Net v2 in its own virtual environment (perf/.nnunet_env, CPU torch, no torchvision) on first
 use, generates the demo phantoms (or uses --raw), runs both tools with the same number of processes on fresh
 output folders and prints wall time, peak memory (resident set of the whole process tree, sampled) and the
 ratios textnnunet / nnU-Net. Target from issue 2: wall-time ratio <= 0.5.
 
-    .venv/bin/python benchmarks/plan_and_preprocess_vs_nnunet.py -np 2 [--json out.json]
+    .venv/bin/python perf/plan_and_preprocess_vs_nnunet.py -np 2 [--json out.json]
 """
 from __future__ import annotations
 

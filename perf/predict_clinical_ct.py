@@ -19,7 +19,7 @@ inputs, the command, versions, the machine and the load average before and after
 --label ("before", "after", ...), so one file holds a before/after comparison. The masks of the last 5-prompt
 run are kept under <work>/masks_<label>/ and, when another label's masks exist, compared (Dice per prompt).
 
-    .venv/bin/python benchmarks/predict_clinical_ct.py --model /work/c_demo_work/results/TextPlans_001_002_003/3d_fullres \
+    .venv/bin/python perf/predict_clinical_ct.py --model /work/c_demo_work/results/TextPlans_001_002_003/3d_fullres \
         --label after --repeats 3
 
 The machine's load (os.getloadavg) is recorded because on a shared machine absolute seconds are inflated.

@@ -6,7 +6,7 @@ predicts and evaluates every test set, and writes a JSON artefact (plan, validat
 timings, command, versions, machine) to documentation/measurements/pooled_runs/<run>.json. Resumable: every step
 resumes, and a run whose JSON exists is skipped.
 
-    .venv/bin/python benchmarks/pooled_run.py --work /tmp/pooled_work -r ct_mr
+    .venv/bin/python perf/pooled_run.py --work /tmp/pooled_work -r ct_mr
 """
 from __future__ import annotations
 

@@ -9,8 +9,8 @@ versions, machine) and an FP/FN overlay PNG to documentation/measurements/genera
 Resumable: a variant whose JSON exists is skipped (--force redoes the evaluation); every step resumes where it
 stopped (generation, preprocessing and training all resume).
 
-    .venv/bin/python benchmarks/generalization_matrix.py --work /tmp/matrix_work            # every variant
-    .venv/bin/python benchmarks/generalization_matrix.py --work /tmp/matrix_work -v clinical
+    .venv/bin/python perf/generalization_matrix.py --work /tmp/matrix_work            # every variant
+    .venv/bin/python perf/generalization_matrix.py --work /tmp/matrix_work -v clinical
 """
 from __future__ import annotations
 

@@ -8,7 +8,7 @@ progress bars, kept in the warm-up logs under <work>/logs, cover different parts
 an estimate: the script also times `python -c "import <the tool's prediction modules>"` in each environment and
 reports wall minus that start-up.
 
-nnU-Net side (in its own environment, benchmarks/.nnunet_env, installed on first use; work folder --work):
+nnU-Net side (in its own environment, perf/.nnunet_env, installed on first use; work folder --work):
  1. nnUNetv2_plan_and_preprocess --no_pp for one demo dataset (default 3 = Kidney: kidney + kidney tumour);
  2. a plans file "nnUNetPlans_textnnunet_size" whose 3d_fullres network has the universal model's size: its patch
     and batch size, target spacing (--nnunet_spacing keeps nnU-Net's own), features per stage, strides, kernel
@@ -29,9 +29,9 @@ mirror axes differ by default: nnU-Net mirrors all 3 axes (8 passes per window),
 each round) after one unmeasured warm-up per command; medians are reported. nnU-Net needs one model per
 dataset, so "nnU-Net x3 models" (liver, spleen, kidney) is 3 x the measured single-model time, not a measurement.
 
-    .venv/bin/python benchmarks/predict_vs_nnunet.py                   # demo data and model, 3 repeats
-    .venv/bin/python benchmarks/predict_vs_nnunet.py --repeats 5 --json predict_vs_nnunet.json
-    .venv/bin/python benchmarks/predict_vs_nnunet.py --disable_tta    # the same number of passes for both
+    .venv/bin/python perf/predict_vs_nnunet.py                   # demo data and model, 3 repeats
+    .venv/bin/python perf/predict_vs_nnunet.py --repeats 5 --json predict_vs_nnunet.json
+    .venv/bin/python perf/predict_vs_nnunet.py --disable_tta    # the same number of passes for both
 
 Quick check on tiny data (minutes on 2 cores; the numbers mean nothing):
 
@@ -40,7 +40,7 @@ Quick check on tiny data (minutes on 2 cores; the numbers mean nothing):
         --raw /tmp/pvn/raw --preprocessed /tmp/pvn/pre
     .venv/bin/textnnunet_train 3d_fullres 0 --epochs 1 --iters_per_epoch 2 --val_iters_per_epoch 1 --device cpu \
         --skip_validation --raw /tmp/pvn/raw --preprocessed /tmp/pvn/pre --results /tmp/pvn/res
-    .venv/bin/python benchmarks/predict_vs_nnunet.py --work /tmp/pvn/work --raw /tmp/pvn/raw \
+    .venv/bin/python perf/predict_vs_nnunet.py --work /tmp/pvn/work --raw /tmp/pvn/raw \
         --model /tmp/pvn/res/TextPlans_001_002_003/3d_fullres --trainer nnUNetTrainer_textnnunetTiny --repeats 1
 
 nnU-Net finds trainers by importing its trainer modules; its primus/ package needs timm, which the benchmark
@@ -73,7 +73,7 @@ PROMPT_SETS = {1: ["liver"], 3: ["liver", "spleen", "kidney"],
                5: ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]}
 TINY_TRAINER = "nnUNetTrainer_textnnunetTiny"
 SHIM_MODULE = "nnUNetTrainer_textnnunet_benchmark"
-SHIM_SOURCE = f'''"""Written by textnnunet's benchmarks/predict_vs_nnunet.py (safe to delete).
+SHIM_SOURCE = f'''"""Written by textnnunet's perf/predict_vs_nnunet.py (safe to delete).
 
 nnU-Net finds a trainer by name by importing the modules under nnunetv2/training/nnUNetTrainer: first the
 top-level modules, then the subpackages in alphabetical order. primus/ imports timm, which the benchmark

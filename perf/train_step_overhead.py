@@ -6,8 +6,8 @@ Prints seconds per step and the ratio to the softmax reference measured in the s
 "partial": each sample annotates a third of the classes, as the demo datasets do, and the trainer computes the
 heads of annotated pairs only (the masked loss reads nothing else).
 
-    python benchmarks/train_step_overhead.py --plans demo_work/preprocessed/TextPlans_001_002_003/plans.json
-    python benchmarks/train_step_overhead.py --device cuda --patch 128 128 128 --base_features 32 --max_features 320
+    python perf/train_step_overhead.py --plans demo_work/preprocessed/TextPlans_001_002_003/plans.json
+    python perf/train_step_overhead.py --device cuda --patch 128 128 128 --base_features 32 --max_features 320
 """
 from __future__ import annotations
 

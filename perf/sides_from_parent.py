@@ -2,7 +2,7 @@
 with a model trained on `kidney` only (the demo's datasets 1 2 3), score against Dataset005_KidneySides' reference
 sides, and write a JSON artefact (command, versions, Dice/FP/FN per side, how each prompt was decided).
 
-    .venv/bin/python benchmarks/sides_from_parent.py -m MODEL_FOLDER --raw RAW_WITH_DATASET005 --work /tmp/sides
+    .venv/bin/python perf/sides_from_parent.py -m MODEL_FOLDER --raw RAW_WITH_DATASET005 --work /tmp/sides
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from textnnunet.inference.laterality import apply_laterality
 from textnnunet.text.prompts import CALIBRATED_SIMILARITY_THRESHOLDS
 from textnnunet.text.vocabulary import Resolution, Vocabulary
 # Only the network-defining fields of a checkpoint's training_config are read here (network/settings.py).
-from textnnunet.network.settings import NetworkSettings as TrainingConfig
+from textnnunet.network.settings import NetworkSettings
 from textnnunet.network.settings import memory_format_for
 from textnnunet.utils.files import load_json
 
@@ -64,7 +64,7 @@ def available_folds(model_folder: Path, checkpoint: str) -> list[str]:
 
 
 def build_network_for_checkpoint(plans: dict, configuration: str, ckpt: dict, embed_dim: int) -> TextPromptedUNet:
-    config = TrainingConfig.from_json(ckpt["training_config"])
+    config = NetworkSettings.from_json(ckpt["training_config"])
     net = TextPromptedUNet(plans["configurations"][configuration]["architecture"],
                            in_channels=len(plans["channel_names"]), embed_dim=embed_dim,
                            conditioning=config.conditioning, deep_supervision=False, backbone=config.backbone)

@@ -37,14 +37,16 @@ class ImageGeometry:
 
 
 def read_sitk(path: str | Path) -> sitk.Image:
+    """Read a file with SimpleITK; a missing or unreadable file is a one-line UserError naming it."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: file not found")
     try:
         return sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()[-1] if str(e).strip() else "unreadable"
-        raise UserError(f"{path}: cannot be read as an image ({first[:160]})") from None
+    except RuntimeError as e:  # SimpleITK's message ends with the reason; keep that line only
+        lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+        reason = lines[-1][:160] if lines else "unreadable"
+        raise UserError(f"{path}: cannot be read as an image ({reason})") from None
 
 
 def geometry_of(img: sitk.Image | sitk.ImageFileReader, path: str | Path = "") -> ImageGeometry:

@@ -143,14 +143,29 @@ def masked_bce_dice_loss(
     probs = torch.sigmoid(sel_logits)
     intersection = (probs * sel_target).sum(dim=spatial)  # (N,)
     denominator = probs.sum(dim=spatial) + sel_target.sum(dim=spatial)
+    dice = _soft_dice(intersection, denominator, idx_b, idx_k, logits.shape[1], batch_dice, smooth)
+    return bce_weight * bce.mean() + dice_weight * (1.0 - dice).mean()
+
+
+def _soft_dice(intersection: torch.Tensor, denominator: torch.Tensor, idx_b: torch.Tensor, idx_k: torch.Tensor,
+               n_classes: int, batch_dice: bool, smooth: float,
+               dice_pairs: torch.Tensor | None = None) -> torch.Tensor | None:
+    """Soft Dice per selected pair (idx_b, idx_k), or per class pooled over the batch (nnU-Net's batch Dice).
+    dice_pairs (B, K) bool keeps only those pairs (classes, with batch Dice); None when nothing is left."""
     if batch_dice:
-        n_classes = logits.shape[1]
         intersection = intersection.new_zeros(n_classes).index_add(0, idx_k, intersection)
         denominator = denominator.new_zeros(n_classes).index_add(0, idx_k, denominator)
         present = torch.unique(idx_k)
         intersection, denominator = intersection[present], denominator[present]
-    dice = (2.0 * intersection + smooth) / (denominator + smooth).clamp_min(1e-8)
-    return bce_weight * bce.mean() + dice_weight * (1.0 - dice).mean()
+        if dice_pairs is not None:
+            keep = dice_pairs.to(intersection.device).any(dim=0)[present]
+            intersection, denominator = intersection[keep], denominator[keep]
+    elif dice_pairs is not None:
+        keep = dice_pairs.to(intersection.device)[idx_b, idx_k]
+        intersection, denominator = intersection[keep], denominator[keep]
+    if intersection.numel() == 0:
+        return None
+    return (2.0 * intersection + smooth) / (denominator + smooth).clamp_min(1e-8)
 
 
 def voxel_masked_bce_dice_loss(
@@ -193,21 +208,9 @@ def voxel_masked_bce_dice_loss(
     masked_target = sel_target * weight
     intersection = (probs * masked_target).sum(dim=spatial)
     denominator = probs.sum(dim=spatial) + masked_target.sum(dim=spatial)
-    if batch_dice:
-        n_classes = logits.shape[1]
-        intersection = intersection.new_zeros(n_classes).index_add(0, idx_k, intersection)
-        denominator = denominator.new_zeros(n_classes).index_add(0, idx_k, denominator)
-        present = torch.unique(idx_k)
-        intersection, denominator = intersection[present], denominator[present]
-        if dice_pairs is not None:
-            keep = dice_pairs.to(logits.device).any(dim=0)[present]
-            intersection, denominator = intersection[keep], denominator[keep]
-    elif dice_pairs is not None:
-        keep = dice_pairs.to(logits.device)[idx_b, idx_k]
-        intersection, denominator = intersection[keep], denominator[keep]
-    if intersection.numel() == 0:
+    dice = _soft_dice(intersection, denominator, idx_b, idx_k, logits.shape[1], batch_dice, smooth, dice_pairs)
+    if dice is None:
         return bce_weight * bce.mean()
-    dice = (2.0 * intersection + smooth) / (denominator + smooth).clamp_min(1e-8)
     return bce_weight * bce.mean() + dice_weight * (1.0 - dice).mean()
 
 

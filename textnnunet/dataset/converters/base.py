@@ -18,6 +18,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from textnnunet.errors import UserError
+from textnnunet.imageio.sitk_io import read_sitk
 
 NIFTI_GZ = ".nii.gz"
 
@@ -151,24 +152,11 @@ class DatasetConverter:
 
     def read_label(self, case: SourceCase, mapping: LabelMapping) -> tuple[sitk.Image, ConversionNotes]:
         """The case's label map with the values to write (default: one file, remapped through `mapping`)."""
-        image = read_source_image(case.label)
+        image = read_sitk(case.label)
         return remap_label_image(image, mapping, case.label), ConversionNotes(case.case_id)
 
 
 # ----------------------------------------------------------------------------------------------- shared helpers
-def read_source_image(path: Path) -> sitk.Image:
-    """Read a source file with SimpleITK; a missing or unreadable file is a one-line UserError naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: file not found")
-    try:
-        return sitk.ReadImage(str(path))
-    except RuntimeError as e:
-        lines = [line for line in str(e).strip().splitlines() if line.strip()]
-        reason = lines[-1].strip()[:160] if lines else "unreadable"
-        raise UserError(f"{path}: cannot be read as an image ({reason})") from None
-
-
 def label_array(image: sitk.Image, path: Path) -> np.ndarray:
     """The voxels of a label map as integers; fractional or non-finite values are a UserError naming the file."""
     if image.GetNumberOfComponentsPerPixel() != 1:

@@ -24,11 +24,10 @@ from textnnunet.dataset.converters.base import (
     SourceCase,
     label_array,
     label_image_like,
-    read_source_image,
 )
 from textnnunet.dataset.integrity import geometry_differences
 from textnnunet.errors import UserError
-from textnnunet.imageio.sitk_io import geometry_of
+from textnnunet.imageio.sitk_io import geometry_of, read_sitk
 
 CASE_FOLDER = re.compile(r"s\d{4}")
 
@@ -113,7 +112,7 @@ class TotalSegmentatorConverter(DatasetConverter):
         return cases
 
     def read_label(self, case: SourceCase, mapping: LabelMapping) -> tuple[sitk.Image, ConversionNotes]:
-        reference = read_source_image(case.images[0])
+        reference = read_sitk(case.images[0])
         label, overlaps = merge_structure_masks(case.label, reference)
         notes = tuple(overlap_note(first, second, count) for (first, second), count in sorted(overlaps.items()))
         return label, ConversionNotes(case.case_id, notes)
@@ -156,7 +155,7 @@ def merge_structure_masks(folder: Path, reference: sitk.Image) -> tuple[sitk.Ima
     overlaps: dict[tuple[str, str], int] = {}
     for structure, value in TOTALSEGMENTATOR_V2_STRUCTURES.items():
         path = files[structure]
-        mask_image = read_source_image(path)
+        mask_image = read_sitk(path)
         differences = geometry_differences(reference_geometry, geometry_of(mask_image, path))
         if differences:
             raise UserError(f"{path}: geometry differs from ct.nii.gz: {'; '.join(differences)}")

@@ -22,12 +22,11 @@ from textnnunet.dataset.converters.base import (
     DatasetConverter,
     LabelMapping,
     SourceCase,
-    read_source_image,
 )
 from textnnunet.dataset.description import parse_dataset_name
 from textnnunet.dataset.integrity import geometry_differences
 from textnnunet.errors import UserError
-from textnnunet.imageio.sitk_io import geometry_of
+from textnnunet.imageio.sitk_io import geometry_of, read_sitk
 from textnnunet.utils.files import atomic_path, atomic_write_json, load_json
 
 CONVERTER_VERSION = 1
@@ -194,9 +193,9 @@ def _convert_case(job: _CaseJob) -> str:
 def read_channels(files: tuple[Path, ...], num_channels: int) -> list[sitk.Image]:
     """The 3D channel images of one case: one file per channel, or one 4D (or multi-component) file split."""
     if len(files) == 1:
-        channels = split_channels(read_source_image(files[0]), files[0])
+        channels = split_channels(read_sitk(files[0]), files[0])
     else:
-        channels = [read_source_image(f) for f in files]
+        channels = [read_sitk(f) for f in files]
         for path, image in zip(files, channels):
             if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
                 raise UserError(f"{path}: expected one 3D channel, found a {image.GetDimension()}D image with "

@@ -48,7 +48,8 @@ def _call(entry, argv: list[str]) -> None:
             raise RuntimeError(f"{entry.__module__} {' '.join(argv)} exited with {e.code}") from None
 
 
-def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: int) -> dict:
+def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: int,
+                label_exclusion: bool = False) -> dict:
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
     from textnnunet.cli.predict import main as predict_main
@@ -74,11 +75,12 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     t = time.time()
     cheap = name in CHEAP_ROWS
     config = TrainingConfig(epochs=epochs, iters_per_epoch=iters, val_iters_per_epoch=5,
-                            case_val_every=0 if cheap else case_val_every)
+                            case_val_every=0 if cheap else case_val_every, label_exclusion=label_exclusion)
     fold = res / "TextPlans_001_002_003" / "3d_fullres" / "fold_0"
     if not (fold / "checkpoint_final.pth").is_file():
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
-                   resume=(fold / "checkpoint_latest.pth").is_file(), validate=not cheap)
+                   resume=(fold / "checkpoint_latest.pth").is_file(), validate=not cheap,
+                   model_tag="")  # one model per work folder: keep the default folder name whatever the options
     timings["train_and_validate_s"] = time.time() - t
 
     t = time.time()
@@ -122,6 +124,7 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
                                                      "median_image_size_in_voxels",
                                                      "patch_coverage_of_median_image", "context")},
         "training": {"epochs": config.epochs, "iters_per_epoch": config.iters_per_epoch,
+                     "label_exclusion": config.label_exclusion,
                      "seconds": float(sum(history["epoch_seconds"])),
                      "final_pseudo_dice": history["pseudo_dice"][-1], "whole_case_checks": history.get("whole_case", [])},
         "validation_fold0": _class_table(validation) if validation else "not run (CHEAP_ROWS)",
@@ -217,6 +220,7 @@ def main() -> int:
     p.add_argument("--case_val_every", type=int, default=10)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--force", action="store_true", help="re-evaluate variants whose JSON exists")
+    p.add_argument("--label_exclusion", action="store_true", help="train with --label_exclusion (use another --out)")
     p.add_argument("--report", action="store_true", help="print the Markdown table of the existing artefacts, run nothing")
     args = p.parse_args()
     if args.report:
@@ -230,7 +234,8 @@ def main() -> int:
         if target.is_file() and not args.force:
             print(f"{name}: {target} exists, skipped")
             continue
-        record = run_variant(name, args.work.resolve(), args.epochs, args.iters_per_epoch, args.case_val_every)
+        record = run_variant(name, args.work.resolve(), args.epochs, args.iters_per_epoch, args.case_val_every,
+                             args.label_exclusion)
         error_overlay(name, args.work.resolve(), args.out / f"{name}_errors.png")
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))

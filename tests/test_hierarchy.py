@@ -300,9 +300,29 @@ def test_pairs_known_only_as_negative_get_bce_but_no_dice():
     with_partial = masked_bce_dice_loss(logits, target, annotation)
     labelled_only = masked_bce_dice_loss(logits, target, torch.tensor([[True, False]]))
     known = annotation.known(target)
-    bce_excluded = torch.nn.functional.binary_cross_entropy_with_logits(
-        logits[0, 1][known[0, 1] > 0], target[0, 1][known[0, 1] > 0])
-    # (BCE of both pairs) / 2 + the labelled pair's Dice only: the excluded pair adds its BCE, not a Dice of 1.
+    bce_excluded_voxels = torch.nn.functional.binary_cross_entropy_with_logits(
+        logits[0, 1][known[0, 1] > 0], target[0, 1][known[0, 1] > 0], reduction="sum")
+    # The labelled pair's BCE and Dice, plus the excluded voxels' BCE weighed as background voxels of a labelled
+    # pair (sum / patch voxels) without counting as a pair: no Dice of 1, no halving of the labelled pair's BCE.
     bce_labelled = torch.nn.functional.binary_cross_entropy_with_logits(logits[0, 0], target[0, 0])
     dice_part = labelled_only - bce_labelled
-    assert torch.isclose(with_partial, (bce_labelled + bce_excluded) / 2 + dice_part, atol=1e-5)
+    expected = bce_labelled + bce_excluded_voxels / target[0, 0].numel() + dice_part
+    assert torch.isclose(with_partial, expected, atol=1e-5)
+
+
+def test_exclusion_weighs_like_background_whatever_the_structure_size():
+    # The same prediction on the excluded voxels costs the same per voxel whether the other structure is small or
+    # large: an excluded pair's loss grows with its known voxels, it is not their mean (which made a 1-voxel kidney
+    # weigh as much as the whole labelled pair).
+    def excluded_loss(n_voxels: int) -> torch.Tensor:
+        target = torch.zeros(1, 2, 4, 6, 6)
+        target[0, 0].view(-1)[:n_voxels] = 1
+        logits = torch.zeros(1, 2, 4, 6, 6)
+        logits[0, 1] = 3.0
+        annotation = PartialAnnotation(torch.tensor([[True, False]]), torch.tensor([[-1, -1]]),
+                                       torch.tensor([[False, False]]), torch.tensor([[[False, False], [True, False]]]))
+        labelled_only = masked_bce_dice_loss(logits, target, torch.tensor([[True, False]]))
+        return masked_bce_dice_loss(logits, target, annotation) - labelled_only
+
+    small, large = excluded_loss(4), excluded_loss(40)
+    assert torch.isclose(large, 10 * small, rtol=1e-4)

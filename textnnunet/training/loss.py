@@ -41,6 +41,14 @@ class PartialAnnotation:
     excluded_by: torch.Tensor | None = None  # (B, K, K) bool: voxels of labelled class j are known negatives of k
 
     @property
+    def exclusion_only(self) -> torch.Tensor | None:
+        """(B, K) bool: pairs whose only known voxels are another labelled structure's (None without exclusion)."""
+        if self.excluded_by is None:
+            return None
+        hierarchy = self.annotated | (self.outside_of >= 0) | self.where_positive
+        return self.excluded_by.any(dim=-1) & ~hierarchy
+
+    @property
     def pairs(self) -> torch.Tensor:
         """(B, K) bool: the pairs with at least some known voxels (the heads worth computing)."""
         pairs = self.annotated | (self.outside_of >= 0) | self.where_positive
@@ -126,7 +134,8 @@ def masked_bce_dice_loss(
         annotation = annotated.to(logits.device)
         known = annotation.known(target.to(logits.device))
         return voxel_masked_bce_dice_loss(logits, target, known, batch_dice, smooth, bce_weight, dice_weight,
-                                          dice_pairs=annotation.annotated | annotation.where_positive)
+                                          dice_pairs=annotation.annotated | annotation.where_positive,
+                                          background_pairs=annotation.exclusion_only)
     _check_shapes(logits, target, annotated)
     annotated = annotated.to(device=logits.device, dtype=torch.bool)
     if not bool(annotated.any()):
@@ -177,6 +186,7 @@ def voxel_masked_bce_dice_loss(
     bce_weight: float = 1.0,
     dice_weight: float = 1.0,
     dice_pairs: torch.Tensor | None = None,
+    background_pairs: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """BCE + (1 - soft Dice) over the known voxels only (`known` (B, K, *spatial) in {0, 1}).
 
@@ -187,6 +197,11 @@ def voxel_masked_bce_dice_loss(
     negative somewhere (outside a labelled parent, on another labelled structure) should get BCE alone: their Dice,
     with no known positive, is 1 for any positive prediction in the known region, and with several such pairs per
     item it outweighed the labelled pairs and kept every head at zero for the first 300 iterations.
+    background_pairs (B, K) bool: pairs whose known voxels are negatives on another structure only (exclusion).
+    Their BCE is summed over those voxels and divided by the patch's voxel count, and they do not count in the mean
+    over pairs: the excluded voxels weigh what they would as background of a fully labelled pair. Averaged over
+    their few known voxels instead, each such pair weighed as much as a labelled one, concentrated on tissue that
+    looks like the organ, and three of them per item kept the spleen at Dice 0 in a four-dataset run.
     """
     if logits.shape != target.shape or logits.shape != known.shape:
         raise ValueError(f"logits {tuple(logits.shape)}, target {tuple(target.shape)} and known "
@@ -203,15 +218,28 @@ def voxel_masked_bce_dice_loss(
     spatial = tuple(range(1, sel_logits.ndim))
 
     bce_voxels = F.binary_cross_entropy_with_logits(sel_logits, sel_target, reduction="none")
-    bce = (bce_voxels * weight).sum(dim=spatial) / weight.sum(dim=spatial)
+    bce = _known_voxel_bce(bce_voxels, weight, None if background_pairs is None else background_pairs.to(
+        logits.device)[idx_b, idx_k])
     probs = torch.sigmoid(sel_logits) * weight
     masked_target = sel_target * weight
     intersection = (probs * masked_target).sum(dim=spatial)
     denominator = probs.sum(dim=spatial) + masked_target.sum(dim=spatial)
     dice = _soft_dice(intersection, denominator, idx_b, idx_k, logits.shape[1], batch_dice, smooth, dice_pairs)
     if dice is None:
-        return bce_weight * bce.mean()
-    return bce_weight * bce.mean() + dice_weight * (1.0 - dice).mean()
+        return bce_weight * bce
+    return bce_weight * bce + dice_weight * (1.0 - dice).mean()
+
+
+def _known_voxel_bce(bce_voxels: torch.Tensor, weight: torch.Tensor, background: torch.Tensor | None) -> torch.Tensor:
+    """Mean over pairs of each pair's BCE on its known voxels; `background` (N,) pairs are normalised by the patch
+    size instead and left out of the pair count (voxel_masked_bce_dice_loss)."""
+    spatial = tuple(range(1, bce_voxels.ndim))
+    summed = (bce_voxels * weight).sum(dim=spatial)
+    if background is None or not bool(background.any()):
+        return (summed / weight.sum(dim=spatial)).mean()
+    voxels = float(bce_voxels[0].numel())
+    per_pair = torch.where(background, summed / voxels, summed / weight.sum(dim=spatial).clamp_min(1e-8))
+    return per_pair.sum() / (~background).sum().clamp_min(1)
 
 
 def naive_union_annotation(annotated: torch.Tensor) -> torch.Tensor:

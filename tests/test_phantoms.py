@@ -270,3 +270,41 @@ def test_mr_phantoms_have_mr_contrast_and_channel_names(tmp_path):
     assert load_dataset(tmp_path, 12).channel_names == {"0": "T2"}
     assert folder.name == "Dataset012_SpleenKidneyT2"
     assert not (tmp_path / "Dataset001_Liver").exists()  # only what was asked for
+
+
+def test_sealed_test_set_has_its_own_seed_and_phase_and_dataset004s_labels(tmp_path, capsys):
+    from textnnunet.demo.generate_phantoms import main
+    from textnnunet.demo.phantoms import SEALED_SEED, SEALED_TEST_DATASET
+
+    sealed, dev = SEALED_TEST_DATASET, phantom_spec(4)
+    assert phantom_spec(sealed.name) is sealed and sealed.phase == "arterial" and dev.phase == "portal_venous"
+    assert sealed.labels == dev.labels and sealed.label_values == dev.label_values and sealed.labelled_test
+    assert SEALED_SEED not in (0, 1, 101, 102, 103, 104, 105)  # the demo's, the tests' and the matrix's seeds
+    # its own seed whatever the caller's: the same images for any --seed, and not Dataset004's
+    a, b = generate_case(sealed, 0, "small", seed=0), generate_case(sealed, 0, "small", seed=7)
+    assert a.image.tobytes() == b.image.tobytes() and a.labels.tobytes() == b.labels.tobytes()
+    d4 = generate_case(dev, 0, "small", seed=0)
+    assert a.image.shape != d4.image.shape or not np.array_equal(a.image, d4.image)
+    # arterial phase: the spleen brighter than the liver (portal venous: alike), the renal cortex brighter still
+    mean = {n: a.image[a.anatomy == A[n]].mean() for n in ("liver", "spleen", "kidney")}
+    assert mean["spleen"] > mean["liver"] + 15 and mean["kidney"] > mean["spleen"] + 50
+
+    with pytest.raises(SystemExit) as ok:
+        main(["--raw", str(tmp_path / "x"), "--size", "small", "--sealed", "--seed", "3"])
+    assert ok.value.code == 0 and sealed.name in capsys.readouterr().out
+    with pytest.raises(SystemExit) as ok:
+        main(["--raw", str(tmp_path / "y"), "--size", "small", "--sealed"])
+    desc = load_dataset(tmp_path / "x", sealed.dataset_id)
+    assert desc.raw["textnnunet_phantom"] == {"generator_version": phantoms.GENERATOR_VERSION, "size": "small",
+                                              "seed": SEALED_SEED, "sealed": True, "phase": "arterial"}
+    assert set(desc.classes) == set(load_dataset_classes_of_dataset004()) and desc.num_training == 0
+    cases = list_test_cases(desc)
+    assert len(cases) == 2 and all(c.label_file is not None for c in cases)
+    for case in cases:  # deterministic: the two folders hold the same files
+        other = tmp_path / "y" / sealed.name / "imagesTs" / case.image_files[0].name
+        assert read_image([other])[0].tobytes() == read_image(case.image_files)[0].tobytes()
+    assert not (tmp_path / "x" / "Dataset004_Abdomen").exists()  # only the sealed set
+
+
+def load_dataset_classes_of_dataset004():
+    return ["liver", "liver tumor", "spleen", "kidney", "kidney tumor", "pancreas"]

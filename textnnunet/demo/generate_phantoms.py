@@ -1,11 +1,13 @@
-"""textnnunet_generate_phantoms: write the synthetic abdominal CT datasets (Dataset001-004) into the raw folder."""
+"""textnnunet_generate_phantoms: write the synthetic abdominal CT datasets (Dataset001-004; --sealed: the sealed test
+set Dataset010) into the raw folder."""
 from __future__ import annotations
 
 import argparse
 
 from textnnunet.cli.common import user_errors_exit
 from textnnunet.demo.phantom_variants import VARIANTS
-from textnnunet.demo.phantoms import PHANTOM_DATASETS, SIZES, generate_phantom_datasets
+from textnnunet.demo.phantoms import PHANTOM_DATASETS, SEALED_TEST_DATASET, SIZES, generate_phantom_datasets
+from textnnunet.errors import UserError
 from textnnunet.paths import resolve_folder
 
 
@@ -21,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="same seed, same data (default: %(default)s)")
     parser.add_argument("-d", "--datasets", type=int, nargs="+", default=None, metavar="ID",
                         help="only these dataset ids (default: all)")
+    parser.add_argument("--sealed", action="store_true",
+                        help=f"only the sealed test set {SEALED_TEST_DATASET.name} (late arterial phase, its own fixed "
+                             f"seed {SEALED_TEST_DATASET.fixed_seed}; --seed does not apply): report it once per change "
+                             "of default, never tune on it (documentation/benchmarks.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing phantom dataset folders")
     parser.add_argument("--variant", default="", metavar="NAME",
                         help="a row of the generalization matrix instead of the demo data: "
@@ -34,8 +40,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raw = resolve_folder("raw", args.raw)
+    datasets = args.datasets
+    if args.sealed:
+        if args.variant:
+            raise UserError("--sealed: the sealed test set has no variant (drop --variant)")
+        datasets = sorted(set(datasets or []) | {SEALED_TEST_DATASET.dataset_id})
     folders = generate_phantom_datasets(raw, size=args.size, seed=args.seed, overwrite=args.overwrite,
-                                        num_processes=args.num_processes, progress=True, datasets=args.datasets,
+                                        num_processes=args.num_processes, progress=True, datasets=datasets,
                                         variant=args.variant)
     for folder in folders:
         print(folder)

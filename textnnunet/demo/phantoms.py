@@ -104,6 +104,8 @@ class PhantomDatasetSpec:
     phase: str = "portal_venous"  # key of PHASE_HU_DELTA
     orientation: str = ""  # DICOM orientation code the files are stored in ("" = as sampled: LPS, x flipped by flip_x)
     modality: str = "CT"  # "CT" (HU) or an MR weighting of MR_BASE ("T1", "T2"): the dataset's channel name
+    # Generated with this seed whatever the caller's seed (the sealed test set: its data must not move with --seed).
+    fixed_seed: int | None = None
 
     def case_id(self, index: int) -> str:
         return f"{self.case_prefix}_{index:03d}"
@@ -216,6 +218,28 @@ EXTRA_PHANTOM_DATASETS: tuple[PhantomDatasetSpec, ...] = (
              description="Synthetic T2-weighted MR test set, liver, spleen and kidneys labelled.",
              spacing=(5.0, 1.8, 1.8), **_MR_TEST_LABELS),
 )
+
+# THE SEALED TEST SET (documentation/benchmarks.md, "The sealed test set"). Dataset004 is the development test set:
+# defaults were chosen on it. Dataset010 was made after them, with a generator seed (SEALED_SEED) and a contrast phase
+# (late arterial: bright aorta and renal cortex with corticomedullary differentiation, a brighter and heterogeneous
+# spleen, the liver barely enhanced) that no tuning decision has seen. Report it once per change of default; never
+# choose anything by its numbers. Its labels are Dataset004's.
+SEALED_SEED = 90_417
+SEALED_TEST_DATASET = PhantomDatasetSpec(
+    dataset_id=10, name="Dataset010_AbdomenSealed", case_prefix="sealed",
+    label_values=dict(PHANTOM_DATASETS[3].label_values), labels=dict(PHANTOM_DATASETS[3].labels),
+    regions_class_order=PHANTOM_DATASETS[3].regions_class_order, synonyms=dict(PHANTOM_DATASETS[3].synonyms),
+    spacing=(3.0, 2.4, 2.4), fov_mm=(190.0, 285.0), z_centre_mm=3.0, flip_x=False,
+    noise_std=16.0, enhancement_hu=0.0, phase="arterial", fixed_seed=SEALED_SEED,
+    num_training={"full": 0, "default": 0, "small": 0}, num_test={"full": 10, "default": 10, "small": 2},
+    labelled_test=True,
+    description=f"THE SEALED TEST SET: synthetic CT in the late arterial phase, every organ labelled, generator seed "
+                f"{SEALED_SEED} (fixed). No default was tuned on it: report it once per change of default, never tune "
+                "on it.",
+)
+EXTRA_PHANTOM_DATASETS += (SEALED_TEST_DATASET,)
+# Heterogeneous (arcuate) enhancement of the spleen in the arterial phase: the amplitude (HU) of its texture.
+SPLEEN_TEXTURE_HU: dict[str, float] = {"arterial": 14.0}
 
 
 def phantom_spec(identifier: int | str) -> PhantomDatasetSpec:
@@ -580,12 +604,13 @@ def _paint_liver(canvas: Canvas, shapes: ShapeFactory, hu: dict, case_index: int
                      fine_texture=5.0)
 
 
-def _paint_spleen(canvas: Canvas, shapes: ShapeFactory, hu: dict, rng: np.random.Generator) -> None:
+def _paint_spleen(canvas: Canvas, shapes: ShapeFactory, hu: dict, rng: np.random.Generator,
+                  texture: float = 3.0) -> None:
     # Left upper quadrant, long axis turned to lie along the posterolateral abdominal wall.
     spleen = shapes.blob((rng.uniform(66, 76), rng.uniform(18, 30), rng.uniform(38, 50)),
                          (rng.uniform(24, 28), rng.uniform(48, 56), rng.uniform(42, 50)),
                          rotation_matrix(rng.uniform(-45, -30), rng.uniform(-8, 8)), deform=0.1)
-    canvas.paint(spleen, hu["spleen"], A["spleen"], texture=3.0, fine_texture=2.0)
+    canvas.paint(spleen, hu["spleen"], A["spleen"], texture=texture, fine_texture=2.0)
 
 
 def _paint_kidneys(canvas: Canvas, shapes: ShapeFactory, hu: dict, y_vertebra: float, case_index: int,
@@ -633,7 +658,7 @@ def generate_case(spec: PhantomDatasetSpec, case_index: int, size: str = "defaul
     """One synthetic patient sampled on this dataset's scanner grid: image, full anatomy and partial labels."""
     if size not in SIZES:
         raise UserError(f"phantom size '{size}': unknown (choose from {', '.join(SIZES)})")
-    rng = case_rng(seed, spec, case_index)
+    rng = case_rng(spec.fixed_seed if spec.fixed_seed is not None else seed, spec, case_index)
     geometry, grid = case_geometry(spec, size, rng)
     spacing = np.array(geometry.spacing)
     # Textures live in mm so organs look alike at both sizes; at least a fraction of a voxel to stay smooth.
@@ -648,7 +673,7 @@ def generate_case(spec: PhantomDatasetSpec, case_index: int, size: str = "defaul
     _paint_bowel_and_stomach(canvas, shapes, hu, rng)
     _paint_pancreas_and_vessels(canvas, shapes, hu, y_vertebra, rng)
     _paint_liver(canvas, shapes, hu, case_index, rng)
-    _paint_spleen(canvas, shapes, hu, rng)
+    _paint_spleen(canvas, shapes, hu, rng, texture=SPLEEN_TEXTURE_HU.get(spec.phase, 3.0))
     _paint_kidneys(canvas, shapes, hu, y_vertebra, case_index, rng)
     _paint_bones(canvas, shapes, hu, body, y_vertebra, rng)
 
@@ -747,6 +772,9 @@ def dataset_json(spec: PhantomDatasetSpec, size: str, seed: int, variant: str = 
     }
     if variant:
         meta["textnnunet_phantom"]["variant"] = variant
+    if spec.fixed_seed is not None:
+        meta["textnnunet_phantom"]["sealed"] = True  # the sealed test set: report, never tune on it
+        meta["textnnunet_phantom"]["phase"] = spec.phase
     if spec.regions_class_order is not None:
         meta["regions_class_order"] = list(spec.regions_class_order)
     return meta
@@ -806,15 +834,21 @@ def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int =
     else:
         wanted = {phantom_spec(d).dataset_id for d in datasets}
     chosen = [(i, s) for i, s in enumerate(specs) if s.dataset_id in wanted]
+    missing = sorted(wanted - {s.dataset_id for _, s in chosen})
+    if missing:
+        raise UserError(f"phantom variant '{variant}': has no dataset {', '.join(map(str, missing))}")
 
-    marker = {"generator_version": GENERATOR_VERSION, "size": size, "seed": int(seed)}
-    if variant:
-        marker["variant"] = variant
+    def marker_of(spec: PhantomDatasetSpec) -> dict:
+        marker = {"generator_version": GENERATOR_VERSION, "size": size, "seed": _seed_of(spec, seed)}
+        if variant:
+            marker["variant"] = variant
+        return marker
+
     for _, spec in chosen:  # check every folder before touching any
-        _check_folder(raw_root, spec, marker, overwrite)
+        _check_folder(raw_root, spec, marker_of(spec), overwrite)
     folders, jobs = [], []
     for spec_index, spec in chosen:
-        folder = _prepare_folder(raw_root, spec, marker, overwrite)
+        folder = _prepare_folder(raw_root, spec, marker_of(spec), overwrite)
         folders.append(folder)
         n_train, n_test = spec.num_training[size], spec.num_test[size]
         jobs += [_CaseJob(spec_index, i, False, size, int(seed), str(folder), variant) for i in range(n_train)]
@@ -822,9 +856,14 @@ def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int =
                  for i in range(n_train, n_train + n_test)]
     _run_jobs(jobs, num_processes, progress)
     for (_, spec), folder in zip(chosen, folders):
-        atomic_write_json(folder / "dataset.json", dataset_json(spec, size, seed, variant))
+        atomic_write_json(folder / "dataset.json", dataset_json(spec, size, _seed_of(spec, seed), variant))
         (folder / IN_PROGRESS_MARKER).unlink()
     return folders
+
+
+def _seed_of(spec: PhantomDatasetSpec, seed: int) -> int:
+    """The seed a dataset is generated with: its own fixed seed (the sealed test set) or the caller's."""
+    return int(spec.fixed_seed if spec.fixed_seed is not None else seed)
 
 
 def _run_jobs(jobs: list[_CaseJob], num_processes: int, progress: bool) -> None:

@@ -17,12 +17,12 @@ import numpy as np
 
 from textnnunet.dataset.description import normalise_class_name
 from textnnunet.errors import UserError
+from textnnunet.paths import VOCABULARY_FILE  # noqa: F401 - importable from here as before
 from textnnunet.text.cache import EmbeddingCache
 from textnnunet.text.encoders import TextEncoder, encoder_from_identity
 from textnnunet.text.prompts import PromptResolver, Resolution, resolve_or_refuse
 from textnnunet.utils.files import atomic_write_text, load_json
-
-VOCABULARY_FILE = "vocabulary.json"
+from textnnunet.utils.plans import Plans
 
 
 def _cosine(query: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -84,14 +84,14 @@ class Vocabulary:
         return lookup
 
     @classmethod
-    def from_plans(cls, plans: dict[str, Any]) -> "Vocabulary":
-        """Classes and synonyms of `plans['label_space']['classes']` (no vectors yet: see `embed`)."""
-        where = f"plans '{plans.get('plans_name', '?')}'" if isinstance(plans, dict) else "plans"
+    def from_plans(cls, plans: Plans | dict[str, Any]) -> "Vocabulary":
+        """Classes and synonyms of the plan's label space (no vectors yet: see `embed`)."""
+        where = f"plans '{Plans.of(plans).display_name}'" if isinstance(plans, (dict, Plans)) else "plans"
         try:
-            entries = plans["label_space"]["classes"]
+            entries = Plans.of(plans).label_space.classes
             names = [str(e["name"]) for e in entries]
             synonyms = {str(e["name"]): [str(s) for s in e.get("synonyms", [])] for e in entries}
-        except (KeyError, TypeError):
+        except (KeyError, TypeError, AttributeError):
             raise UserError(f"{where}: no label_space.classes with a 'name' per class") from None
         return cls(names, synonyms, where=where)
 

@@ -9,38 +9,19 @@ from typing import Callable
 import numpy as np
 
 from textnnunet.errors import UserError
-from textnnunet.experiment_planning.planner import load_plans
-from textnnunet.paths import joint_plans_name, resolve_folders
+from textnnunet.paths import FoldFolder, ModelFolder, PlanFolder, resolve_folders
 from textnnunet.preprocessing.preprocessor import finished_case_ids
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.splits import cases_for_fold, load_or_create_splits, parse_fold
-from textnnunet.training.trainer import (
-    CHECKPOINT_BEST,
-    CHECKPOINT_FINAL,
-    CHECKPOINT_LATEST,
-    DistributedContext,
-    Trainer,
-    find_resume_checkpoint,
-)
+from textnnunet.training.trainer import DistributedContext, Trainer, find_resume_checkpoint
 from textnnunet.training.step import TrainingStep, UniversalStep
 from textnnunet.utils.files import as_read_back_from_json, atomic_write_json, load_json
+from textnnunet.utils.plans import Plans
 
 
 def find_joint_plan(preprocessed: Path, plans_name: str | None, dataset_ids: list[int] | None) -> Path:
-    if plans_name is None and dataset_ids:
-        plans_name = joint_plans_name(dataset_ids)
-    if plans_name is not None:
-        path = preprocessed / plans_name / "plans.json"
-        if not path.is_file():
-            raise UserError(f"{path}: plan not found (run textnnunet_plan_and_preprocess -d <ids> first)")
-        return path
-    candidates = sorted(preprocessed.glob("TextPlans_*/plans.json")) if preprocessed.is_dir() else []
-    if not candidates:
-        raise UserError(f"{preprocessed}: no joint plan found (run textnnunet_plan_and_preprocess -d <ids> first)")
-    if len(candidates) > 1:
-        names = ", ".join(c.parent.name for c in candidates)
-        raise UserError(f"{preprocessed}: several joint plans ({names}); choose one with -p or -d")
-    return candidates[0]
+    """The joint plan's plans.json (PlanFolder.find)."""
+    return PlanFolder.find(preprocessed, plans_name, dataset_ids).plans_file
 
 
 def preprocessed_case_ids(cases_folder: Path, datasets: list[str], configuration: str, dataset_ids_hint: str) -> dict:
@@ -56,7 +37,8 @@ def preprocessed_case_ids(cases_folder: Path, datasets: list[str], configuration
 
 
 def model_folder(results: Path, plans_name: str, configuration: str, tag: str) -> Path:
-    return results / plans_name / (configuration + (f"__{tag}" if tag else ""))
+    """results/<plans_name>/<configuration>[__<tag>] (ModelFolder.find)."""
+    return ModelFolder.find(results, plans=plans_name, configuration=configuration, tag=tag).path
 
 
 def write_or_check(path: Path, content: dict, what: str) -> None:
@@ -69,7 +51,7 @@ def write_or_check(path: Path, content: dict, what: str) -> None:
 
 
 def prepare_output_folder(fold_folder: Path, resume: bool, overwrite: bool) -> None:
-    has_ckpt = any((fold_folder / n).is_file() for n in (CHECKPOINT_LATEST, CHECKPOINT_FINAL, CHECKPOINT_BEST))
+    has_ckpt = FoldFolder(fold_folder).has_checkpoint()
     if resume:
         return
     if has_ckpt and not overwrite:
@@ -83,7 +65,7 @@ def prepare_output_folder(fold_folder: Path, resume: bool, overwrite: bool) -> N
 class FoldData:
     """A plan's configuration and one fold's cases, ready to train: what train_fold and train_baseline share."""
 
-    plans: dict
+    plans: Plans
     plans_path: Path
     configuration: str
     fold: int | str
@@ -94,10 +76,10 @@ class FoldData:
 
     @property
     def patch_dims(self) -> int:
-        return len(self.plans["configurations"][self.configuration]["patch_size"])
+        return self.plans.configuration(self.configuration).dims
 
 
-def load_fold_data(plans_path: Path, plans: dict, configuration: str, fold: str | int, dataset_ids_hint: str,
+def load_fold_data(plans_path: Path, plans: Plans | dict, configuration: str, fold: str | int, dataset_ids_hint: str,
                    splits_path: Path | None = None) -> FoldData:
     """The plan (`plans`, loaded from `plans_path`), its preprocessed cases of `configuration` and the fold's
     train/val cases.
@@ -105,13 +87,15 @@ def load_fold_data(plans_path: Path, plans: dict, configuration: str, fold: str 
     dataset_ids_hint: the ids the error messages suggest to preprocess. splits_path: the splits_final.json to take
     the folds from (created with the seeded rule where a dataset has none; default: the plan folder's).
     """
-    if configuration not in plans["configurations"]:
+    plans = Plans.of(plans)
+    if not plans.has_configuration(configuration):
         raise UserError(f"configuration '{configuration}' is not in {plans_path} "
-                        f"(available: {', '.join(plans['configurations'])})")
-    datasets = list(plans["datasets"])
-    cases_folder = plans_path.parent / plans["configurations"][configuration]["data_identifier"]
+                        f"(available: {', '.join(plans.configuration_names)})")
+    datasets = plans.datasets
+    plan_folder = PlanFolder.of_plans_file(plans_path)
+    cases_folder = plan_folder.cases(plans.configuration(configuration).data_identifier)
     case_ids = preprocessed_case_ids(cases_folder, datasets, configuration, dataset_ids_hint)
-    splits_path = splits_path or plans_path.parent / "splits_final.json"
+    splits_path = splits_path or plan_folder.splits_file
     all_splits = load_or_create_splits(splits_path, case_ids)
     splits = {name: folds for name, folds in all_splits.items() if name in datasets}
     train_cases, val_cases = cases_for_fold(splits, parse_fold(fold), datasets)
@@ -128,14 +112,15 @@ def start_fold_folder(data: FoldData, model_folder_path: Path, config: TrainingC
     """fold_<k>/ ready for training (resume, or empty), with the model folder's shared files: plans.json and each of
     `shared_files` (name -> (content, what)) written or checked against this run's, splits_final.json and the
     fold's training_config.json written. Returns the fold folder."""
-    fold_folder = model_folder_path / f"fold_{data.fold}"
-    prepare_output_folder(fold_folder, resume, overwrite)
-    write_or_check(model_folder_path / "plans.json", data.plans, "plan")
-    for name, (content, what) in (shared_files or {}).items():
-        write_or_check(model_folder_path / name, content, what)
-    atomic_write_json(model_folder_path / "splits_final.json", data.splits)
-    atomic_write_json(fold_folder / "training_config.json", config.to_json())
-    return fold_folder
+    model = ModelFolder(Path(model_folder_path))
+    fold = model.fold(data.fold)
+    prepare_output_folder(fold.path, resume, overwrite)
+    write_or_check(model.plans_file, data.plans.to_json(), "plan")
+    for path, (content, what) in (shared_files or {}).items():
+        write_or_check(model.path / path, content, what)
+    atomic_write_json(model.splits_file, data.splits)
+    atomic_write_json(fold.training_config_file, config.to_json())
+    return fold.path
 
 
 def run_fold(data: FoldData, fold_folder: Path, config: TrainingConfig, step: TrainingStep, *, resume: bool,
@@ -173,19 +158,21 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
 
     config = config or TrainingConfig()
     folders = resolve_folders(raw, preprocessed, results, required=("preprocessed", "results"))
-    plans_path = find_joint_plan(folders.preprocessed, plans_name, dataset_ids)
+    plans_path = PlanFolder.find(folders.preprocessed, plans_name, dataset_ids).plans_file
     data = _joint_fold_data(plans_path, configuration, fold)
     tag = model_tag if model_tag is not None else config.model_tag(encoder)
-    out = model_folder(folders.results, data.plans["plans_name"], configuration, tag)
+    model = ModelFolder.find(folders.results, plans=data.plans.plans_name, configuration=configuration, tag=tag)
+    out = model.path
     if validation_only:
-        return _validate_finished_fold(data, out / f"fold_{data.fold}", config, folders.raw, save_probabilities, echo)
+        return _validate_finished_fold(data, model.fold(data.fold).path, config, folders.raw, save_probabilities,
+                                       echo)
     embeddings, vocabulary = class_embeddings_for_plans(
         data.plans, encoder=encoder, text_model=text_model, template=template,
         cache_folder=folders.preprocessed / "text_embedding_cache")
-    fold_folder = out / f"fold_{data.fold}"
+    fold_folder = model.fold(data.fold).path
     if dist.is_main:
         start_fold_folder(data, out, config, resume, overwrite,
-                          {"vocabulary.json": (vocabulary.to_dict(), "vocabulary / text encoder")})
+                          {model.vocabulary_file.name: (vocabulary.to_dict(), "vocabulary / text encoder")})
     step = UniversalStep(np.asarray(embeddings, dtype=np.float32))
     run_fold(data, fold_folder, config, step, resume=resume,
              validate=(lambda t: _validate(t, data, config, folders.raw, save_probabilities)) if validate else None,
@@ -194,12 +181,12 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
 
 
 def _joint_fold_data(plans_path: Path, configuration: str, fold: str | int) -> FoldData:
-    plans = load_plans(plans_path)
-    for dataset in plans["datasets"]:
-        if not plans["label_space"]["datasets"].get(dataset):
+    plans = Plans.load(plans_path)
+    for dataset in plans.datasets:
+        if not plans.label_space.datasets.get(dataset):
             raise UserError(f"{plans_path}: dataset {dataset} labels none of the plan's classes "
-                            f"({', '.join(c['name'] for c in plans['label_space']['classes'])}); re-plan without it")
-    ids_hint = " ".join(str(int(n[7:10])) for n in plans["datasets"] if n[7:10].isdigit())
+                            f"({', '.join(plans.label_space.class_names)}); re-plan without it")
+    ids_hint = " ".join(str(int(n[7:10])) for n in plans.datasets if n[7:10].isdigit())
     return load_fold_data(plans_path, plans, configuration, fold, ids_hint)
 
 
@@ -210,15 +197,16 @@ def _validate_finished_fold(data: FoldData, fold_folder: Path, config: TrainingC
 
     from textnnunet.text.vocabulary import Vocabulary
 
-    final = fold_folder / CHECKPOINT_FINAL
+    fold = FoldFolder(fold_folder)
+    final = fold.final_checkpoint
     if not final.is_file():
         raise UserError(f"{final}: not found (train the fold to the end before validating it alone)")
-    config_file = fold_folder / "training_config.json"
+    config_file = fold.training_config_file
     trained = TrainingConfig.from_json(load_json(config_file)) if config_file.is_file() else config
     trained = replace(trained, device=config.device)
     if not any(data.val_cases.values()):
         raise UserError(f"fold {data.fold}: no validation cases (fold 'all' trains on everything)")
-    vocabulary_file = fold_folder.parent / "vocabulary.json"
+    vocabulary_file = ModelFolder(fold_folder.parent).vocabulary_file
     if not vocabulary_file.is_file():
         raise UserError(f"{vocabulary_file}: not found (the model folder is incomplete)")
     embeddings = np.asarray(Vocabulary.load(vocabulary_file).class_embeddings, dtype=np.float32)

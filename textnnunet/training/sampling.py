@@ -26,6 +26,7 @@ from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 
 from textnnunet.errors import UserError
 from textnnunet.utils.files import load_json
+from textnnunet.utils.plans import Plans
 
 WEIGHTING_MODES = ("uniform", "sqrt", "proportional")
 
@@ -90,8 +91,8 @@ def crop_and_pad_channels(data: np.ndarray, bbox: list[list[int]], pad_values: n
 class PatchSampler:
     """Draws training batches (before augmentation) per the batch contract.
 
-    cases: the training cases of every dataset. plans: the plans.json dict (its `label_space`).
-    configuration: a key of plans["configurations"]; its patch size decides 2D (2 values) or 3D.
+    cases: the training cases of every dataset. plans: the plan (`Plans`, or its JSON dict; its `label_space`).
+    configuration: one of the plan's configurations; its patch size decides 2D (2 values) or 3D.
     patch_size / batch_size: default to the configuration's. initial_patch_size: the larger patch
     the augmentation needs (see AugmentationConfig.initial_patch_size); default = patch_size.
     cache_size: how many decompressed cases to keep in memory (LRU); 0 disables caching.
@@ -103,7 +104,7 @@ class PatchSampler:
     def __init__(
         self,
         cases: Sequence[CaseRef],
-        plans: Mapping,
+        plans: Plans | Mapping,
         configuration: str,
         batch_size: int | None = None,
         patch_size: Sequence[int] | None = None,
@@ -115,11 +116,12 @@ class PatchSampler:
         use_hierarchy: bool = True,
         use_exclusion: bool = False,
     ):
-        if configuration not in plans.get("configurations", {}):
-            raise UserError(f"plans '{plans.get('plans_name', '?')}': no configuration '{configuration}'")
-        config = plans["configurations"][configuration]
-        self.patch_size = tuple(int(p) for p in (patch_size if patch_size is not None else config["patch_size"]))
-        self.batch_size = int(batch_size if batch_size is not None else config["batch_size"])
+        plans = Plans.of(plans)
+        if not plans.has_configuration(configuration):
+            raise UserError(f"plans '{plans.display_name}': no configuration '{configuration}'")
+        config = plans.configuration(configuration)
+        self.patch_size = tuple(int(p) for p in (patch_size if patch_size is not None else config.patch_size))
+        self.batch_size = int(batch_size if batch_size is not None else config.batch_size)
         self.initial_patch_size = tuple(
             int(p) for p in (initial_patch_size if initial_patch_size is not None else self.patch_size)
         )
@@ -129,10 +131,10 @@ class PatchSampler:
         self.cache_size = int(cache_size)
 
         self.class_names, self.class_values = _parse_label_space(plans)
-        hierarchy = (plans["label_space"].get("hierarchy") or {}) if use_hierarchy else {}
+        hierarchy = plans.label_space.hierarchy if use_hierarchy else {}
         # Exclusion needs the hierarchy (plans made with the lexicon carry one, possibly empty): without it "kidney"
         # would exclude "left kidney".
-        has_hierarchy = use_hierarchy and "hierarchy" in plans["label_space"]
+        has_hierarchy = use_hierarchy and plans.label_space.has_hierarchy
         self.knowledge = hierarchy_knowledge(self.class_names, self.class_values, hierarchy,
                                              exclusion=use_exclusion and has_hierarchy)
         self.cases_by_dataset = _group_cases(cases, self.class_values)
@@ -395,17 +397,17 @@ def _is_ancestor(ancestor: str, cls: str, parent: Mapping[str, str]) -> bool:
     return False
 
 
-def _parse_label_space(plans: Mapping) -> tuple[list[str], dict[str, dict[str, list[int]]]]:
+def _parse_label_space(plans: Plans | Mapping) -> tuple[list[str], dict[str, dict[str, list[int]]]]:
     """Class names in vocabulary order, and per dataset {annotated class: label values}."""
-    name = plans.get("plans_name", "?")
-    label_space = plans.get("label_space")
-    if not isinstance(label_space, Mapping) or "classes" not in label_space or "datasets" not in label_space:
+    plans = Plans.of(plans)
+    name, label_space = plans.display_name, plans.label_space
+    if not label_space.is_complete:
         raise UserError(f"plans '{name}': missing label_space.classes / label_space.datasets")
-    class_names = [c["name"] for c in label_space["classes"]]
+    class_names = label_space.class_names
     if len(set(class_names)) != len(class_names):
         raise UserError(f"plans '{name}': label_space.classes has duplicate names")
     class_values: dict[str, dict[str, list[int]]] = {}
-    for ds, classes in label_space["datasets"].items():
+    for ds, classes in label_space.datasets.items():
         for cls, values in classes.items():
             if cls not in class_names:
                 raise UserError(f"plans '{name}': dataset {ds} annotates '{cls}', which is not in label_space.classes")

@@ -18,15 +18,16 @@ from textnnunet.network.universal import TextPromptedUNet
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.loss import annotated_pairs, batch_annotation, fully_annotated, masked_bce_dice_loss
 from textnnunet.training.sampling import CaseRef, PatchSampler
+from textnnunet.utils.plans import Plans
 
 
 class TrainingStep(Protocol):
     """The model-specific part of training. `setup` is called once, before any other method."""
 
-    def setup(self, plans: dict, configuration: str, config: TrainingConfig, class_names: list[str],
+    def setup(self, plans: Plans, configuration: str, config: TrainingConfig, class_names: list[str],
               device: torch.device) -> None: ...
 
-    def sampler(self, refs: list[CaseRef], plans: dict, configuration: str, **kwargs) -> PatchSampler:
+    def sampler(self, refs: list[CaseRef], plans: Plans, configuration: str, **kwargs) -> PatchSampler:
         """The patch sampler (kwargs: PatchSampler's batch, patch, oversampling and rng arguments)."""
 
     def build_network(self, architecture: dict, in_channels: int) -> nn.Module:
@@ -71,7 +72,7 @@ class UniversalStep:
     def __init__(self, class_embeddings: np.ndarray):
         self.class_embeddings = np.asarray(class_embeddings, dtype=np.float32)
 
-    def setup(self, plans: dict, configuration: str, config: TrainingConfig, class_names: list[str],
+    def setup(self, plans: Plans, configuration: str, config: TrainingConfig, class_names: list[str],
               device: torch.device) -> None:
         if self.class_embeddings.shape[0] != len(class_names):
             raise ValueError("one embedding per class of the label space is needed")
@@ -79,7 +80,7 @@ class UniversalStep:
         self.class_names, self.device = class_names, device
         self.embeddings = torch.from_numpy(self.class_embeddings).to(device)
 
-    def sampler(self, refs: list[CaseRef], plans: dict, configuration: str, **kwargs) -> PatchSampler:
+    def sampler(self, refs: list[CaseRef], plans: Plans, configuration: str, **kwargs) -> PatchSampler:
         return PatchSampler(refs, plans, configuration, use_hierarchy=self.config.label_hierarchy,
                             use_exclusion=self.config.label_exclusion, **kwargs)
 
@@ -119,8 +120,8 @@ class UniversalStep:
         return {}
 
 
-def class_names_of(plans: dict) -> list[str]:
-    return [c["name"] for c in plans["label_space"]["classes"]]
+def class_names_of(plans: Plans | dict) -> list[str]:
+    return Plans.of(plans).label_space.class_names
 
 
 def as_step(step: TrainingStep | np.ndarray) -> TrainingStep:

@@ -18,6 +18,8 @@ from torch import nn
 
 from textnnunet.errors import UserError
 from textnnunet.network.deep_supervision import deep_supervision_weights
+# The checkpoint names stay importable from here (paths.py defines them with the rest of the model folder).
+from textnnunet.paths import CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, FoldFolder  # noqa: F401
 from textnnunet.training.augmentation import augmentation_preset, get_training_transforms, get_validation_transforms
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.dataloading import TrainingBatchIterator
@@ -26,10 +28,7 @@ from textnnunet.training.progress import TextLog, TrainingHistory, mean_ignoring
 from textnnunet.training.sampling import CaseRef
 from textnnunet.training.step import TrainingStep, as_step, class_names_of, pseudo_dice_counts
 from textnnunet.utils.files import atomic_path, atomic_write_json
-
-CHECKPOINT_LATEST = "checkpoint_latest.pth"
-CHECKPOINT_BEST = "checkpoint_best.pth"
-CHECKPOINT_FINAL = "checkpoint_final.pth"
+from textnnunet.utils.plans import Plans
 
 
 @dataclass(frozen=True)
@@ -109,28 +108,29 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Trains fold `fold` of the model `step` defines on the configuration `plans[configuration]`.
+    """Trains fold `fold` of the model `step` defines on the plan's configuration `configuration`.
 
     `step`: a `TrainingStep` (training/step.py), or the class embeddings (K, E) of the universal model, one per class
-    of `plans["label_space"]["classes"]` computed once by the caller with the chosen encoder.
+    of the plan's label space computed once by the caller with the chosen encoder.
     """
 
-    def __init__(self, plans: dict, configuration: str, fold: int | str, cases_folder: Path,
+    def __init__(self, plans: Plans | dict, configuration: str, fold: int | str, cases_folder: Path,
                  train_cases: dict[str, list[str]], val_cases: dict[str, list[str]], output_folder: Path,
                  config: TrainingConfig, step: TrainingStep | np.ndarray,
                  dist: DistributedContext = DistributedContext(), echo: bool = True):
-        if configuration not in plans["configurations"]:
-            raise UserError(f"configuration '{configuration}' is not in plan {plans['plans_name']} "
-                            f"(available: {', '.join(plans['configurations'])})")
+        plans = Plans.of(plans)
+        if not plans.has_configuration(configuration):
+            raise UserError(f"configuration '{configuration}' is not in plan {plans.plans_name} "
+                            f"(available: {', '.join(plans.configuration_names)})")
         self.plans, self.configuration_name, self.fold = plans, configuration, fold
-        self.cfg_plan = plans["configurations"][configuration]
+        self.cfg_plan = plans.configuration(configuration)
         self.config, self.dist = config, dist
         self.output_folder = Path(output_folder)
         self.class_names = class_names_of(plans)
         self.device = resolve_device(config.device, dist)
         self.step = as_step(step)
         self.step.setup(plans, configuration, config, self.class_names, self.device)
-        self.log = TextLog(self.output_folder / "log.txt", echo=echo and dist.is_main) if dist.is_main else (lambda *a: None)
+        self.log = TextLog(FoldFolder(self.output_folder).log_file, echo=echo and dist.is_main) if dist.is_main else (lambda *a: None)
         self.history = TrainingHistory()
         self.start_epoch = 0
         self.best_ema = -1.0
@@ -148,8 +148,8 @@ class Trainer:
     # ----------------------------------------------------------------------------------------- set-up
     def _build_network(self) -> nn.Module:
         self.memory_format = self.config.resolved_memory_format(
-            self.device.type, self.cfg_plan["architecture"]["conv_dims"])
-        net = self.step.build_network(self.cfg_plan["architecture"], len(self.plans["channel_names"]))
+            self.device.type, self.cfg_plan.architecture["conv_dims"])
+        net = self.step.build_network(self.cfg_plan.architecture, self.plans.num_channels)
         net = net.to(self.device, memory_format=self.memory_format)
         self.raw_network = net
         if self.config.compile and self.device.type == "cuda":
@@ -168,18 +168,18 @@ class Trainer:
     def _build_loss(self):
         if not self.config.deep_supervision:
             return self.step.loss
-        n_scales = len(self.cfg_plan["architecture"]["strides"]) - 1
+        n_scales = len(self.cfg_plan.architecture["strides"]) - 1
         return DeepSupervisionLoss(self.step.loss, deep_supervision_weights(n_scales))
 
     def batch_size_per_process(self) -> int:
-        total = self.config.batch_size or self.cfg_plan["batch_size"]
+        total = self.config.batch_size or self.cfg_plan.batch_size
         if total < self.dist.world_size:
             raise UserError(f"batch size {total} is smaller than the number of processes {self.dist.world_size}")
         # nnU-Net splits the global batch over GPUs; remainders go to the first ranks.
         return total // self.dist.world_size + (1 if self.dist.rank < total % self.dist.world_size else 0)
 
     def _build_iterators(self):
-        patch = list(self.cfg_plan["patch_size"])
+        patch = list(self.cfg_plan.patch_size)
         aug = augmentation_preset(self.config.augmentation, patch)
         if aug.mirror_axes:
             aug = dataclasses.replace(aug, mirror_axes=tuple(self.config.resolved_mirror_axes(len(patch))))
@@ -329,7 +329,7 @@ class Trainer:
             self.log(f"new best EMA pseudo Dice {ema:.4f}")
         if (epoch + 1) % self.config.save_every == 0 or epoch + 1 == self.config.epochs:
             self.save_checkpoint(self.output_folder / CHECKPOINT_LATEST, epoch + 1)
-        plot_progress(self.history, self.output_folder / "progress.png")
+        plot_progress(self.history, FoldFolder(self.output_folder).progress_file)
 
     def close(self) -> None:
         for it in (self.train_iter, self.val_iter):
@@ -353,7 +353,7 @@ class Trainer:
             "configuration": self.configuration_name,
             "fold": self.fold,
             "class_names": self.class_names,
-            "plans_name": self.plans["plans_name"],
+            "plans_name": self.plans.plans_name,
             "world_size": self.dist.world_size,
             **self.step.checkpoint_entries(),
         }

@@ -11,16 +11,19 @@ from textnnunet.evaluation.references import reference_label_map
 from textnnunet.evaluation.summary import summarize, write_summary
 from textnnunet.inference.predictor import PredictionSettings, geometry_from_properties, predict_probabilities
 from textnnunet.preprocessing.preprocessor import load_case, restore_to_original
+from textnnunet.paths import FoldFolder
 from textnnunet.utils.files import atomic_savez_compressed
+from textnnunet.utils.plans import Plans
 
 
-def whole_case_scores(network: torch.nn.Module, plans: dict, configuration: str,
+def whole_case_scores(network: torch.nn.Module, plans: Plans | dict, configuration: str,
                       cases: list[tuple[str, np.ndarray, np.ndarray]], class_embeddings: torch.Tensor,
                       class_names: list[str], device: torch.device) -> dict[str, dict[str, float]]:
     """Dice, FP and FN voxels per class over whole preprocessed cases (dataset, data, seg), sliding window
     without mirroring: the cheap in-training check of what patch pseudo Dice cannot show (false positives far from
     the sampled foreground). Classes are judged on the cases whose dataset labels them; counts are summed."""
-    patch = plans["configurations"][configuration]["patch_size"]
+    plans = Plans.of(plans)
+    patch = plans.configuration(configuration).patch_size
     settings = PredictionSettings(use_mirroring=False)
     was_ds, was_training = network.deep_supervision, network.training
     network.deep_supervision = False
@@ -28,7 +31,7 @@ def whole_case_scores(network: torch.nn.Module, plans: dict, configuration: str,
     counts: dict[str, np.ndarray] = {}
     try:
         for dataset, data, seg in cases:
-            annotated = plans["label_space"]["datasets"][dataset]
+            annotated = plans.label_space.annotated(dataset)
             probs = predict_probabilities([network], data, class_embeddings, patch, settings, device)
             for name, reference in label_map_to_masks(seg[0], annotated).items():
                 pred = probs[class_names.index(name)] > settings.threshold
@@ -42,7 +45,7 @@ def whole_case_scores(network: torch.nn.Module, plans: dict, configuration: str,
                    "FP": int(fp), "FN": int(fn)} for name, (tp, fp, fn) in counts.items()}
 
 
-def validate_fold(network: torch.nn.Module, plans: dict, configuration: str, cases_folder: Path,
+def validate_fold(network: torch.nn.Module, plans: Plans | dict, configuration: str, cases_folder: Path,
                   val_cases: dict[str, list[str]], fold_folder: Path, class_embeddings: torch.Tensor,
                   class_names: list[str], device: torch.device, raw_root: Path | None = None,
                   settings: PredictionSettings | None = None, nsd_tolerance_mm: float = 2.0,
@@ -59,12 +62,13 @@ def validate_fold(network: torch.nn.Module, plans: dict, configuration: str, cas
     was_ds = network.deep_supervision
     network.deep_supervision = False
     network.eval()
-    patch = plans["configurations"][configuration]["patch_size"]
-    out = Path(fold_folder) / "validation"
+    plans = Plans.of(plans)
+    patch = plans.configuration(configuration).patch_size
+    out = FoldFolder(Path(fold_folder)).validation
     per_case = []
     try:
         for dataset, ids in val_cases.items():
-            annotated = plans["label_space"]["datasets"][dataset]
+            annotated = plans.label_space.annotated(dataset)
             for case_id in ids:
                 data, seg, properties = load_case(cases_folder / dataset, case_id)
                 probs = predict_probabilities([network], data, class_embeddings, patch, settings, device)

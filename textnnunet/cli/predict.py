@@ -6,6 +6,7 @@ from pathlib import Path
 
 from textnnunet.cli.common import USER_ERROR_EXIT_CODE, add_folder_args, user_errors_exit
 from textnnunet.errors import UserError
+from textnnunet.paths import CHECKPOINT_FINAL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plans", default=None, help="plan name (default: the only one in the results folder)")
     p.add_argument("--model_tag", default="", help="model folder suffix of an ablation (e.g. film)")
     p.add_argument("-f", "--folds", nargs="+", default=None, help="folds to ensemble (default: every trained fold)")
-    p.add_argument("-chk", "--checkpoint", default="checkpoint_final.pth")
+    p.add_argument("-chk", "--checkpoint", default=CHECKPOINT_FINAL)
     p.add_argument("--combined", action="store_true", help="one label map per case (values in prompt order) + legend")
     p.add_argument("--save_probabilities", action="store_true")
     p.add_argument("--postprocessing", default=None, metavar="JSON",
@@ -50,15 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
 def find_model_folder(args) -> Path:
     if args.model:
         return Path(args.model)
-    from textnnunet.paths import resolve_folder
+    from textnnunet.paths import ModelFolder, resolve_folder
 
     results = resolve_folder("results", args.results)
-    name = args.configuration + (f"__{args.model_tag}" if args.model_tag else "")
-    plans = [args.plans] if args.plans else sorted(p.name for p in results.glob("TextPlans_*") if (p / name).is_dir())
-    if len(plans) != 1:
-        found = ", ".join(plans) or "none"
-        raise UserError(f"{results}: need exactly one plan with a {name} model (found: {found}); use -m or --plans")
-    return results / plans[0] / name
+    return ModelFolder.find(results, plans=args.plans, configuration=args.configuration, tag=args.model_tag).path
 
 
 @user_errors_exit

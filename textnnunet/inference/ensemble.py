@@ -19,6 +19,7 @@ from tqdm import tqdm
 from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import ImageGeometry, read_label
 from textnnunet.inference.export import MANIFEST, OutputFolder, find_input_cases, split_ending
+from textnnunet.paths import CHECKPOINT_FINAL
 from textnnunet.postprocessing import postprocess_masks, skipped_constraints
 from textnnunet.utils.files import load_json
 
@@ -153,7 +154,7 @@ def _write_case(out: OutputFolder, case_id: str, probs: np.ndarray, prompts: lis
 
 def ensemble_model_folders(model_folders: Sequence[str | Path], inputs: Sequence[str | Path], output: str | Path,
                            prompts: Sequence[str], folds: Sequence[str | int] | None = None,
-                           checkpoint: str = "checkpoint_final.pth", settings=None, combined: bool = False,
+                           checkpoint: str = CHECKPOINT_FINAL, settings=None, combined: bool = False,
                            postprocessing: Mapping | None = None, save_probabilities: bool = False,
                            overwrite: bool = False, verbose: bool = True) -> int:
     """Predict with several model folders and average their probabilities on each input's own grid.
@@ -180,7 +181,7 @@ def ensemble_model_folders(model_folders: Sequence[str | Path], inputs: Sequence
         print_resolutions(resolutions[0])
         for note in skipped_constraints(postprocessing, resolved) if postprocessing is not None else []:
             print(f"postprocessing: {note}")
-    channels = {len(p.plans["channel_names"]) for p in predictors}
+    channels = {p.plans.num_channels for p in predictors}
     if len(channels) != 1:
         raise UserError(f"models {', '.join(map(str, model_folders))} expect different numbers of input channels")
     out = OutputFolder(Path(output), overwrite=overwrite)

@@ -22,9 +22,8 @@ from textnnunet.text.vocabulary import Resolution, Vocabulary
 # Only the network-defining fields of a checkpoint's training_config are read here (network/settings.py).
 from textnnunet.network.settings import NetworkSettings
 from textnnunet.network.settings import memory_format_for
-from textnnunet.utils.files import load_json
-
-CHECKPOINT_NAMES = ("checkpoint_final.pth", "checkpoint_best.pth", "checkpoint_latest.pth")
+from textnnunet.paths import CHECKPOINT_FINAL, CHECKPOINT_NAMES, ModelFolder  # noqa: F401 - CHECKPOINT_NAMES as before
+from textnnunet.utils.plans import Plans
 # Cosine similarities live on different scales per encoder; each bar is calibrated on the prompt set
 # (textnnunet.text.prompts, documentation/prompts.md).
 DEFAULT_SIMILARITY_THRESHOLDS = CALIBRATED_SIMILARITY_THRESHOLDS
@@ -56,21 +55,23 @@ def resolve_inference_device(requested: str) -> torch.device:
 
 
 def configuration_of_model_folder(model_folder: Path) -> str:
-    return Path(model_folder).name.split("__")[0]
+    return ModelFolder(Path(model_folder)).configuration
 
 
 def available_folds(model_folder: Path, checkpoint: str) -> list[str]:
-    return sorted(p.parent.name[5:] for p in Path(model_folder).glob(f"fold_*/{checkpoint}"))
+    return ModelFolder(Path(model_folder)).available_folds(checkpoint)
 
 
-def build_network_for_checkpoint(plans: dict, configuration: str, ckpt: dict, embed_dim: int) -> TextPromptedUNet:
+def build_network_for_checkpoint(plans: Plans | dict, configuration: str, ckpt: dict,
+                                 embed_dim: int) -> TextPromptedUNet:
+    plans = Plans.of(plans)
+    config_plan = plans.configuration(configuration)
     config = NetworkSettings.from_json(ckpt["training_config"])
-    net = TextPromptedUNet(plans["configurations"][configuration]["architecture"],
-                           in_channels=len(plans["channel_names"]), embed_dim=embed_dim,
+    net = TextPromptedUNet(config_plan.architecture, in_channels=plans.num_channels, embed_dim=embed_dim,
                            conditioning=config.conditioning, deep_supervision=False, backbone=config.backbone)
     net.load_state_dict(ckpt["network"])
     # Test-time mirroring uses the axes the network was trained with (nnU-Net keeps them in its plans).
-    net.mirror_axes = tuple(config.resolved_mirror_axes(len(plans["configurations"][configuration]["patch_size"])))
+    net.mirror_axes = tuple(config.resolved_mirror_axes(config_plan.dims))
     return net.eval()
 
 
@@ -118,39 +119,39 @@ class TextPredictor:
     >>> masks, geometry, resolved = predictor.predict(["case_0000.nii.gz"], ["liver", "kidney tumor"])
     """
 
-    def __init__(self, model_folder: Path, plans: dict, configuration: str, vocabulary: Vocabulary,
+    def __init__(self, model_folder: Path, plans: Plans | dict, configuration: str, vocabulary: Vocabulary,
                  networks: list[torch.nn.Module], folds: list[str], settings: PredictionSettings):
-        self.model_folder, self.plans, self.configuration = Path(model_folder), plans, configuration
+        self.model_folder, self.plans, self.configuration = Path(model_folder), Plans.of(plans), configuration
         self.vocabulary, self.networks, self.folds, self.settings = vocabulary, networks, folds, settings
-        self.config_plan = plans["configurations"][configuration]
+        self.config_plan = self.plans.configuration(configuration)
         self.device = resolve_inference_device(settings.device)
 
     @classmethod
     def from_folder(cls, model_folder: str | Path, folds: Sequence[str | int] | None = None,
-                    checkpoint: str = "checkpoint_final.pth", settings: PredictionSettings | None = None
+                    checkpoint: str = CHECKPOINT_FINAL, settings: PredictionSettings | None = None
                     ) -> "TextPredictor":
-        model_folder = Path(model_folder)
-        if not model_folder.is_dir():
-            raise UserError(f"{model_folder}: model folder not found")
+        model = ModelFolder(Path(model_folder))
+        if not model.path.is_dir():
+            raise UserError(f"{model.path}: model folder not found")
         if checkpoint not in CHECKPOINT_NAMES:
             raise UserError(f"--checkpoint {checkpoint}: expected one of {', '.join(CHECKPOINT_NAMES)}")
-        plans = load_json(model_folder / "plans.json")
-        vocabulary = Vocabulary.load(model_folder / "vocabulary.json")
-        configuration = configuration_of_model_folder(model_folder)
-        if configuration not in plans["configurations"]:
-            raise UserError(f"{model_folder}: configuration '{configuration}' is not in its plans.json")
-        folds = [str(f) for f in folds] if folds else available_folds(model_folder, checkpoint)
+        plans = Plans.load(model.plans_file)
+        vocabulary = Vocabulary.load(model.vocabulary_file)
+        configuration = model.configuration
+        if not plans.has_configuration(configuration):
+            raise UserError(f"{model.path}: configuration '{configuration}' is not in its {model.plans_file.name}")
+        folds = [str(f) for f in folds] if folds else model.available_folds(checkpoint)
         if not folds:
-            raise UserError(f"{model_folder}: no fold_*/{checkpoint} found (train first, or choose --checkpoint)")
+            raise UserError(f"{model.path}: no fold_*/{checkpoint} found (train first, or choose --checkpoint)")
         embed_dim = int(np.asarray(vocabulary.class_embeddings).shape[1])
         networks = []
         for fold in folds:
-            path = model_folder / f"fold_{fold}" / checkpoint
+            path = model.fold(fold).checkpoint(checkpoint)
             if not path.is_file():
                 raise UserError(f"{path}: checkpoint not found")
             ckpt = torch.load(path, map_location="cpu", weights_only=False)
             networks.append(build_network_for_checkpoint(plans, configuration, ckpt, embed_dim))
-        return cls(model_folder, plans, configuration, vocabulary, networks, folds, settings or PredictionSettings())
+        return cls(model.path, plans, configuration, vocabulary, networks, folds, settings or PredictionSettings())
 
     # ------------------------------------------------------------------------------------------ prompts
     def default_similarity_threshold(self) -> float:
@@ -183,7 +184,7 @@ class TextPredictor:
         return data, properties
 
     def predict_preprocessed(self, data: np.ndarray, embeddings: torch.Tensor) -> np.ndarray:
-        return predict_probabilities(self.networks, data, embeddings, self.config_plan["patch_size"], self.settings,
+        return predict_probabilities(self.networks, data, embeddings, self.config_plan.patch_size, self.settings,
                                      self.device)
 
     def predict_prompts_preprocessed(self, data: np.ndarray, resolutions: Sequence[Resolution],

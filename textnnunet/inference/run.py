@@ -40,7 +40,7 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
     if postprocessing is not None and verbose:
         for note in skipped_constraints(postprocessing, resolved):
             print(f"postprocessing: {note}")
-    cases = find_input_cases(inputs, len(predictor.plans["channel_names"]))
+    cases = find_input_cases(inputs, predictor.plans.num_channels)
     out = OutputFolder(output, overwrite=overwrite, resolutions={r.prompt: r.to_json() for r in resolutions})
     if combined:
         out.write_legend(prompts, structures)

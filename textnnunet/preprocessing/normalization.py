@@ -7,6 +7,7 @@ import numpy as np
 
 from textnnunet.errors import UserError
 from textnnunet.preprocessing.cropping import create_nonzero_mask
+from textnnunet.utils.plans import Plans
 
 _EPS = 1e-8
 CT_PROPERTY_KEYS = ("mean", "std", "percentile_00_5", "percentile_99_5")
@@ -74,35 +75,38 @@ SCHEMES: dict[str, type[ImageNormalization]] = {
 }
 
 
-def intensity_group_of(plans: dict, dataset: str = "", group: str | None = None) -> str | None:
+def intensity_group_of(plans: Plans | dict, dataset: str = "", group: str | None = None) -> str | None:
     """The intensity group (modality) an image is normalised as: `group` if given, else its dataset's, else the
     plan's only one. A plan of several modalities needs to be told which one a new image is."""
-    groups = plans.get("intensity_groups") or {}
+    plans = Plans.of(plans)
+    groups = plans.intensity_groups
     if group is not None:
         matches = [g for g in groups if g.strip().lower() == group.strip().lower()]
         if groups and not matches:
             raise UserError(f"--modality {group}: not one of this model's image types ({', '.join(groups)})")
         return matches[0] if matches else None
-    if dataset and dataset in plans.get("dataset_intensity_group", {}):
-        return plans["dataset_intensity_group"][dataset]
+    if dataset and dataset in plans.dataset_intensity_group:
+        return plans.dataset_intensity_group[dataset]
     if len(groups) > 1:
         raise UserError(f"this model was trained on several image types ({', '.join(groups)}); say which one the "
                         f"input is with --modality")
     return None
 
 
-def normalization_for(plans: dict, configuration: dict, group: str | None = None) -> tuple[list, list, dict]:
+def normalization_for(plans: Plans | dict, configuration: dict, group: str | None = None) -> tuple[list, list, dict]:
     """(schemes, use_mask, intensity properties per channel) of `group`, or of the plan as a whole."""
+    plans = Plans.of(plans)
     if group is not None:
-        g = plans["intensity_groups"][group]
+        g = plans.intensity_groups[group]
         return (list(g["normalization_schemes"]), list(g["use_mask_for_norm"]),
                 g.get("foreground_intensity_properties_per_channel", {}))
     schemes = list(configuration.get("normalization_schemes", []))
     use_mask = list(configuration.get("use_mask_for_norm", [False] * len(schemes)))
-    return schemes, use_mask, plans.get("foreground_intensity_properties_per_channel", {})
+    pooled = plans.foreground_intensity_properties
+    return schemes, use_mask, pooled if pooled is not None else {}
 
 
-def normalize(data: np.ndarray, plans: dict, configuration: dict, mask: np.ndarray | None = None,
+def normalize(data: np.ndarray, plans: Plans | dict, configuration: dict, mask: np.ndarray | None = None,
               group: str | None = None) -> np.ndarray:
     """Normalise each channel of `data` (c, z, y, x) with the scheme the configuration names for it, or with
     that of intensity group `group` (a plan pooling CT and MR normalises each dataset by its own modality).

@@ -30,6 +30,7 @@ from textnnunet.preprocessing.resampling import (
     separate_z_axis,
 )
 from textnnunet.utils.files import as_read_back_from_json, atomic_savez_compressed, atomic_write_json, load_json
+from textnnunet.utils.plans import Plans
 
 MAX_LOCATIONS_PER_CLASS = 2000
 LOCATION_SEED = 1234
@@ -38,15 +39,9 @@ _INT16 = np.iinfo(np.int16)
 
 
 # ----------------------------------------------------------------------------------------- plan access
-def get_configuration(plans: dict, configuration_name: str) -> dict:
-    configurations = plans.get("configurations", {})
-    if configuration_name not in configurations:
-        available = ", ".join(configurations) or "none"
-        raise UserError(
-            f"plans '{plans.get('plans_name', '?')}': configuration '{configuration_name}' not in the plan "
-            f"(available: {available})"
-        )
-    return configurations[configuration_name]
+def get_configuration(plans: Plans | dict, configuration_name: str) -> dict:
+    """The configuration's JSON (a UserError naming the plan and the available ones when it has none such)."""
+    return Plans.of(plans).configuration(configuration_name).to_json()
 
 
 def is_2d(configuration: dict) -> bool:
@@ -76,9 +71,9 @@ def _resampling_settings(configuration: dict) -> dict:
     }
 
 
-def class_values_for(plans: dict, desc: DatasetDescription) -> dict[str, list[int]]:
+def class_values_for(plans: Plans | dict, desc: DatasetDescription) -> dict[str, list[int]]:
     """Annotated class -> label values of one dataset, from the plan's label space (else its dataset.json)."""
-    per_dataset = plans.get("label_space", {}).get("datasets", {})
+    per_dataset = Plans.of(plans).label_space.datasets
     if desc.name in per_dataset:
         return {str(k): [int(v) for v in vals] for k, vals in per_dataset[desc.name].items()}
     return {k: list(v) for k, v in desc.classes.items()}
@@ -241,17 +236,19 @@ def _process_job(job: tuple) -> str:
 SIGNATURE_FILE = "preprocessing_signature.json"
 
 
-def preprocessing_signature(plans: dict, configuration_name: str, class_values: dict, dataset: str = "") -> dict:
+def preprocessing_signature(plans: Plans | dict, configuration_name: str, class_values: dict,
+                            dataset: str = "") -> dict:
     """Everything in a plan that changes the cached arrays (not patch size, batch size or topology)."""
+    plans = Plans.of(plans)
     configuration = get_configuration(plans, configuration_name)
     keys = ("spacing", "normalization_schemes", "use_mask_for_norm", "resampling")
     signature = {
         "configuration": {k: configuration.get(k) for k in keys},
         "is_2d": is_2d(configuration),
-        "intensity_properties": plans.get("foreground_intensity_properties_per_channel"),
+        "intensity_properties": plans.foreground_intensity_properties,
         "class_values": {k: [int(v) for v in vals] for k, vals in class_values.items()},
     }
-    if len(plans.get("intensity_groups") or {}) > 1:  # plans of one modality keep the signature they always had
+    if len(plans.intensity_groups) > 1:  # plans of one modality keep the signature they always had
         signature["intensity_group"] = normalization_for(plans, configuration, intensity_group_of(plans, dataset))
     return as_read_back_from_json(signature)
 
@@ -330,20 +327,19 @@ def run_preprocessing(
     Output: `<plans folder>/<data_identifier>/<DatasetName>/`. Returns counts per configuration and dataset.
     """
     plans_path = Path(plans_path)
-    plans = load_json(plans_path)
+    plans = Plans.load(plans_path)
     for name in configurations:
-        if name not in plans.get("configurations", {}):
-            available = ", ".join(plans.get("configurations", {})) or "none"
+        if not plans.has_configuration(name):
+            available = ", ".join(plans.configuration_names) or "none"
             raise UserError(f"{plans_path}: configuration '{name}' not in the plan (available: {available})")
-    if not plans.get("datasets"):
+    if not plans.datasets:
         raise UserError(f"{plans_path}: 'datasets' is missing or empty")
-    per_dataset = plans.get("label_space", {}).get("datasets", {})
+    per_dataset = plans.label_space.datasets
     counts: dict[str, dict[str, dict[str, int]]] = {}
     for name in configurations:
-        configuration = plans["configurations"][name]
-        identifier = configuration.get("data_identifier", name)
+        identifier = plans.configuration(name).data_identifier
         counts[name] = {}
-        for dataset_name in plans["datasets"]:
+        for dataset_name in plans.datasets:
             if dataset_name not in per_dataset:
                 raise UserError(f"{plans_path}: label_space.datasets has no entry for '{dataset_name}'")
             desc = load_dataset(raw_root, dataset_name)

@@ -38,8 +38,8 @@ class LabelSpace:
 
     @property
     def datasets(self) -> dict[str, dict[str, list[int]]]:
-        """Per dataset {annotated class: label values}."""
-        return self.data["datasets"]
+        """Per dataset {annotated class: label values} ({} when the label space has none)."""
+        return self.data.get("datasets", {})
 
     def annotated(self, dataset: str) -> dict[str, list[int]]:
         return self.datasets[dataset]

@@ -82,7 +82,8 @@ class PlanFolder:
         if plans_name is not None:
             folder = cls(preprocessed / plans_name)
             if not folder.plans_file.is_file():
-                raise UserError(f"{folder.plans_file}: plan not found (run textnnunet_plan_and_preprocess -d <ids> "
+                ids = " ".join(map(str, dataset_ids)) if dataset_ids else "<ids>"
+                raise UserError(f"{folder.plans_file}: plan not found (run textnnunet_plan_and_preprocess -d {ids} "
                                 "first)")
             return folder
         candidates = sorted(preprocessed.glob(f"{JOINT_PLANS_PREFIX}*/{PLANS_FILE}")) if preprocessed.is_dir() else []

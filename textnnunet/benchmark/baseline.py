@@ -29,7 +29,9 @@ from textnnunet.training.config import TrainingConfig
 from textnnunet.training.sampling import PatchSampler
 from textnnunet.training.step import pseudo_dice_counts
 from textnnunet.training.trainer import DistributedContext, Trainer
+from textnnunet.paths import FoldFolder
 from textnnunet.utils.files import atomic_savez_compressed
+from textnnunet.utils.plans import Plans
 
 BASELINE_TAG = "baseline"
 # Softmax probabilities pass through the sigmoid sliding window as logit(p): sigmoid(logit(p)) = p.
@@ -37,21 +39,23 @@ _PROBABILITY_EPS = 1e-6
 
 
 # ------------------------------------------------------------------------------------------ label space
-def single_dataset(plans: dict) -> str:
-    datasets = list(plans.get("datasets", []))
+def single_dataset(plans: Plans | dict) -> str:
+    plans = Plans.of(plans)
+    datasets = plans.datasets
     if len(datasets) != 1:
-        raise UserError(f"plans '{plans.get('plans_name', '?')}': a baseline needs a per-dataset plan "
+        raise UserError(f"plans '{plans.display_name}': a baseline needs a per-dataset plan "
                         f"(one dataset), this one has {len(datasets)}")
     return datasets[0]
 
 
-def baseline_regions(plans: dict) -> dict[str, list[int]]:
+def baseline_regions(plans: Plans | dict) -> dict[str, list[int]]:
     """Class name -> label values of the plan's only dataset (regions included: liver = [1, 2])."""
+    plans = Plans.of(plans)
     return {name: [int(v) for v in values]
-            for name, values in plans["label_space"]["datasets"][single_dataset(plans)].items()}
+            for name, values in plans.label_space.annotated(single_dataset(plans)).items()}
 
 
-def baseline_label_values(plans: dict) -> list[int]:
+def baseline_label_values(plans: Plans | dict) -> list[int]:
     """The softmax channels: background 0 and every label value the dataset's classes use, sorted."""
     return sorted({0} | {v for values in baseline_regions(plans).values() for v in values})
 
@@ -127,20 +131,21 @@ class SoftmaxStep:
     """The trainer's step for nnU-Net's recipe on one dataset: label-map targets, a softmax U-Net over the label
     values, soft Dice + cross-entropy; the pseudo Dice is counted per class region of the argmax."""
 
-    def __init__(self, plans: dict):
+    def __init__(self, plans: Plans | dict):
         self.dataset = single_dataset(plans)
         self.regions = baseline_regions(plans)
         self.label_values = baseline_label_values(plans)
 
-    def setup(self, plans: dict, configuration: str, config: TrainingConfig, class_names: list[str],
+    def setup(self, plans: Plans, configuration: str, config: TrainingConfig, class_names: list[str],
               device: torch.device) -> None:
+        plans = Plans.of(plans)
         if list(self.regions) != class_names:
-            raise UserError(f"plans '{plans['plans_name']}': label_space classes and the dataset's classes differ")
-        self.patch_size = list(plans["configurations"][configuration]["patch_size"])
+            raise UserError(f"plans '{plans.plans_name}': label_space classes and the dataset's classes differ")
+        self.patch_size = list(plans.configuration(configuration).patch_size)
         self.config, self.device = config, device
         self.membership = torch.from_numpy(region_membership(self.label_values, self.regions)).to(device)
 
-    def sampler(self, refs, plans: dict, configuration: str, **kwargs) -> PatchSampler:
+    def sampler(self, refs, plans: Plans, configuration: str, **kwargs) -> PatchSampler:
         return LabelMapSampler(refs, plans, configuration, use_hierarchy=self.config.label_hierarchy, **kwargs)
 
     def build_network(self, architecture: dict, in_channels: int) -> nn.Module:
@@ -188,7 +193,7 @@ class SoftmaxStep:
                 "regions": self.regions}
 
 
-def baseline_trainer(plans: dict, configuration: str, fold: int | str, cases_folder: Path,
+def baseline_trainer(plans: Plans | dict, configuration: str, fold: int | str, cases_folder: Path,
                      train_cases: dict[str, list[str]], val_cases: dict[str, list[str]], output_folder: Path,
                      config: TrainingConfig, dist: DistributedContext = DistributedContext(),
                      echo: bool = True) -> Trainer:
@@ -198,13 +203,15 @@ def baseline_trainer(plans: dict, configuration: str, fold: int | str, cases_fol
 
 
 # ------------------------------------------------------------------------------------------ inference
-def build_baseline_network(plans: dict, configuration: str, ckpt: dict) -> nn.Module:
+def build_baseline_network(plans: Plans | dict, configuration: str, ckpt: dict) -> nn.Module:
     """The trained softmax U-Net of a checkpoint, for inference (deep supervision off)."""
+    plans = Plans.of(plans)
+    config_plan = plans.configuration(configuration)
     config = TrainingConfig.from_json(ckpt["training_config"])
-    net = build_softmax_unet(plans["configurations"][configuration]["architecture"], len(plans["channel_names"]),
+    net = build_softmax_unet(config_plan.architecture, plans.num_channels,
                              len(ckpt["label_values"]), deep_supervision=False, backbone=config.backbone)
     net.load_state_dict(ckpt["network"])
-    net.mirror_axes = tuple(config.resolved_mirror_axes(len(plans["configurations"][configuration]["patch_size"])))
+    net.mirror_axes = tuple(config.resolved_mirror_axes(config_plan.dims))
     return net.eval()
 
 
@@ -237,7 +244,7 @@ def probabilities_to_class_masks(probs_original: np.ndarray, label_values: Seque
     return {name: mask.astype(np.uint8) for name, mask in masks.items()}
 
 
-def validate_baseline_fold(network: nn.Module, plans: dict, configuration: str, cases_folder: Path,
+def validate_baseline_fold(network: nn.Module, plans: Plans | dict, configuration: str, cases_folder: Path,
                            val_cases: dict[str, list[str]], fold_folder: Path, device: torch.device,
                            raw_root: Path | None = None, settings: PredictionSettings | None = None,
                            nsd_tolerance_mm: float = 2.0, mirror_axes: Sequence[int] | None = None) -> dict:
@@ -248,9 +255,10 @@ def validate_baseline_fold(network: nn.Module, plans: dict, configuration: str, 
     settings = settings or PredictionSettings(use_mirroring=True)
     if mirror_axes is not None:
         network.mirror_axes = tuple(mirror_axes)
+    plans = Plans.of(plans)
     regions, label_values = baseline_regions(plans), baseline_label_values(plans)
-    patch = plans["configurations"][configuration]["patch_size"]
-    out = Path(fold_folder) / "validation"
+    patch = plans.configuration(configuration).patch_size
+    out = FoldFolder(Path(fold_folder)).validation
     was_ds = network.decoder.deep_supervision
     set_deep_supervision(network, False)
     network.eval()

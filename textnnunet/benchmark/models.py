@@ -23,18 +23,19 @@ from textnnunet.imageio.sitk_io import read_label
 from textnnunet.inference.predictor import PredictionSettings, TextPredictor, resolve_inference_device
 from textnnunet.network.backbone import count_parameters
 from textnnunet.preprocessing.preprocessor import preprocess_case, restore_to_original
+from textnnunet.paths import CHECKPOINT_FINAL, ModelFolder, PlanFolder
 from textnnunet.training.splits import cases_for_fold
-from textnnunet.training.trainer import CHECKPOINT_FINAL
 from textnnunet.utils.files import load_json
+from textnnunet.utils.plans import Plans
 
 
-def training_record(checkpoint: dict, plans: dict, configuration: str) -> dict:
+def training_record(checkpoint: dict, plans: Plans | dict, configuration: str) -> dict:
     """What a checkpoint actually trained: epochs, iterations, batch size, wall time (sum of its epochs)."""
     config = checkpoint["training_config"]
     history = checkpoint.get("history", {})
     return {"epochs": int(checkpoint["epochs_done"]), "iters_per_epoch": int(config["iters_per_epoch"]),
             "iterations": trained_iterations(config, checkpoint["epochs_done"]),
-            "batch_size": int(config.get("batch_size") or plans["configurations"][configuration]["batch_size"]),
+            "batch_size": int(config.get("batch_size") or Plans.of(plans).configuration(configuration).batch_size),
             "wall_seconds": float(sum(history.get("epoch_seconds", []))),
             "device": config.get("device")}
 
@@ -48,14 +49,15 @@ class BenchmarkModel:
     record: dict
 
     def __init__(self, folder: Path, fold: int | str):
-        self.folder, self.fold = Path(folder), fold
-        self.fold_folder = self.folder / f"fold_{fold}"
-        path = self.fold_folder / CHECKPOINT_FINAL
+        self.model = ModelFolder(Path(folder))
+        self.folder, self.fold = self.model.path, fold
+        self.fold_folder = self.model.fold(fold).path
+        path = self.model.fold(fold).final_checkpoint
         if not path.is_file():
             raise UserError(f"{path}: not trained (no {CHECKPOINT_FINAL})")
         self.checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-        self.plans = load_json(self.folder / "plans.json")
-        self.configuration = self.folder.name.split("__")[0]
+        self.plans = Plans.load(self.model.plans_file)
+        self.configuration = self.model.configuration
 
     @property
     def parameters(self) -> int:
@@ -65,12 +67,12 @@ class BenchmarkModel:
         raise NotImplementedError
 
     def cases_folder(self, preprocessed: Path) -> Path:
-        identifier = self.plans["configurations"][self.configuration]["data_identifier"]
-        return Path(preprocessed) / self.plans["plans_name"] / identifier
+        identifier = self.plans.configuration(self.configuration).data_identifier
+        return PlanFolder(Path(preprocessed) / self.plans.plans_name).cases(identifier)
 
     def validation_cases(self) -> dict[str, list[str]]:
-        splits = load_json(self.folder / "splits_final.json")
-        return cases_for_fold(splits, self.fold, list(self.plans["datasets"]))[1]
+        splits = load_json(self.model.splits_file)
+        return cases_for_fold(splits, self.fold, self.plans.datasets)[1]
 
     def info(self) -> dict:
         return {"kind": self.kind, "folder": str(self.folder), "classes": list(self.classes),
@@ -93,7 +95,7 @@ class UniversalModel(BenchmarkModel):
 
     def ensure_validation(self, preprocessed: Path, raw_root: Path | None) -> dict:
         """The validation summary training wrote, or a fresh validation when it is missing."""
-        path = self.fold_folder / "validation" / "summary.json"
+        path = self.model.fold(self.fold).validation / "summary.json"
         if path.is_file():
             return load_json(path)
         from textnnunet.training.validation import validate_fold
@@ -121,13 +123,13 @@ class BaselineModel(BenchmarkModel):
 
     def predict_masks(self, image_files, classes):
         data, _, properties = preprocess_case([Path(f) for f in image_files], None, self.plans, self.configuration)
-        probs = predict_softmax(self.network, data, self.plans["configurations"][self.configuration]["patch_size"],
+        probs = predict_softmax(self.network, data, self.plans.configuration(self.configuration).patch_size,
                                 len(self.label_values), self.settings, self.device)
         masks = probabilities_to_class_masks(restore_to_original(probs, properties), self.label_values, self.regions)
         return {c: masks[c] for c in classes if c in masks}
 
     def ensure_validation(self, preprocessed: Path, raw_root: Path | None) -> dict:
-        path = self.fold_folder / "validation" / "summary.json"
+        path = self.model.fold(self.fold).validation / "summary.json"
         if path.is_file():
             return load_json(path)
         return validate_baseline_fold(self.network, self.plans, self.configuration,

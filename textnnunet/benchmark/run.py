@@ -28,16 +28,15 @@ from textnnunet.benchmark.nnunet_import import (
 )
 from textnnunet.benchmark.nnunet_import import model_info as nnunet_model_info
 from textnnunet.benchmark.report import write_benchmark
-from textnnunet.benchmark.train_baseline import baseline_model_folder, find_dataset_plan, train_baseline
+from textnnunet.benchmark.train_baseline import baseline_model_folder, train_baseline
 from textnnunet.dataset.description import DatasetDescription, find_dataset_folder, load_dataset
 from textnnunet.errors import UserError
 from textnnunet.inference.predictor import PredictionSettings, resolve_inference_device
-from textnnunet.paths import joint_plans_name, resolve_folders
+from textnnunet.paths import CHECKPOINT_FINAL, ModelFolder, PlanFolder, resolve_folders
 from textnnunet.training.config import TrainingConfig
-from textnnunet.training.run import model_folder
 from textnnunet.training.splits import cases_for_fold, parse_fold
-from textnnunet.training.trainer import CHECKPOINT_FINAL, CHECKPOINT_LATEST
 from textnnunet.utils.files import load_json
+from textnnunet.utils.plans import Plans
 
 ABLATIONS = ("encoder", "conditioning", "masking")
 ENCODERS = ("clip", "minilm", "onehot")
@@ -105,7 +104,7 @@ def environment() -> dict:
 
 def _default_encoder_kind(universal_folder: Path, requested: str) -> str | None:
     """The encoder the main universal model uses ('auto' resolves to clip or minilm)."""
-    vocab = universal_folder / "vocabulary.json"
+    vocab = ModelFolder(universal_folder).vocabulary_file
     if vocab.is_file():
         return (load_json(vocab).get("encoder") or {}).get("kind")
     if requested != "auto":
@@ -120,7 +119,8 @@ def model_specs(options: BenchmarkOptions, results: Path, plans_name: str, datas
     """Universal, one baseline per dataset, then the requested ablations (unavailable ones go to `skipped`)."""
     config = options.configuration
     main_tag = options.base_config.model_tag(options.encoder)
-    universal = ModelSpec(aggregate.UNIVERSAL, "universal", model_folder(results, plans_name, config, main_tag),
+    universal = ModelSpec(aggregate.UNIVERSAL, "universal",
+                          ModelFolder.find(results, plans=plans_name, configuration=config, tag=main_tag).path,
                           encoder=options.encoder, tag=main_tag)
     specs = [universal]
     specs += [ModelSpec(aggregate.baseline_name(ds), "baseline", baseline_model_folder(results, ds, config), dataset=ds)
@@ -150,7 +150,7 @@ def model_specs(options: BenchmarkOptions, results: Path, plans_name: str, datas
 def _ablation(options: BenchmarkOptions, results: Path, plans_name: str, tag: str, encoder: str | None = None,
               **changes) -> ModelSpec:
     return ModelSpec(f"{aggregate.UNIVERSAL}__{tag}", "universal",
-                     model_folder(results, plans_name, options.configuration, tag),
+                     ModelFolder.find(results, plans=plans_name, configuration=options.configuration, tag=tag).path,
                      encoder=encoder or options.encoder, tag=tag, config_changes=tuple(sorted(changes.items())))
 
 
@@ -166,11 +166,12 @@ def ensure_baseline_cache(preprocessed: Path, raw: Path | None, dataset: str, op
     """Preprocess a dataset with its own plan if its cache is incomplete (demo plans skip baselines)."""
     from textnnunet.preprocessing.preprocessor import finished_case_ids, run_preprocessing
 
-    plans_path = find_dataset_plan(preprocessed, dataset)
-    plans = load_json(plans_path)
-    if options.configuration not in plans["configurations"]:
+    plan_folder = PlanFolder.find_dataset(preprocessed, dataset)
+    plans_path = plan_folder.plans_file
+    plans = Plans.load(plans_path)
+    if not plans.has_configuration(options.configuration):
         raise UserError(f"{plans_path}: configuration '{options.configuration}' is not in the per-dataset plan")
-    folder = plans_path.parent / plans["configurations"][options.configuration]["data_identifier"] / dataset
+    folder = plan_folder.cases(plans.configuration(options.configuration).data_identifier) / dataset
     if len(finished_case_ids(folder)) >= expected_cases:
         return
     if raw is None:
@@ -182,19 +183,19 @@ def ensure_baseline_cache(preprocessed: Path, raw: Path | None, dataset: str, op
 def train_missing(spec: ModelSpec, options: BenchmarkOptions, budget: Budget, folders, plans_name: str,
                   log: Callable[[str], None]) -> bool:
     """Train (or resume) a model without a final checkpoint; False when it is missing and training is off."""
-    fold_folder = spec.folder / f"fold_{options.fold}"
-    if (fold_folder / CHECKPOINT_FINAL).is_file():
+    fold_folder = ModelFolder(spec.folder).fold(options.fold)
+    if fold_folder.final_checkpoint.is_file():
         return True
     if not options.train:
         return False
     config = training_config(options, budget, spec)
-    resume = (fold_folder / CHECKPOINT_LATEST).is_file()
+    resume = fold_folder.latest_checkpoint.is_file()
     log(f"training {spec.name}: {config.epochs} epochs x {config.iters_per_epoch} iterations"
         + (" (resuming)" if resume else ""))
     if spec.kind == "baseline":
         train_baseline(spec.dataset, options.configuration, options.fold, config, raw=folders.raw,
                        preprocessed=folders.preprocessed, results=folders.results,
-                       splits_file=folders.preprocessed / plans_name / "splits_final.json", resume=resume)
+                       splits_file=PlanFolder(folders.preprocessed / plans_name).splits_file, resume=resume)
     else:
         from textnnunet.training.run import train_fold
 
@@ -270,13 +271,10 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
     log = print if echo else (lambda *_: None)
     folders = resolve_folders(raw, preprocessed, results, required=("preprocessed", "results"))
     options.fold = parse_fold(options.fold)
-    plans_name = joint_plans_name(options.dataset_ids)
-    plans_path = folders.preprocessed / plans_name / "plans.json"
-    if not plans_path.is_file():
-        raise UserError(f"{plans_path}: joint plan not found (run textnnunet_plan_and_preprocess -d "
-                        f"{' '.join(map(str, options.dataset_ids))})")
-    plans = load_json(plans_path)
-    datasets = list(plans["datasets"])
+    plan_folder = PlanFolder.find(folders.preprocessed, dataset_ids=options.dataset_ids)
+    plans_name = plan_folder.name
+    plans = Plans.load(plan_folder.plans_file)
+    datasets = plans.datasets
     budget = plan_budget(options.epochs, options.iters_per_epoch, len(datasets), options.equal_budget)
     log(budget.describe())
     skipped: dict[str, str] = {}
@@ -289,9 +287,9 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
     from textnnunet.training.run import preprocessed_case_ids
     from textnnunet.training.splits import load_or_create_splits
 
-    joint_cases = plans_path.parent / plans["configurations"][options.configuration]["data_identifier"]
+    joint_cases = plan_folder.cases(plans.configuration(options.configuration).data_identifier)
     case_ids = preprocessed_case_ids(joint_cases, datasets, options.configuration, " ".join(map(str, options.dataset_ids)))
-    splits_path = plans_path.parent / "splits_final.json"
+    splits_path = plan_folder.splits_file
     held_out = cases_for_fold(load_or_create_splits(splits_path, case_ids), options.fold, datasets)[1]
     for model, _ in imports:
         if held_out[model.dataset]:
@@ -305,7 +303,8 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
         if train_missing(spec, options, budget, folders, plans_name, log):
             available.append(spec)
         else:
-            skipped[spec.name] = f"not trained ({spec.folder / f'fold_{options.fold}'} has no {CHECKPOINT_FINAL})"
+            fold_folder = ModelFolder(spec.folder).fold(options.fold).path
+            skipped[spec.name] = f"not trained ({fold_folder} has no {CHECKPOINT_FINAL})"
     if not any(s.name == aggregate.UNIVERSAL for s in available):
         raise UserError(f"{specs[0].folder}: the universal model is not trained; run without --no_train")
 

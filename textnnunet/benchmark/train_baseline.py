@@ -4,34 +4,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from textnnunet.benchmark.baseline import BASELINE_TAG, SoftmaxStep, single_dataset, validate_baseline_fold
-from textnnunet.errors import UserError
-from textnnunet.experiment_planning.planner import load_plans
-from textnnunet.paths import resolve_folders
+from textnnunet.paths import ModelFolder, PlanFolder, resolve_folders
 from textnnunet.training.config import TrainingConfig
-from textnnunet.training.run import load_fold_data, model_folder, run_fold, start_fold_folder
+from textnnunet.training.run import load_fold_data, run_fold, start_fold_folder
 from textnnunet.training.trainer import DistributedContext, Trainer
+from textnnunet.utils.plans import Plans
 
 
 def find_dataset_plan(preprocessed: Path, dataset: int | str) -> Path:
-    """preprocessed/DatasetXXX_Name/plans.json for a dataset id (1, "1", "001") or full name."""
-    preprocessed = Path(preprocessed)
-    text = str(dataset)
-    if text.isdigit():
-        matches = sorted(preprocessed.glob(f"Dataset{int(text):03d}_*/plans.json")) if preprocessed.is_dir() else []
-        if len(matches) > 1:
-            raise UserError(f"{preprocessed}: several folders for dataset {int(text):03d}: "
-                            f"{', '.join(m.parent.name for m in matches)}")
-        path = matches[0] if matches else preprocessed / f"Dataset{int(text):03d}_*" / "plans.json"
-    else:
-        path = preprocessed / text / "plans.json"
-    if not path.is_file():
-        raise UserError(f"{path}: per-dataset plan not found (run textnnunet_plan_and_preprocess -d {dataset})")
-    return path
+    """The per-dataset plan's plans.json for a dataset id (1, "1", "001") or full name (PlanFolder.find_dataset)."""
+    return PlanFolder.find_dataset(preprocessed, dataset).plans_file
 
 
 def baseline_model_folder(results: Path, dataset_name: str, configuration: str) -> Path:
     """results/DatasetXXX_Name/<configuration>__baseline."""
-    return model_folder(Path(results), dataset_name, configuration, BASELINE_TAG)
+    return ModelFolder.find(results, plans=dataset_name, configuration=configuration, tag=BASELINE_TAG).path
 
 
 def train_baseline(dataset: int | str, configuration: str, fold: int | str, config: TrainingConfig | None = None, *,
@@ -46,13 +33,13 @@ def train_baseline(dataset: int | str, configuration: str, fold: int | str, conf
     """
     config = config or TrainingConfig()
     folders = resolve_folders(raw, preprocessed, results, required=("preprocessed", "results"))
-    plans_path = find_dataset_plan(folders.preprocessed, dataset)
-    plans = load_plans(plans_path)
+    plans_path = PlanFolder.find_dataset(folders.preprocessed, dataset).plans_file
+    plans = Plans.load(plans_path)
     name = single_dataset(plans)
     data = load_fold_data(plans_path, plans, configuration, fold, str(dataset),
                           Path(splits_file) if splits_file is not None else None)
     out = baseline_model_folder(folders.results, name, configuration)
-    fold_folder = out / f"fold_{data.fold}"
+    fold_folder = ModelFolder(out).fold(data.fold).path
     if dist.is_main:
         start_fold_folder(data, out, config, resume, overwrite)
 

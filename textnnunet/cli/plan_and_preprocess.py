@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from textnnunet.cli.common import add_folder_args, user_errors_exit
-from textnnunet.paths import joint_plans_name, resolve_folders
+from textnnunet.paths import PlanFolder, joint_plans_name, resolve_folders
 
 DEFAULT_CONFIGURATIONS = ("2d", "3d_fullres", "3d_lowres")
 
@@ -85,17 +85,19 @@ def _plan(args, folders) -> tuple[Path, list[Path]]:
 def _print_label_space(plans_path: Path) -> None:
     """Each dataset's labels as canonical lexicon names, and the hierarchy training will use."""
     from textnnunet.experiment_planning.label_space import describe_label_space
-    from textnnunet.experiment_planning.planner import load_plans
+    from textnnunet.utils.plans import Plans
 
-    for line in describe_label_space(load_plans(plans_path)["label_space"]):
+    for line in describe_label_space(Plans.load(plans_path).label_space.data):
         print(f"  labels {line}")
 
 
 def _print_configurations(plans_path: Path) -> None:
     """Spacing, patch and how much of the median image the patch sees: what decides whether organs can be told apart."""
-    from textnnunet.experiment_planning.planner import load_plans
+    from textnnunet.utils.plans import Plans
 
-    for name, cfg in load_plans(plans_path)["configurations"].items():
+    plans = Plans.load(plans_path)
+    for name in plans.configuration_names:
+        cfg = plans.configuration(name).to_json()
         spacing = " x ".join(f"{v:.2f}" for v in cfg["spacing"])
         patch = " x ".join(str(v) for v in cfg["patch_size"])
         coverage = " x ".join(f"{v:.0%}" for v in cfg.get("patch_coverage_of_median_image", []))
@@ -108,13 +110,13 @@ def _print_configurations(plans_path: Path) -> None:
 
 
 def _preprocess(args, folders, plan_files: list[Path]) -> None:
-    from textnnunet.experiment_planning.planner import load_plans
     from textnnunet.preprocessing.preprocessor import run_preprocessing
+    from textnnunet.utils.plans import Plans
 
     for plans_path in plan_files:
-        plans = load_plans(plans_path)
-        configurations = args.configurations or list(plans["configurations"])
-        print(f"preprocessing {plans['plans_name']}: {', '.join(configurations)}")
+        plans = Plans.load(plans_path)
+        configurations = args.configurations or plans.configuration_names
+        print(f"preprocessing {plans.plans_name}: {', '.join(configurations)}")
         run_preprocessing(plans_path, configurations, folders.raw, num_processes=args.num_processes,
                           overwrite=args.overwrite)
 
@@ -122,9 +124,9 @@ def _preprocess(args, folders, plan_files: list[Path]) -> None:
 def _existing_plan_files(folders, dataset_ids: list[int], include_baselines: bool) -> list[Path]:
     from textnnunet.dataset.description import load_dataset
 
-    files = [folders.preprocessed / joint_plans_name(dataset_ids) / "plans.json"]
+    files = [PlanFolder(folders.preprocessed / joint_plans_name(dataset_ids)).plans_file]
     if include_baselines:
-        files += [folders.preprocessed / load_dataset(folders.raw, i).name / "plans.json" for i in dataset_ids]
+        files += [PlanFolder(folders.preprocessed / load_dataset(folders.raw, i).name).plans_file for i in dataset_ids]
     return files
 
 

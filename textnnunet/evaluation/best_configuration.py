@@ -39,7 +39,9 @@ from textnnunet.postprocessing import (
     organ_pairs,
     save_postprocessing,
 )
+from textnnunet.paths import ModelFolder, PlanFolder
 from textnnunet.utils.files import atomic_write_json, atomic_write_text, load_json
+from textnnunet.utils.plans import Plans
 
 BEST_CONFIGURATION_FILE = "best_configuration.json"
 INSTRUCTIONS_FILE = "inference_instructions.md"
@@ -67,7 +69,7 @@ class TrainedConfiguration:
 
     name: str  # the folder name: configuration[__tag]
     folder: Path
-    plans: dict
+    plans: Plans
     cases: dict[CaseKey, ValidationCase]
     summary_rows: list[dict]  # metric_per_case of the folds' summary.json files
 
@@ -81,14 +83,15 @@ class TrainedConfiguration:
 
 def collect_validation(model_folder: Path, folds: Sequence[str | int]) -> TrainedConfiguration:
     """The validation cases of `folds` in a model folder; every fold must have finished its validation."""
-    model_folder = Path(model_folder)
+    model = ModelFolder(Path(model_folder))
+    model_folder = model.path
     if not model_folder.is_dir():
         raise UserError(f"{model_folder}: model folder not found (train this configuration first)")
-    plans = load_json(model_folder / "plans.json")
+    plans = Plans.load(model.plans_file)
     cases: dict[CaseKey, ValidationCase] = {}
     rows: list[dict] = []
     for fold in folds:
-        summary_path = model_folder / f"fold_{fold}" / "validation" / "summary.json"
+        summary_path = model.fold(fold).validation / "summary.json"
         if not summary_path.is_file():
             raise UserError(f"{summary_path}: not found (fold {fold} has not finished training and validation; "
                             "finish it or leave it out with -f)")
@@ -189,9 +192,9 @@ def references_for(trained: TrainedConfiguration, raw_root: Path | None, preproc
     plans = trained.plans
     cache = None
     if preprocessed_root is not None:
-        identifier = plans["configurations"][trained.configuration]["data_identifier"]
-        cache = Path(preprocessed_root) / plans["plans_name"] / identifier
-    return References(plans["label_space"]["datasets"], Path(raw_root) if raw_root else None, cache)
+        cache = PlanFolder(Path(preprocessed_root) / plans.plans_name).cases(
+            plans.configuration(trained.configuration).data_identifier)
+    return References(plans.label_space.datasets, Path(raw_root) if raw_root else None, cache)
 
 
 # ------------------------------------------------------------------------------------------------- scoring
@@ -383,7 +386,7 @@ def _postprocessing_entry(best: Candidate, keys: Sequence[CaseKey], references: 
     if not references.available:
         return {"determined": False,
                 "reason": "no reference labels (give the raw or preprocessed folder); no postprocessing.json written"}
-    classes = [c["name"] for c in best.members[0].plans["label_space"]["classes"]]
+    classes = best.members[0].plans.label_space.class_names
     found = determine_postprocessing(best, keys, references, classes)
     folder = best.members[0].folder if not best.is_ensemble else plan_folder / ENSEMBLES_FOLDER / best.name
     path = folder / POSTPROCESSING_FILE

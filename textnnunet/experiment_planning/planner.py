@@ -20,11 +20,11 @@ from textnnunet.experiment_planning.fingerprint import (
 )
 from textnnunet.experiment_planning.label_space import build_label_space
 from textnnunet.experiment_planning.topology import ANISOTROPY_THRESHOLD, plan_patch_and_batch, target_spacing
-from textnnunet.paths import joint_plans_name
+from textnnunet.paths import PLANS_FILE, joint_plans_name
 from textnnunet.utils.files import atomic_write_json, load_json
+from textnnunet.utils.plans import Plans
 
 PLANNER_NAME = "textnnunet.ExperimentPlanner"
-PLANS_FILE = "plans.json"
 LOWRES_CREATION_THRESHOLD = 0.25  # make 3d_lowres when the fullres patch holds < 25% of the median image
 LOWRES_SPACING_STEP = 1.01
 LOWRES_MIN_SHRINK = 2.0  # drop 3d_lowres unless its median image has < half the voxels of fullres
@@ -376,16 +376,12 @@ def save_plans(plans: dict, path: str | Path) -> Path:
 
 
 def load_plans(path: str | Path) -> dict:
-    """Plans from a plans.json file or from the folder holding it."""
+    """The JSON of a plans.json file or of the folder holding it, validated (`Plans.load`; wrap it in `Plans` to
+    read it)."""
     path = Path(path)
     if path.is_dir() or path.suffix != ".json":
         path = path / PLANS_FILE
-    if not path.is_file():
-        raise UserError(f"{path}: plans not found; run textnnunet_plan_and_preprocess for these datasets first")
-    plans = load_json(path)
-    if not isinstance(plans, dict) or "configurations" not in plans:
-        raise UserError(f"{path}: not a textnnunet plans file (no 'configurations')")
-    return plans
+    return Plans.load(path).to_json()
 
 
 def ensure_fingerprint(desc: DatasetDescription, folder: Path, num_processes: int = 1, overwrite: bool = False,

@@ -28,16 +28,30 @@ GENERATOR_VERSION = 1
 FILE_ENDING = ".nii.gz"
 IN_PROGRESS_MARKER = ".phantom_generation.json"
 
-# Codes of the full anatomy map (what the generator painted). Codes 1-6 equal Dataset004's label values.
+# Codes of the full anatomy map (what the generator painted). Codes 1-6 equal Dataset004's label values. The code is
+# only the map's value: splitting a structure into finer codes (bowel -> small bowel / colon, vessel -> aorta / IVC /
+# liver vessels, bone -> vertebrae / ribs / spinal canal, back muscles -> autochthon / iliopsoas) left every image and
+# every earlier dataset's label map bit for bit as it was (tests/test_phantoms.py checks digests).
 ANATOMY_CODES: dict[str, int] = {
     "air": 0, "liver": 1, "liver_tumor": 2, "spleen": 3, "kidney": 4, "kidney_tumor": 5, "pancreas": 6,
-    "stomach": 7, "bowel": 8, "bone": 9, "vessel": 10, "muscle": 11, "fat": 12,
+    "stomach": 7, "small_bowel": 8, "vertebrae": 9, "aorta": 10, "muscle": 11, "fat": 12, "colon": 13, "ribs": 14,
+    "spinal_cord": 15, "inferior_vena_cava": 16, "autochthon": 17, "iliopsoas": 18, "liver_vessel": 19,
 }
 A = ANATOMY_CODES
+# A structure painted inside another that belongs to it: a dataset that does not label the part labels it as the
+# whole (the liver of LiTS, BTCV, ... includes its vessels; MSD Task08 labels the vessels themselves).
+PART_OF: dict[str, str] = {"liver_vessel": "liver"}
+
+
+def structure_mask(anatomy: np.ndarray, structure: str) -> np.ndarray:
+    """Voxels of a structure in an anatomy map, with its parts (the liver with its vessels)."""
+    return np.isin(anatomy, [A[structure]] + [A[part] for part, whole in PART_OF.items() if whole == structure])
 # Left/right halves of paired organs, split at the midline: (anatomy structures included, side of patient x).
 # An organ includes its tumour, as KiTS's "kidney" region and TotalSegmentator's kidney masks do.
 SIDED: dict[str, tuple[tuple[str, ...], int]] = {
     "kidney_left": (("kidney", "kidney_tumor"), +1), "kidney_right": (("kidney", "kidney_tumor"), -1),
+    "autochthon_left": (("autochthon",), +1), "autochthon_right": (("autochthon",), -1),
+    "iliopsoas_left": (("iliopsoas",), +1), "iliopsoas_right": (("iliopsoas",), -1),
 }
 
 # Base attenuation (HU, portal venous phase) of each tissue; enhancing tissues shift with the dataset phase.
@@ -117,6 +131,9 @@ class PhantomDatasetSpec:
         generator's frame (x towards the patient's left); `patient_x` holds x of each array column.
         """
         lut = np.zeros(256, np.uint8)
+        for part, whole in PART_OF.items():
+            if part not in self.label_values and whole in self.label_values:
+                lut[ANATOMY_CODES[part]] = self.label_values[whole]
         for structure, value in self.label_values.items():
             if structure not in SIDED:
                 lut[ANATOMY_CODES[structure]] = value
@@ -240,6 +257,101 @@ SEALED_TEST_DATASET = PhantomDatasetSpec(
 EXTRA_PHANTOM_DATASETS += (SEALED_TEST_DATASET,)
 # Heterogeneous (arcuate) enhancement of the spleen in the arterial phase: the amplitude (HU) of its texture.
 SPLEEN_TEXTURE_HU: dict[str, float] = {"arterial": 14.0}
+
+
+# ------------------------------------------------------------------------------------ the eight-dataset pool
+def _pool_ct_spec(dataset_id: int, name: str, prefix: str, phase: str, label_values: dict, labels: dict,
+                  num_training: int, num_test: int, description: str, **fields) -> PhantomDatasetSpec:
+    geometry = dict(spacing=(2.5, 2.5, 2.5), fov_mm=(180.0, 280.0), z_centre_mm=5.0, flip_x=False, noise_std=14.0,
+                    enhancement_hu=0.0, regions_class_order=None, synonyms={})
+    geometry.update(fields)
+    return PhantomDatasetSpec(
+        dataset_id=dataset_id, name=name, case_prefix=prefix, label_values=label_values, labels=labels, phase=phase,
+        num_training={"full": num_training, "default": num_training, "small": min(num_training, 4)},
+        num_test={"full": num_test, "default": num_test, "small": min(num_test, 1)},
+        labelled_test=num_test > 0, description=description, **geometry)
+
+
+# Label sets of the pool, each like the public dataset named in its description (values as that dataset orders them).
+_AMOS_LIKE = dict(
+    label_values={"liver": 1, "liver_tumor": 1, "spleen": 2, "kidney_left": 3, "kidney_right": 4, "pancreas": 5,
+                  "stomach": 6, "aorta": 7, "inferior_vena_cava": 8},
+    labels={"background": 0, "liver": 1, "spleen": 2, "left_kidney": 3, "right_kidney": 4, "pancreas": 5,
+            "stomach": 6, "aorta": 7, "inferior_vena_cava": 8})
+_TOTALSEG_LIKE = dict(
+    label_values={"vertebrae": 1, "ribs": 2, "spinal_cord": 3, "autochthon_left": 4, "autochthon_right": 5,
+                  "iliopsoas_left": 6, "iliopsoas_right": 7, "aorta": 8, "inferior_vena_cava": 9, "small_bowel": 10,
+                  "colon": 11},
+    labels={"background": 0, "vertebrae": 1, "ribs": 2, "spinal_cord": 3, "left_autochthon": 4,
+            "right_autochthon": 5, "left_iliopsoas": 6, "right_iliopsoas": 7, "aorta": 8, "inferior_vena_cava": 9,
+            "small_bowel": 10, "colon": 11})
+_CHAOS_T1_LIKE = dict(label_values={"liver": 1, "liver_tumor": 1, "kidney_right": 2, "kidney_left": 3, "spleen": 4},
+                      labels={"background": 0, "liver": 1, "right_kidney": 2, "left_kidney": 3, "spleen": 4})
+_ORGANS_TEST = dict(
+    label_values={"liver": 1, "liver_tumor": 2, "liver_vessel": 3, "spleen": 4, "kidney": 5, "kidney_tumor": 6,
+                  "pancreas": 7, "stomach": 8},
+    labels={"background": 0, "liver": [1, 2, 3], "liver_tumor": 2, "liver_vessel": 3, "spleen": 4, "kidney": [5, 6],
+            "kidney_tumor": 6, "pancreas": 7, "stomach": 8},
+    regions_class_order=(1, 2, 3, 4, 5, 6, 7, 8))
+
+# Eight partially labelled training datasets (CT in three contrast phases, T1 and T2 MR; 5 to 40 cases; label sets
+# that overlap and nest: kidney / left and right kidney / kidney tumour, liver / liver tumour / liver vessels) pooling
+# to 21 classes, and five labelled test sets (with Dataset014) so that every class is scored in the modality and phase
+# it was labelled in. Generated only when asked for by id; perf/pooled_run.py -r eight_datasets trains on them.
+POOL_TRAIN_IDS: tuple[int, ...] = (20, 21, 22, 23, 24, 25, 26, 27)
+POOL_TEST_IDS: tuple[int, ...] = (28, 29, 30, 31, 14)
+POOL_PHANTOM_DATASETS: tuple[PhantomDatasetSpec, ...] = (
+    _pool_ct_spec(20, "Dataset020_LiverTumourPV", "livpv", "portal_venous", {"liver": 1, "liver_tumor": 2},
+                  {"background": 0, "liver": [1, 2], "liver_tumor": 2}, 24, 0,
+                  "Synthetic portal-venous CT, liver (with its vessels) and liver tumours labelled (like LiTS).",
+                  regions_class_order=(1, 2), spacing=(2.5, 2.4, 2.4), fov_mm=(170.0, 270.0), z_centre_mm=14.0,
+                  noise_std=12.0, enhancement_hu=3.0),
+    _pool_ct_spec(21, "Dataset021_PancreasPV", "pancpv", "portal_venous", {"pancreas": 1},
+                  {"background": 0, "pancreas": 1}, 10, 0,
+                  "Synthetic portal-venous CT, pancreas labelled (like MSD Task07 without its tumour class).",
+                  spacing=(2.5, 2.2, 2.2), fov_mm=(150.0, 250.0), z_centre_mm=5.0, noise_std=16.0,
+                  enhancement_hu=-5.0),
+    _pool_ct_spec(22, "Dataset022_HepaticVesselPV", "hepvpv", "portal_venous", {"liver_vessel": 1, "liver_tumor": 2},
+                  {"background": 0, "liver_vessel": 1, "liver_tumor": 2}, 16, 0,
+                  "Synthetic portal-venous CT with 5 mm slices stored with a flipped x axis, liver vessels and liver "
+                  "tumours labelled, the liver itself not (like MSD Task08 HepaticVessel).",
+                  spacing=(5.0, 2.4, 2.4), fov_mm=(180.0, 280.0), z_centre_mm=20.0, flip_x=True, noise_std=15.0,
+                  enhancement_hu=10.0),
+    _pool_ct_spec(23, "Dataset023_KidneyTumourArterial", "kidart", "arterial", {"kidney": 1, "kidney_tumor": 2},
+                  {"background": 0, "kidney": [1, 2], "kidney_tumor": 2}, 20, 0,
+                  "Synthetic late-arterial CT, kidneys (with their tumours) and kidney tumours labelled (like KiTS).",
+                  regions_class_order=(1, 2), spacing=(3.0, 2.6, 2.6), fov_mm=(170.0, 290.0), z_centre_mm=-12.0),
+    _pool_ct_spec(24, "Dataset024_MultiOrganArterial", "amosart", "arterial", num_training=8, num_test=0,
+                  description="Synthetic late-arterial CT, eight structures labelled: liver, spleen, left and right "
+                              "kidney, pancreas, stomach, aorta, inferior vena cava (like AMOS / BTCV).",
+                  spacing=(2.5, 2.6, 2.6), fov_mm=(190.0, 285.0), z_centre_mm=8.0, **_AMOS_LIKE),
+    _pool_ct_spec(25, "Dataset025_TotalSegNC", "totalnc", "noncontrast", num_training=40, num_test=0,
+                  description="Synthetic non-contrast CT stored RAS, bones, back muscles by side, great vessels and "
+                              "bowel labelled, organs not (like a TotalSegmentator subset).",
+                  spacing=(3.0, 2.5, 2.5), fov_mm=(220.0, 290.0), z_centre_mm=-10.0, noise_std=18.0,
+                  orientation="RAS", **_TOTALSEG_LIKE),
+    _mr_spec(26, "Dataset026_AbdomenT1", "chaost1", "T1", num_training=5, num_test=0,
+             description="Synthetic T1-weighted MR, liver, left and right kidney and spleen labelled (like CHAOS T1).",
+             **_CHAOS_T1_LIKE),
+    _mr_spec(27, "Dataset027_AbdomenT2", "amost2", "T2", num_training=12, num_test=0,
+             description="Synthetic T2-weighted MR, liver, spleen and kidneys labelled (like AMOS-MR).",
+             spacing=(5.0, 1.9, 1.9), z_centre_mm=5.0, **_MR_TEST_LABELS),
+    # Test sets.
+    _pool_ct_spec(28, "Dataset028_PoolTestPV", "pooltestpv", "portal_venous", num_training=0, num_test=4,
+                  description="Synthetic portal-venous CT test set: liver, liver tumour, liver vessels, spleen, "
+                              "kidney, kidney tumour, pancreas, stomach.",
+                  spacing=(2.5, 2.5, 2.5), fov_mm=(185.0, 280.0), z_centre_mm=8.0, **_ORGANS_TEST),
+    _pool_ct_spec(29, "Dataset029_PoolTestArterial", "pooltestart", "arterial", num_training=0, num_test=3,
+                  description="Synthetic late-arterial CT test set with the multi-organ labels of Dataset024.",
+                  spacing=(2.8, 2.5, 2.5), fov_mm=(185.0, 285.0), z_centre_mm=4.0, **_AMOS_LIKE),
+    _pool_ct_spec(30, "Dataset030_PoolTestNC", "pooltestnc", "noncontrast", num_training=0, num_test=3,
+                  description="Synthetic non-contrast CT test set with the labels of Dataset025.",
+                  spacing=(3.0, 2.5, 2.5), fov_mm=(220.0, 290.0), z_centre_mm=-10.0, noise_std=18.0,
+                  **_TOTALSEG_LIKE),
+    _mr_spec(31, "Dataset031_PoolTestT1", "pooltestt1", "T1", num_training=0, num_test=3,
+             description="Synthetic T1-weighted MR test set with the labels of Dataset026.", **_CHAOS_T1_LIKE),
+)
+EXTRA_PHANTOM_DATASETS += POOL_PHANTOM_DATASETS
 
 
 def phantom_spec(identifier: int | str) -> PhantomDatasetSpec:
@@ -482,13 +594,13 @@ def _paint_body(canvas: Canvas, shapes: ShapeFactory, hu: dict, rng: np.random.G
 
 def _paint_back_muscles(canvas: Canvas, shapes: ShapeFactory, hu: dict, body: dict,
                              rng: np.random.Generator) -> float:
-    """Paraspinal and psoas muscles, early so organs may abut them; returns where the vertebral body sits (y)."""
+    """Paraspinal (autochthonous) and psoas muscles, early so organs may abut them; returns where the vertebral body sits (y)."""
     y_vertebra = body["ay"] * body["s_interior"] - rng.uniform(38, 44)
     for side in (-1, 1):
         canvas.paint(shapes.blob((side * 27, y_vertebra + 40, 0), (21, 16, 700), deform=0.05, planar=True),
-                     hu["muscle"], A["muscle"], region="body", fine_texture=4.0)
+                     hu["muscle"], A["autochthon"], region="body", fine_texture=4.0)
         canvas.paint(shapes.blob((side * 31, y_vertebra + 2, -70), (15, 14, 75), rotation_matrix(0, 0, side * 6),
-                                 deform=0.05), hu["muscle"], A["muscle"], fine_texture=4.0)
+                                 deform=0.05), hu["muscle"], A["iliopsoas"], fine_texture=4.0)
     return y_vertebra
 
 
@@ -496,7 +608,7 @@ def _paint_bones(canvas: Canvas, shapes: ShapeFactory, hu: dict, body: dict, y_v
                  rng: np.random.Generator) -> None:
     """Vertebral column (with discs) and rib cross-sections; painted last, bone wins over soft tissue."""
     vertebra = shapes.blob((0, y_vertebra, 0), (18, 15, 700), deform=0.02, planar=True)
-    canvas.paint(vertebra, hu["bone_cortex"], A["bone"], region="body")
+    canvas.paint(vertebra, hu["bone_cortex"], A["vertebrae"], region="body")
     disc_phase, disc_period = rng.uniform(0, 32), rng.uniform(28, 34)
 
     def in_disc(X, Y, Z):
@@ -505,15 +617,16 @@ def _paint_bones(canvas: Canvas, shapes: ShapeFactory, hu: dict, body: dict, y_v
     def not_in_disc(X, Y, Z):
         return ~in_disc(X, Y, Z)
 
-    canvas.paint(vertebra, hu["bone_cancellous"], A["bone"], max_rho=0.78, region="body", where=not_in_disc,
+    canvas.paint(vertebra, hu["bone_cancellous"], A["vertebrae"], max_rho=0.78, region="body", where=not_in_disc,
                  fine_texture=25.0)
-    canvas.paint(vertebra, hu["disc"], A["bone"], max_rho=0.95, region="body", where=in_disc)
+    canvas.paint(vertebra, hu["disc"], A["vertebrae"], max_rho=0.95, region="body", where=in_disc)
     arch = shapes.blob((0, y_vertebra + 24, 0), (15, 12, 700), deform=0.02, planar=True)
-    canvas.paint(arch, hu["bone_cortex"] - 150, A["bone"], region="body")
+    canvas.paint(arch, hu["bone_cortex"] - 150, A["vertebrae"], region="body")
+    # The spinal canal (CSF around the cord) stands for TotalSegmentator's spinal cord.
     canvas.paint(shapes.blob((0, y_vertebra + 24, 0), (7.5, 6.5, 700), planar=True, deform=0.02),
-                 hu["csf"], A["bone"], region="body")
+                 hu["csf"], A["spinal_cord"], region="body")
     canvas.paint(shapes.blob((0, y_vertebra + 44, 0), (5, 13, 700), planar=True, deform=0.02),
-                 hu["bone_cortex"] - 150, A["bone"], region="body")
+                 hu["bone_cortex"] - 150, A["vertebrae"], region="body")
     # Ribs: short oblique bands inside the abdominal wall, only over the upper abdomen.
     s_rib = (body["s_muscle"] + body["s_interior"]) / 2
     z = rng.uniform(5, 20)
@@ -524,21 +637,24 @@ def _paint_bones(canvas: Canvas, shapes: ShapeFactory, hu: dict, body: dict, y_v
                 centre = (body["ax"] * s_rib * np.cos(theta), body["ay"] * s_rib * np.sin(theta),
                           z + rng.uniform(-4, 4))
                 rib = shapes.blob(centre, (4.5, 13.0, 6.0), rotation_matrix(np.rad2deg(theta)), deform=0.05)
-                canvas.paint(rib, hu["bone_cortex"] - 100, A["bone"], region="body")
+                canvas.paint(rib, hu["bone_cortex"] - 100, A["ribs"], region="body")
         z += rng.uniform(28, 36)
 
 
 def _paint_bowel_and_stomach(canvas: Canvas, shapes: ShapeFactory, hu: dict, rng: np.random.Generator) -> None:
-    """Distractors: gas/fluid-filled loops and the stomach, never labelled."""
+    """Gas/fluid-filled loops (colon, small bowel) and the stomach: distractors in the demo, labelled only in the
+    eight-dataset pool."""
     loops = [((-88, 0, -35), (20, 20, 60)), ((88, 5, -40), (18, 18, 55))]  # ascending/descending colon
     for _ in range(int(rng.integers(6, 11))):
         centre = (rng.uniform(-65, 65), rng.uniform(-60, -5), rng.uniform(-85, 0))
         loops.append((centre, tuple(rng.uniform(12, 22, size=3))))
-    for centre, radii in loops:
+    bowel = [A["colon"], A["small_bowel"]]
+    for index, (centre, radii) in enumerate(loops):
         loop = shapes.blob(centre, radii, rotation_matrix(*rng.uniform(-90, 90, 3)), deform=0.15)
-        canvas.paint(loop, hu["bowel_wall"], A["bowel"], fine_texture=5.0)
+        code = A["colon"] if index < 2 else A["small_bowel"]
+        canvas.paint(loop, hu["bowel_wall"], code, fine_texture=5.0)
         content = rng.choice([hu["gas"], hu["water"], hu["water"] + 25.0, -60.0])
-        canvas.paint(loop, content, A["bowel"], max_rho=0.72, within_codes=[A["bowel"]], fine_texture=8.0)
+        canvas.paint(loop, content, code, max_rho=0.72, within_codes=bowel, fine_texture=8.0)
     stomach = shapes.blob((rng.uniform(35, 48), rng.uniform(-42, -30), rng.uniform(48, 60)),
                           (rng.uniform(38, 48), rng.uniform(26, 32), rng.uniform(30, 38)),
                           rotation_matrix(rng.uniform(10, 35)), deform=0.1)
@@ -560,9 +676,9 @@ def _paint_pancreas_and_vessels(canvas: Canvas, shapes: ShapeFactory, hu: dict, 
                                  deform=0.15, n_waves=6),
                      hu["pancreas"], A["pancreas"], fine_texture=10.0)
     aorta = shapes.blob((rng.uniform(5, 12), y_vertebra - 27, 0), (11, 11, 700), deform=0.03, planar=True)
-    canvas.paint(aorta, hu["aorta"], A["vessel"], fine_texture=3.0)
+    canvas.paint(aorta, hu["aorta"], A["aorta"], fine_texture=3.0)
     ivc = shapes.blob((rng.uniform(-26, -20), y_vertebra - 25, 0), (12, 9, 700), deform=0.05, planar=True)
-    canvas.paint(ivc, hu["ivc"], A["vessel"], fine_texture=3.0)
+    canvas.paint(ivc, hu["ivc"], A["inferior_vena_cava"], fine_texture=3.0)
 
 
 def _tumour_count(case_index: int, rng: np.random.Generator, p_any: float, max_count: int) -> int:
@@ -587,7 +703,8 @@ def _paint_liver(canvas: Canvas, shapes: ShapeFactory, hu: dict, case_index: int
                             rotation_matrix(rng.uniform(-25, 0)), deform=0.1)
     for lobe in (right_lobe, left_lobe):
         canvas.paint(lobe, hu["liver"], A["liver"], texture=3.0, fine_texture=2.0)
-    # Portal/hepatic vessel branches: bright tubes inside the liver, part of the liver label.
+    # Portal/hepatic vessel branches: bright tubes inside the liver, part of the liver label (PART_OF).
+    liver = [A["liver"], A["liver_vessel"]]
     hilum = shapes.canonical(right_lobe.point((0.45, 0.2, -0.25)))
     for _ in range(int(rng.integers(3, 6))):
         direction = np.array([rng.uniform(-1, 0.4), rng.uniform(-0.6, 0.6), rng.uniform(0.1, 1.0)])
@@ -595,12 +712,12 @@ def _paint_liver(canvas: Canvas, shapes: ShapeFactory, hu: dict, case_index: int
         length = rng.uniform(30, 55)
         radii = (rng.uniform(2.5, 4.5), rng.uniform(2.5, 4.5), length / 2)
         tube = shapes.blob(hilum + direction * length / 2, radii, axis_to_direction(direction), deform=0.05)
-        canvas.paint(tube, hu["liver_vessel"], A["liver"], within_codes=[A["liver"]], fine_texture=3.0)
+        canvas.paint(tube, hu["liver_vessel"], A["liver_vessel"], within_codes=liver, fine_texture=3.0)
     for _ in range(_tumour_count(case_index, rng, p_any=0.6, max_count=3)):
         centre = shapes.canonical(right_lobe.point(_random_point_in_ball(rng, 0.65)))
         tumour = shapes.blob(centre, rng.uniform(7, 22) * rng.uniform(0.8, 1.2, size=3),
                              rotation_matrix(*rng.uniform(-90, 90, 3)), deform=0.12)
-        canvas.paint(tumour, hu["liver"] - rng.uniform(30, 55), A["liver_tumor"], within_codes=[A["liver"]],
+        canvas.paint(tumour, hu["liver"] - rng.uniform(30, 55), A["liver_tumor"], within_codes=liver,
                      fine_texture=5.0)
 
 

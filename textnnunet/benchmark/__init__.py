@@ -8,4 +8,5 @@ aggregate.py       pure aggregation of summaries into tables
 report.py          benchmark.json, benchmark.md, plots
 nnunet_import.py   a genuine nnU-Net v2 model folder: its predictions scored with the same evaluation
 run.py             `run_benchmark` (textnnunet_benchmark)
+seeds.py           `run_seeds` (textnnunet_benchmark --seeds): one run per training seed, mean ± sd, ties within 2 sd
 """

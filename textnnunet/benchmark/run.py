@@ -54,6 +54,8 @@ class BenchmarkOptions:
     train: bool = True
     ablations: list[str] = field(default_factory=list)
     test_dataset: int | str | None = None
+    # Further fully labelled test sets, each scored like the first (e.g. the sealed test set, Dataset010)
+    more_test_datasets: list = field(default_factory=list)
     encoder: str = "auto"
     device: str = "auto"
     num_processes: int = 2
@@ -261,6 +263,18 @@ def nnunet_test_prediction_folders(options: BenchmarkOptions, raw: Path | None, 
     return folders
 
 
+def test_dataset_ids(options: BenchmarkOptions) -> list:
+    """The test sets to score: --test_dataset's first id, then the others (none without --test_dataset)."""
+    if options.test_dataset is None:
+        if options.more_test_datasets:
+            raise UserError("more test sets given without a first one (--test_dataset)")
+        return []
+    ids = [options.test_dataset, *options.more_test_datasets]
+    if len({str(i).lstrip("0") for i in ids}) != len(ids):
+        raise UserError(f"--test_dataset {' '.join(map(str, ids))}: a test set is given twice")
+    return ids
+
+
 def benchmark_folder(results: Path, plans_name: str, configuration: str, fold) -> Path:
     return Path(results) / f"benchmark_{plans_name}_{configuration}_fold{fold}"
 
@@ -310,23 +324,24 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
 
     out = benchmark_folder(folders.results, plans_name, options.configuration, options.fold)
     settings = PredictionSettings(device=options.device, use_mirroring=options.use_mirroring)
-    models_info, validation, test_summaries = {}, {}, {}
-    test_desc, test_cases_ = (labelled_test_cases(folders.raw, options.test_dataset)
-                              if options.test_dataset is not None else (None, []))
+    models_info, validation = {}, {}
+    # Every test set: (description, labelled cases, {model: summary}); the first one is benchmark["test"].
+    test_sets = [(*labelled_test_cases(folders.raw, t), {}) for t in test_dataset_ids(options)]
     for spec in available:
         log(f"evaluating {spec.name}")
         model = load_model(spec, options.fold, settings)
         info = model.info()
         validation[spec.name] = model.ensure_validation(folders.preprocessed, folders.raw)
         info["inference_seconds_per_case"] = None
-        if test_desc is not None:
+        for i, (test_desc, test_cases_, test_summaries) in enumerate(test_sets):
             from textnnunet.benchmark.models import evaluate_on_test_set
 
             if any(c in model.classes for c in test_desc.classes):
                 summary, seconds = evaluate_on_test_set(model, test_cases_, dict(test_desc.classes), test_desc.name,
                                                         out / f"test_{test_desc.name}" / spec.name.replace(" ", "_"))
                 test_summaries[spec.name] = summary
-                info["inference_seconds_per_case"] = seconds
+                if i == 0:  # the speed column: the first test set's
+                    info["inference_seconds_per_case"] = seconds
         models_info[spec.name] = info
     for model, desc in imports:
         log(f"evaluating {model.name} ({model.folder})")
@@ -335,8 +350,10 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
         if held_out[model.dataset]:
             validation[model.name] = score_validation(model, desc, held_out[model.dataset], splits_path,
                                                       out / f"validation_{model.dataset}" / folder_name)
-        if test_desc is not None and any(c in model.regions for c in test_desc.classes):
-            predictions = nnunet_predictions.get(model.dataset)
+        for i, (test_desc, test_cases_, test_summaries) in enumerate(test_sets):
+            if not any(c in model.regions for c in test_desc.classes):
+                continue
+            predictions = nnunet_predictions.get(model.dataset) if i == 0 else None
             if predictions is None and nnunet_executable is None:
                 skipped[f"{model.name} on {test_desc.name}"] = (
                     f"no predictions: pass --nnunet_test_predictions {model.dataset} FOLDER, or make "
@@ -349,12 +366,16 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
                     predictions=predictions, executable=nnunet_executable,
                     device=resolve_inference_device(options.device).type, use_mirroring=options.use_mirroring)
                 test_summaries[model.name] = summary
-                info["inference_seconds_per_case"] = seconds
+                if i == 0:
+                    info["inference_seconds_per_case"] = seconds
         models_info[model.name] = info
 
-    benchmark = build_benchmark(options, plans_name, budget, models_info, validation, test_summaries,
-                                test_desc.name if test_desc else None, list(test_desc.classes) if test_desc else None,
-                                len(test_cases_), skipped)
+    first = test_sets[0] if test_sets else (None, [], {})
+    more = [{"summaries": summaries, "dataset": desc.name, "classes": list(desc.classes), "num_cases": len(cases)}
+            for desc, cases, summaries in test_sets[1:]]
+    benchmark = build_benchmark(options, plans_name, budget, models_info, validation, first[2],
+                                first[0].name if first[0] else None, list(first[0].classes) if first[0] else None,
+                                len(first[1]), skipped, more_tests=more)
     paths = write_benchmark(benchmark, out)
     log(f"benchmark written to {paths['md']}")
     return out
@@ -362,8 +383,13 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
 
 def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, models: dict, validation: dict,
                     test_summaries: dict, test_dataset: str | None, test_classes: list[str] | None, n_test_cases: int,
-                    skipped: dict | None = None, env: dict | None = None, date: str | None = None) -> dict:
-    """The benchmark dict (benchmark.json) from per-model info and summaries: pure, no files or models."""
+                    skipped: dict | None = None, env: dict | None = None, date: str | None = None,
+                    more_tests: list[dict] | None = None) -> dict:
+    """The benchmark dict (benchmark.json) from per-model info and summaries: pure, no files or models.
+
+    `more_tests`: further test sets, each {"summaries", "dataset", "classes", "num_cases"}; they go to
+    benchmark["more_tests"] (a list of blocks like benchmark["test"]), present only when there are any.
+    """
     val_table = aggregate.validation_table(validation)
     model_classes = {name: m["classes"] for name, m in models.items()}
     imported = any(aggregate.is_nnunet(name) for name in models)
@@ -386,10 +412,18 @@ def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, 
         "skipped": dict(skipped or {}),
     }
     if test_dataset is not None:
-        table = aggregate.test_table(test_summaries)
-        benchmark["test"] = {"dataset": test_dataset, "num_cases": n_test_cases, "classes": wanted, "table": table,
-                             "differences": aggregate.test_differences(table)}
-        if imported:
-            benchmark["test"]["differences_nnunet_v2"] = aggregate.test_differences(
-                table, is_reference=aggregate.is_nnunet)
+        benchmark["test"] = _test_block(test_summaries, test_dataset, wanted, n_test_cases, imported)
+    if more_tests:
+        benchmark["settings"]["more_test_datasets"] = [t["dataset"] for t in more_tests]
+        benchmark["more_tests"] = [_test_block(t["summaries"], t["dataset"], list(t["classes"]), t["num_cases"],
+                                               imported) for t in more_tests]
     return benchmark
+
+
+def _test_block(summaries: dict, dataset: str, classes: list[str], n_cases: int, imported: bool) -> dict:
+    table = aggregate.test_table(summaries)
+    block = {"dataset": dataset, "num_cases": n_cases, "classes": classes, "table": table,
+             "differences": aggregate.test_differences(table)}
+    if imported:
+        block["differences_nnunet_v2"] = aggregate.test_differences(table, is_reference=aggregate.is_nnunet)
+    return block

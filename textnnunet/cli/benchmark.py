@@ -27,7 +27,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ablations", nargs="*", default=[], choices=("encoder", "conditioning", "masking"),
                    help="also train and score: other text encoders (clip/minilm/onehot), FiLM conditioning, the naive "
                         "union without partial-label masking")
-    p.add_argument("--test_dataset", default=None, help="fully labelled test set (imagesTs + labelsTs), e.g. 4")
+    p.add_argument("--test_dataset", nargs="+", default=None, metavar="ID",
+                   help="fully labelled test set(s) (imagesTs + labelsTs), e.g. 4, or 4 10 for the development test "
+                        "set and the sealed one (textnnunet_generate_phantoms --sealed); each gets its own table")
+    p.add_argument("--seeds", nargs="+", type=int, default=None, metavar="SEED",
+                   help="repeat the whole comparison once per training seed (the split stays fixed), each in "
+                        "results/benchmark_seeds_<plan>_<configuration>_fold<k>/seed_<s>/, and report mean ± sd over "
+                        "seeds with differences inside 2 sd marked as ties (benchmark_seeds.json/.md there); "
+                        "resumable: finished seeds and models are skipped. Replaces --seed")
     p.add_argument("--encoder", choices=encoder_kinds(), default="auto",
                    help="text encoder of the main universal model")
     p.add_argument("--disable_tta", action="store_true",
@@ -58,11 +65,18 @@ def main(argv=None) -> int:
         dataset_ids=args.dataset_ids, configuration=args.configuration, fold=args.fold, epochs=args.epochs,
         iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=args.val_iters_per_epoch,
         equal_budget=not args.unequal_budget, train=not args.no_train, ablations=list(args.ablations),
-        test_dataset=args.test_dataset, encoder=args.encoder, device=args.device, num_processes=args.num_processes,
+        test_dataset=args.test_dataset[0] if args.test_dataset else None,
+        more_test_datasets=list(args.test_dataset[1:]) if args.test_dataset else [], encoder=args.encoder,
+        device=args.device, num_processes=args.num_processes,
         use_mirroring=not args.disable_tta, nnunet_models=[tuple(m) for m in args.nnunet_model],
         nnunet_test_predictions=[tuple(m) for m in args.nnunet_test_predictions],
         nnunet_predict_exe=args.nnunet_predict_exe,
         base_config=config_from_args(args), command="textnnunet_benchmark " + shlex.join(argv))
+    if args.seeds is not None:
+        from textnnunet.benchmark.seeds import run_seeds
+
+        run_seeds(options, args.seeds, raw=args.raw, preprocessed=args.preprocessed, results=args.results)
+        return 0
     run_benchmark(options, raw=args.raw, preprocessed=args.preprocessed, results=args.results)
     return 0
 

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from textnnunet.cli.common import user_errors_exit
+from textnnunet.paths import ModelFolder
 
 DEMO_PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
 # Wordings the datasets never used, a side of a trained organ, and structures the model must refuse.
@@ -70,12 +71,13 @@ def main(argv=None) -> int:
     config = TrainingConfig(epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=5,
                             device=args.device, case_val_every=DEMO_CASE_VAL_EVERY)
     tag = config.model_tag(args.encoder)  # e.g. "onehot" with --encoder onehot, as textnnunet_train names it
-    model_name = "3d_fullres" + (f"__{tag}" if tag else "")
-    fold_folder = res / "TextPlans_001_002_003" / model_name / "fold_0"
-    if (fold_folder / "checkpoint_final.pth").is_file():
+    model = ModelFolder.find(res, plans="TextPlans_001_002_003", configuration="3d_fullres", tag=tag)
+    model_name, fold = model.name, model.fold(0)
+    fold_folder = fold.path
+    if fold.final_checkpoint.is_file():
         print(f"{fold_folder}: already trained")
     else:
-        resume = (fold_folder / "checkpoint_latest.pth").is_file()
+        resume = fold.latest_checkpoint.is_file()
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
                    encoder=args.encoder, resume=resume)
     timings["train"] = time.time() - t

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from textnnunet.errors import UserError
+from textnnunet.utils.files import atomic_write_json
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,11 @@ class Plans:
     def to_json(self) -> dict:
         """The JSON as read (extra keys included): saving it writes the same file."""
         return self.data  # type: ignore[return-value]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the plan as the planner does (atomic, indented)."""
+        atomic_write_json(path, self.to_json())
+        return Path(path)
 
     # ------------------------------------------------------------------------------------------ identity
     @property

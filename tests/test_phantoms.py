@@ -278,7 +278,9 @@ def test_sealed_test_set_has_its_own_seed_and_phase_and_dataset004s_labels(tmp_p
     from textnnunet.demo.phantoms import SEALED_SEED, SEALED_TEST_DATASET
 
     sealed, dev = SEALED_TEST_DATASET, phantom_spec(4)
-    assert phantom_spec(sealed.name) is sealed and sealed.phase == "arterial" and dev.phase == "portal_venous"
+    assert phantom_spec(sealed.name) is sealed and sealed.phase == "delayed" and dev.phase == "portal_venous"
+    others = phantoms.PHANTOM_DATASETS + phantoms.EXTRA_PHANTOM_DATASETS
+    assert [s.name for s in others if s.phase == sealed.phase] == [sealed.name]  # a phase nothing else has
     assert sealed.labels == dev.labels and sealed.label_values == dev.label_values and sealed.labelled_test
     assert SEALED_SEED not in (0, 1, 101, 102, 103, 104, 105)  # the demo's, the tests' and the matrix's seeds
     # its own seed whatever the caller's: the same images for any --seed, and not Dataset004's
@@ -286,9 +288,11 @@ def test_sealed_test_set_has_its_own_seed_and_phase_and_dataset004s_labels(tmp_p
     assert a.image.tobytes() == b.image.tobytes() and a.labels.tobytes() == b.labels.tobytes()
     d4 = generate_case(dev, 0, "small", seed=0)
     assert a.image.shape != d4.image.shape or not np.array_equal(a.image, d4.image)
-    # arterial phase: the spleen brighter than the liver (portal venous: alike), the renal cortex brighter still
+    # delayed phase: the renal medulla brighter than the cortex (contrast in the tubules), liver and spleen alike
+    hu = phantoms._tissue_hu(sealed, np.random.default_rng(0))
+    assert hu["kidney_medulla"] > hu["kidney_cortex"] + 30 and abs(hu["liver"] - hu["spleen"]) < 10
     mean = {n: a.image[a.anatomy == A[n]].mean() for n in ("liver", "spleen", "kidney")}
-    assert mean["spleen"] > mean["liver"] + 15 and mean["kidney"] > mean["spleen"] + 50
+    assert abs(mean["spleen"] - mean["liver"]) < 25 and mean["kidney"] > mean["liver"] + 60
 
     with pytest.raises(SystemExit) as ok:
         main(["--raw", str(tmp_path / "x"), "--size", "small", "--sealed", "--seed", "3"])
@@ -297,7 +301,7 @@ def test_sealed_test_set_has_its_own_seed_and_phase_and_dataset004s_labels(tmp_p
         main(["--raw", str(tmp_path / "y"), "--size", "small", "--sealed"])
     desc = load_dataset(tmp_path / "x", sealed.dataset_id)
     assert desc.raw["textnnunet_phantom"] == {"generator_version": phantoms.GENERATOR_VERSION, "size": "small",
-                                              "seed": SEALED_SEED, "sealed": True, "phase": "arterial"}
+                                              "seed": SEALED_SEED, "sealed": True, "phase": "delayed"}
     assert set(desc.classes) == set(load_dataset_classes_of_dataset004()) and desc.num_training == 0
     cases = list_test_cases(desc)
     assert len(cases) == 2 and all(c.label_file is not None for c in cases)

@@ -24,8 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-d", "--datasets", type=int, nargs="+", default=None, metavar="ID",
                         help="only these dataset ids (default: all)")
     parser.add_argument("--sealed", action="store_true",
-                        help=f"only the sealed test set {SEALED_TEST_DATASET.name} (late arterial phase, its own fixed "
-                             f"seed {SEALED_TEST_DATASET.fixed_seed}; --seed does not apply): report it once per change "
+                        help=f"only the sealed test set {SEALED_TEST_DATASET.name} ({SEALED_TEST_DATASET.phase} phase, its own "
+                             f"fixed seed {SEALED_TEST_DATASET.fixed_seed}; --seed does not apply): report it once per change "
                              "of default, never tune on it (documentation/benchmarks.md)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing phantom dataset folders")
     parser.add_argument("--variant", default="", metavar="NAME",

@@ -82,6 +82,10 @@ PHASE_HU_DELTA: dict[str, dict[str, float]] = {
                  "kidney_medulla": -30.0, "pancreas": 40.0, "liver_vessel": -35.0},
     "noncontrast": {"aorta": -130.0, "ivc": -80.0, "liver": -5.0, "spleen": -5.0, "kidney_cortex": -130.0,
                     "kidney_medulla": -100.0, "pancreas": -2.0, "liver_vessel": -95.0},
+    # Delayed (excretory, ~3-5 min): vessels washed out to ~110 HU, liver and spleen alike and a little lower, the
+    # renal medulla now brighter than the cortex (contrast in the tubules). Only the sealed test set uses it.
+    "delayed": {"aorta": -60.0, "ivc": -10.0, "liver": -8.0, "spleen": -6.0, "kidney_cortex": -20.0,
+                "kidney_medulla": 55.0, "pancreas": -6.0, "liver_vessel": -25.0},
 }
 
 
@@ -238,19 +242,20 @@ EXTRA_PHANTOM_DATASETS: tuple[PhantomDatasetSpec, ...] = (
 
 # THE SEALED TEST SET (documentation/benchmarks.md, "The sealed test set"). Dataset004 is the development test set:
 # defaults were chosen on it. Dataset010 was made after them, with a generator seed (SEALED_SEED) and a contrast phase
-# (late arterial: bright aorta and renal cortex with corticomedullary differentiation, a brighter and heterogeneous
-# spleen, the liver barely enhanced) that no tuning decision has seen. Report it once per change of default; never
-# choose anything by its numbers. Its labels are Dataset004's.
+# that no other dataset has and no tuning decision has seen: the delayed (excretory) phase, renal medulla brighter than
+# the cortex, vessels washed out (the arterial phase was the first choice, but the eight-dataset pool, Dataset023/024/
+# 029, trains and tests on it). Report it once per change of default; never choose anything by its numbers. Its
+# labels are Dataset004's.
 SEALED_SEED = 90_417
 SEALED_TEST_DATASET = PhantomDatasetSpec(
     dataset_id=10, name="Dataset010_AbdomenSealed", case_prefix="sealed",
     label_values=dict(PHANTOM_DATASETS[3].label_values), labels=dict(PHANTOM_DATASETS[3].labels),
     regions_class_order=PHANTOM_DATASETS[3].regions_class_order, synonyms=dict(PHANTOM_DATASETS[3].synonyms),
     spacing=(3.0, 2.4, 2.4), fov_mm=(190.0, 285.0), z_centre_mm=3.0, flip_x=False,
-    noise_std=16.0, enhancement_hu=0.0, phase="arterial", fixed_seed=SEALED_SEED,
+    noise_std=16.0, enhancement_hu=0.0, phase="delayed", fixed_seed=SEALED_SEED,
     num_training={"full": 0, "default": 0, "small": 0}, num_test={"full": 10, "default": 10, "small": 2},
     labelled_test=True,
-    description=f"THE SEALED TEST SET: synthetic CT in the late arterial phase, every organ labelled, generator seed "
+    description=f"THE SEALED TEST SET: synthetic CT in the delayed (excretory) phase, every organ labelled, generator seed "
                 f"{SEALED_SEED} (fixed). No default was tuned on it: report it once per change of default, never tune "
                 "on it.",
 )

@@ -255,9 +255,9 @@ SEALED_TEST_DATASET = PhantomDatasetSpec(
     noise_std=16.0, enhancement_hu=0.0, phase="delayed", fixed_seed=SEALED_SEED,
     num_training={"full": 0, "default": 0, "small": 0}, num_test={"full": 10, "default": 10, "small": 2},
     labelled_test=True,
-    description=f"THE SEALED TEST SET: synthetic CT in the delayed (excretory) phase, every organ labelled, generator seed "
-                f"{SEALED_SEED} (fixed). No default was tuned on it: report it once per change of default, never tune "
-                "on it.",
+    description=f"THE SEALED TEST SET: synthetic CT in the delayed (excretory) phase, every organ labelled, "
+                f"generator seed {SEALED_SEED} (fixed). No default was tuned on it: report it once per change of "
+                "default, never tune on it.",
 )
 EXTRA_PHANTOM_DATASETS += (SEALED_TEST_DATASET,)
 # Heterogeneous (arcuate) enhancement of the spleen in the arterial phase: the amplitude (HU) of its texture.

@@ -38,7 +38,19 @@ def matrix_fp_fn() -> dict:
             "sources": sources, "values": values}
 
 
-DERIVED_FILES = {"generalization_matrix_fp_fn.json": matrix_fp_fn}
+def matrix_train_minutes() -> dict:
+    """Training wall minutes per row of the generalization matrix (the report's "train min" column)."""
+    values, sources = {}, []
+    for folder in sorted((MEASUREMENTS / "generalization_matrix").iterdir()):
+        for path in sorted(folder.glob("*.json")):
+            values.setdefault(folder.name, {})[path.stem] = json.loads(path.read_text())["training"]["seconds"] / 60
+            sources.append(_rel(path))
+    return {"what": "training wall time in minutes per variant (one torch thread, cores shared with other runs)",
+            "formula": "training['seconds'] / 60", "sources": sources, "values": values}
+
+
+DERIVED_FILES = {"generalization_matrix_fp_fn.json": matrix_fp_fn,
+                 "generalization_matrix_train_minutes.json": matrix_train_minutes}
 
 
 def compute() -> dict[str, dict]:

@@ -11,13 +11,15 @@ match at least one file.
 
 Rules (checked for README.md, documentation/results.md and documentation/benchmarks.md):
 - every declared artefact exists;
-- every decimal figure in a cited block (0.940, 13.2, 0.36x, 99.3%, -0.008) equals a numeric leaf of one of the
+- every figure in a cited block (a decimal: 0.940, 13.2, 0.36x, 99.3%, -0.008; an integer with a unit of time,
+  memory, percent or ratio: 28 minutes, 3 GB, 84%, 73x) equals a numeric leaf of one of the
   block's artefacts to its printed precision: |leaf - figure| <= half a unit of the last printed digit (plus a tiny
   epsilon). A figure printed with % may also equal 100 x a leaf (a fraction printed as a percentage); no other
   conversion is allowed (a leaf in seconds does not cite a figure in minutes: the script stores what is printed);
-- a decimal figure outside any cited block fails, with file:line and the figure;
+- a figure outside any cited block fails, with file:line and the figure;
 - not figures: fenced code blocks, inline code (`...`: commands and configuration values), HTML comments, link
-  targets, dotted version numbers (2.13.0), numbers glued to letters before them (v2, sm75), integers, and table
+  targets, dotted version numbers (2.13.0), numbers glued to letters before them (v2, sm75), integers without such
+  a unit (iterations, cases, epochs), and table
   rows equal to a row of `perf/generalization_matrix.py --report` (checked as whole rows below).
 """
 from __future__ import annotations
@@ -46,9 +48,14 @@ FENCE = re.compile(r"^\s*(```|~~~)")
 INLINE_CODE = re.compile(r"(`+).*?\1")
 COMMENT = re.compile(r"<!--.*?-->")
 LINK_TARGET = re.compile(r"\]\([^)]*\)")
-# A decimal figure: not glued to a letter, digit, dot or underscore before it, not followed by more digits or by
-# another dotted part (versions); an optional sign when the sign does not follow a digit (a range "0.70-0.93").
-FIGURE = re.compile(r"(?<![\w.])(?:(?<=[^\w.])|^)([+\-\u2212]?)(\d+\.\d+)(?![\d])(?!\.\d)(%?)")
+# A figure: a decimal (0.940, 13.2, 0.36x), or an integer with a unit of time, memory, percent or ratio (28 minutes,
+# 3 GB, 84%, 73x; also the first number of a range such as 75-88%). Not glued to a letter, digit, dot, comma or
+# underscore before it (v2, sm75, 55,297), not followed by another dotted part (versions 2.13.0); an optional sign
+# that does not follow a digit (in a range "0.70-0.93" the dash is no sign).
+UNIT = r"(?:\s?(?:ms|s|sec|min|minutes?|h|hours?|days?|GB|GiB|MB|MiB|kB)\b|%|x\b)"
+FIGURE = re.compile(r"(?<![\w.,])([+\-\u2212]?)(\d+\.\d+|\d+(?=(?:[-\u2013]\d+(?:\.\d+)?)?" + UNIT + r"))"
+                    r"(?![\d])(?!\.\d)(%?)")
+RANGE_END = re.compile(r"(?:[-\u2013]\d+(?:\.\d+)?)?(" + UNIT + ")?")
 
 
 @dataclass(frozen=True)
@@ -72,12 +79,18 @@ def resolve(path: str, measurements: Path = MEASUREMENTS, repo: Path = REPO) -> 
     return sorted(Path(p) for p in glob.glob(str(base / path)))
 
 
-def figures_in(line: str, lineno: int) -> list[Figure]:
-    text = COMMENT.sub(" ", line)
-    text = INLINE_CODE.sub(" ", text)
-    text = LINK_TARGET.sub("]", text)
+def _plain(line: str) -> str:
+    return LINK_TARGET.sub("]", INLINE_CODE.sub(" ", COMMENT.sub(" ", line)))
+
+
+def figures_in(line: str, lineno: int, next_line: str = "") -> list[Figure]:
+    """The figures of one line; the start of the next line is read too, for a unit wrapped onto it."""
+    own = _plain(line)
+    text = own.rstrip() + " " + _plain(next_line).lstrip()[:12]
     found = []
     for m in FIGURE.finditer(text):
+        if m.start() >= len(own.rstrip()):
+            break
         sign, digits, percent = m.groups()
         start = m.start(1)
         if sign and start > 0 and (text[start - 1].isalnum() or text[start - 1] in "._"):
@@ -85,7 +98,11 @@ def figures_in(line: str, lineno: int) -> list[Figure]:
         if sign and start > 0 and text[start - 1] in "+-\u2212":
             sign = ""
         value = float(digits) * (-1 if sign in ("-", "\u2212") else 1)
-        found.append(Figure(lineno, f"{sign}{digits}{percent}", value, len(digits.split(".")[1]), bool(percent)))
+        decimals = len(digits.split(".")[1]) if "." in digits else 0
+        unit = RANGE_END.match(text, m.end())
+        percent = percent or bool(unit and unit.group(1) == "%")  # "16-18%": both are percentages
+        shown = text[m.start(1) - len(sign):m.end() + (unit.end() - m.end() if unit else 0)].strip()
+        found.append(Figure(lineno, shown, value, decimals, bool(percent)))
     return found
 
 
@@ -93,7 +110,11 @@ def parse_blocks(markdown: str, skip_rows: set[str] = frozenset()) -> list[Block
     """Split a document into blocks (a new block at every heading and every artefacts comment) with their figures."""
     blocks = [Block([], 0, [])]
     fenced = False
-    for lineno, line in enumerate(markdown.splitlines(), 1):
+    lines = markdown.splitlines()
+    for lineno, line in enumerate(lines, 1):
+        following = lines[lineno] if lineno < len(lines) else ""
+        if FENCE.match(following) or HEADING.match(following) or ARTEFACTS.match(following):
+            following = ""
         if FENCE.match(line):
             fenced = not fenced
             continue
@@ -107,7 +128,7 @@ def parse_blocks(markdown: str, skip_rows: set[str] = frozenset()) -> list[Block
             blocks.append(Block([], lineno, []))
         if line.strip() in skip_rows:
             continue
-        blocks[-1].figures.extend(figures_in(line, lineno))
+        blocks[-1].figures.extend(figures_in(line, lineno, following))
     return blocks
 
 
@@ -249,7 +270,8 @@ Intro with an integer 1250 and a version 2.13.0 and `0.75` in code.
 
 ## Results
 <!-- artefacts: runs/a.json documentation/bench/benchmark.json -->
-Liver 0.940, spleen 0.868 (0.87), 13.3 s or 12.3-13.3 s; 99.3% resolved; ratio **0.36x**; Δ -0.008.
+Liver 0.940, spleen 0.868 (0.87), 13
+s, 13.3 s or 12.3-13.3 s (12-13 s); 99.3% resolved; ratio **0.36x**; Δ -0.008.
 ```
 python run.py --threshold 0.123
 ```
@@ -266,20 +288,23 @@ def test_checker_passes_a_document_whose_figures_are_in_its_artefacts(tmp_path):
     ("Δ -0.008", "Δ 0.008"),                 # the sign counts
     ("ratio **0.36x**", "ratio **0.37x**"),
     ("99.3% resolved", "99.4% resolved"),
+    ("(12-13 s)", "(12-15 s)"),               # an integer with a unit is a figure too
+    ("(12-13 s)", "(11-13 s)"),               # so is the first number of a range
+    ("(0.87), 13\ns,", "(0.87), 14\ns,"),      # and a unit wrapped onto the next line
 ])
 def test_checker_fails_on_a_wrong_figure(tmp_path, wrong, expected):
     problems = _synthetic(tmp_path, GOOD.replace(wrong, expected))
-    assert len(problems) == 1 and "doc.md:6:" in problems[0], problems
+    assert len(problems) == 1 and "doc.md:" in problems[0], problems
 
 
 def test_checker_fails_on_an_uncited_figure_and_a_missing_artefact(tmp_path):
     text = GOOD.replace("Intro with", "Intro (0.5 s) with").replace("runs/a.json", "runs/a.json runs/b.json")
     problems = _synthetic(tmp_path, text)
-    assert any(p.startswith("doc.md:2: 0.5 cites no artefact") for p in problems), problems
+    assert any(p.startswith("doc.md:2: 0.5 s cites no artefact") for p in problems), problems
     assert any("runs/b.json does not exist" in p for p in problems), problems
     # a heading ends the cited block: the same figure under a new heading is uncited
     problems = _synthetic(tmp_path, GOOD + "\n## Later\nAgain 0.940.\n")
-    assert problems == ["doc.md:12: 0.940 cites no artefact"], problems
+    assert problems == ["doc.md:13: 0.940 cites no artefact"], problems
 
 
 def test_checker_does_not_convert_units(tmp_path):

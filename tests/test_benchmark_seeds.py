@@ -87,7 +87,7 @@ def fake_benchmark(seed: int, offset: float, sealed: bool = True) -> dict:
              "num_cases": 1}] if sealed else None
     return build_benchmark(options, "TextPlans_001_002", plan_budget(2, 5, 2), models, validation,
                            test_summaries(DEV), DEV, ["liver", "spleen", "kidney"], 1, env=ENV,
-                           date="2026-01-01 00:00 UTC", more_tests=more)
+                           date="2026-01-01 00:00 UTC", more_tests=more, sealed=[SEALED])
 
 
 def test_aggregate_over_seeds_gives_mean_sd_and_verdicts_on_validation_and_every_test_set():
@@ -211,8 +211,11 @@ def test_seeds_command_on_tiny_caches_with_two_test_sets_then_resumes(tmp_path, 
     test_labels[label_map_of(SPLEEN) > 0] = 3
     labels = {"background": 0, "liver": [1, 2], "liver_tumor": 2, "spleen": 3}
     write_raw_dataset(raw, DEV, labels, {"abdomen_000": test_labels}, test=True)
-    write_raw_dataset(raw, SEALED, labels, {"sealed_000": test_labels, "sealed_001": test_labels[::-1].copy()},
-                      test=True)
+    sealed = write_raw_dataset(raw, SEALED, labels, {"sealed_000": test_labels,
+                                                     "sealed_001": test_labels[::-1].copy()}, test=True)
+    meta = json.loads((sealed / "dataset.json").read_text())
+    meta["textnnunet_phantom"] = {"sealed": True}  # as textnnunet_generate_phantoms --sealed writes it
+    (sealed / "dataset.json").write_text(json.dumps(meta))
     argv = ["-d", "1", "2", "--epochs", "1", "--iters_per_epoch", "1", "--val_iters_per_epoch", "1",
             "--device", "cpu", "--encoder", "onehot", "--disable_tta", "--test_dataset", "4", "10",
             "--preprocessed", str(pre), "--results", str(res), "--raw", str(raw), "--seeds", "0", "1"]
@@ -229,6 +232,7 @@ def test_seeds_command_on_tiny_caches_with_two_test_sets_then_resumes(tmp_path, 
         bench = json.loads((root / f"seed_{seed}" / "benchmark_TextPlans_001_002_3d_fullres_fold0" /
                             BENCHMARK_JSON).read_text())
         assert bench["test"]["dataset"] == DEV and bench["more_tests"][0]["dataset"] == SEALED
+        assert bench["more_tests"][0]["sealed"] and "sealed" not in bench["test"]
         assert bench["budget_check"]["equal"]
         ckpt = torch.load(root / f"seed_{seed}" / "TextPlans_001_002" / "3d_fullres__onehot" / "fold_0" /
                           "checkpoint_final.pth", map_location="cpu", weights_only=False)

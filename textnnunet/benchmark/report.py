@@ -144,12 +144,6 @@ def test_blocks(benchmark: Mapping) -> list[Mapping]:
     return ([benchmark["test"]] if benchmark.get("test") else []) + list(benchmark.get("more_tests") or [])
 
 
-def is_sealed(dataset: str) -> bool:
-    from textnnunet.demo.phantoms import SEALED_TEST_DATASET
-
-    return dataset == SEALED_TEST_DATASET.name
-
-
 SEALED_NOTE = ("**The sealed test set** (documentation/benchmarks.md): made after every default was chosen, with a "
                "generator seed and a contrast phase no tuning decision has seen. Report it once per change of "
                "default; never tune on it.")
@@ -181,7 +175,7 @@ def _test_set_section(benchmark: Mapping, test: Mapping) -> list[str]:
              "that covers the class.")
     if nnunet:
         intro += " Δ vs nnU-Net v2 = universal − the imported nnU-Net v2 that covers the class."
-    if is_sealed(test["dataset"]):
+    if test.get("sealed"):
         intro = SEALED_NOTE + " " + intro
     lines = [f"## Test set: {test['dataset']} ({test['num_cases']} fully labelled cases, never trained on)", "",
              intro, "",

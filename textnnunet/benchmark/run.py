@@ -263,6 +263,12 @@ def nnunet_test_prediction_folders(options: BenchmarkOptions, raw: Path | None, 
     return folders
 
 
+def is_sealed_test_set(desc: DatasetDescription) -> bool:
+    """A sealed test set (report it, never tune on it) says so in its dataset.json: "textnnunet_phantom": {"sealed":
+    true} (textnnunet_generate_phantoms --sealed)."""
+    return bool((desc.raw.get("textnnunet_phantom") or {}).get("sealed"))
+
+
 def test_dataset_ids(options: BenchmarkOptions) -> list:
     """The test sets to score: --test_dataset's first id, then the others (none without --test_dataset)."""
     if options.test_dataset is None:
@@ -375,7 +381,8 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
             for desc, cases, summaries in test_sets[1:]]
     benchmark = build_benchmark(options, plans_name, budget, models_info, validation, first[2],
                                 first[0].name if first[0] else None, list(first[0].classes) if first[0] else None,
-                                len(first[1]), skipped, more_tests=more)
+                                len(first[1]), skipped, more_tests=more,
+                                sealed=[desc.name for desc, _, _ in test_sets if is_sealed_test_set(desc)])
     paths = write_benchmark(benchmark, out)
     log(f"benchmark written to {paths['md']}")
     return out
@@ -384,11 +391,12 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
 def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, models: dict, validation: dict,
                     test_summaries: dict, test_dataset: str | None, test_classes: list[str] | None, n_test_cases: int,
                     skipped: dict | None = None, env: dict | None = None, date: str | None = None,
-                    more_tests: list[dict] | None = None) -> dict:
+                    more_tests: list[dict] | None = None, sealed: list[str] | tuple = ()) -> dict:
     """The benchmark dict (benchmark.json) from per-model info and summaries: pure, no files or models.
 
     `more_tests`: further test sets, each {"summaries", "dataset", "classes", "num_cases"}; they go to
-    benchmark["more_tests"] (a list of blocks like benchmark["test"]), present only when there are any.
+    benchmark["more_tests"] (a list of blocks like benchmark["test"]), present only when there are any. `sealed`: the
+    test sets that are sealed (their blocks get "sealed": true; the report says so).
     """
     val_table = aggregate.validation_table(validation)
     model_classes = {name: m["classes"] for name, m in models.items()}
@@ -413,10 +421,15 @@ def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, 
     }
     if test_dataset is not None:
         benchmark["test"] = _test_block(test_summaries, test_dataset, wanted, n_test_cases, imported)
+        if test_dataset in sealed:
+            benchmark["test"]["sealed"] = True
     if more_tests:
         benchmark["settings"]["more_test_datasets"] = [t["dataset"] for t in more_tests]
         benchmark["more_tests"] = [_test_block(t["summaries"], t["dataset"], list(t["classes"]), t["num_cases"],
                                                imported) for t in more_tests]
+        for block in benchmark["more_tests"]:
+            if block["dataset"] in sealed:
+                block["sealed"] = True
     return benchmark
 
 

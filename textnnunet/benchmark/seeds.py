@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Callable, Iterable, Mapping
 
 from textnnunet.benchmark.aggregate import UNIVERSAL, baseline_name, finite, is_ablation, is_baseline
-from textnnunet.benchmark.report import BENCHMARK_JSON, PRIMARY, PRIMARY_KEY, SEALED_NOTE, is_sealed, test_blocks
+from textnnunet.benchmark.report import BENCHMARK_JSON, PRIMARY, PRIMARY_KEY, SEALED_NOTE, test_blocks
 from textnnunet.errors import UserError
 from textnnunet.evaluation.metrics import benchmark_metrics
 from textnnunet.utils.files import atomic_write_json, atomic_write_text, load_json
@@ -112,7 +112,7 @@ def aggregate_seeds(benchmarks: Mapping[int, Mapping], seeds: list[int] | None =
             tables = [t["table"].get(cls, {}) for t in per_seed]
             references = [m for m in _models_in(tables) if is_baseline(m)]
             classes[cls] = _cell_block(tables, references[0] if references else None)
-        tests.append({"dataset": test["dataset"], "num_cases": test["num_cases"], "sealed": is_sealed(test["dataset"]),
+        tests.append({"dataset": test["dataset"], "num_cases": test["num_cases"], "sealed": bool(test.get("sealed")),
                       "classes": classes})
     settings = {k: v for k, v in first["settings"].items() if k != "command"}
     return {

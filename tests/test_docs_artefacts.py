@@ -5,7 +5,9 @@ Citation syntax (invisible in the rendered Markdown): a line
     <!-- artefacts: generalization_matrix/first_pass/demo.json pooled_runs/first_pass/ct_mr*.json -->
 
 declares the JSON artefacts that hold the figures of the text after it, up to the next heading or the next such
-comment. Paths are relative to documentation/measurements/, or to the repository root when they start with
+comment. `file.json#test_Dataset004/*/Dice` narrows an artefact to the parts a selector names (keys separated by
+`/`, each a glob; `?` stands for a space in a key), so that a wrong figure cannot pass by equalling an unrelated
+number of a large artefact. Paths are relative to documentation/measurements/, or to the repository root when they start with
 `documentation/` (the benchmark's own outputs, documentation/benchmark_demo_cpu*/benchmark.json); a glob must
 match at least one file.
 
@@ -24,6 +26,7 @@ Rules (checked for README.md, documentation/results.md and documentation/benchma
 """
 from __future__ import annotations
 
+import fnmatch
 import glob
 import json
 import math
@@ -75,8 +78,21 @@ class Block:
 
 
 def resolve(path: str, measurements: Path = MEASUREMENTS, repo: Path = REPO) -> list[Path]:
+    path = path.split("#", 1)[0]
     base = repo if path.startswith("documentation/") else measurements
     return sorted(Path(p) for p in glob.glob(str(base / path)))
+
+
+def select(obj, selector: str) -> list:
+    """The parts of a JSON object a selector names: keys separated by /, each a glob (`*`, `?` for a space)."""
+    nodes = [obj]
+    for part in filter(None, selector.split("/")):
+        chosen = []
+        for node in nodes:
+            items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+            chosen.extend(v for k, v in items if fnmatch.fnmatchcase(str(k), part))
+        nodes = chosen
+    return nodes
 
 
 def _plain(line: str) -> str:
@@ -166,9 +182,12 @@ def check_document(path: Path, name: str, measurements: Path = MEASUREMENTS, rep
             files = resolve(artefact, measurements, repo)
             if not files:
                 problems.append(f"{name}:{block.start}: declared artefact {artefact} does not exist")
-            for file in files:
-                if file.suffix == ".json":
-                    leaves.extend(numeric_leaves(json.loads(file.read_text())))
+            selector = artefact.split("#", 1)[1] if "#" in artefact else ""
+            parts = [part for file in files if file.suffix == ".json"
+                     for part in select(json.loads(file.read_text()), selector)]
+            if files and not parts:
+                problems.append(f"{name}:{block.start}: {artefact}: nothing in {files[0].name} matches")
+            leaves.extend(numeric_leaves(parts))
         for figure in block.figures:
             if not block.artefacts:
                 problems.append(f"{name}:{figure.line}: {figure.text} cites no artefact")
@@ -311,3 +330,14 @@ def test_checker_does_not_convert_units(tmp_path):
     # 12.34 s is 0.21 min: a leaf in seconds does not cite minutes
     problems = _synthetic(tmp_path, GOOD.replace("13.3 s or", "0.21 min or"))
     assert len(problems) == 1 and "0.21" in problems[0], problems
+
+
+def test_checker_selectors_narrow_an_artefact(tmp_path):
+    narrowed = GOOD.replace("runs/a.json ", "runs/a.json#dice/* runs/a.json#seconds runs/a.json#fraction "
+                                            "runs/a.json#delta ")
+    assert _synthetic(tmp_path, narrowed) == []
+    # the spleen's 0.868 is in the file but not in the part cited
+    problems = _synthetic(tmp_path, narrowed.replace("#dice/*", "#dice/liver"))
+    assert len(problems) == 2 and all("0.868" in p or "0.87" in p for p in problems), problems
+    problems = _synthetic(tmp_path, narrowed.replace("#dice/*", "#dice/pancreas"))
+    assert any("runs/a.json#dice/pancreas: nothing in a.json matches" in p for p in problems), problems

@@ -49,8 +49,46 @@ def matrix_train_minutes() -> dict:
             "formula": "training['seconds'] / 60", "sources": sources, "values": values}
 
 
+def _differences(table: dict) -> dict:
+    """Universal minus every other model of one class's table, in Dice and in Dice points."""
+    ours = table.get("universal", {}).get("dice_mean")
+    out = {}
+    for model, scores in table.items():
+        theirs = scores.get("dice_mean")
+        if model == "universal" or ours is None or theirs is None or theirs != theirs or ours != ours:
+            continue
+        out[f"universal - {model}"] = {"dice": ours - theirs, "dice_points": 100 * (ours - theirs)}
+    return out
+
+
+def benchmark_figures(folder: str) -> dict:
+    """What the docs print from one textnnunet_benchmark run beyond its benchmark.json: differences on the test set
+    and in Dice points, parameters in millions, training wall time in minutes."""
+    path = REPO / "documentation" / folder / "benchmark.json"
+    record = json.loads(path.read_text())
+    models = record["models"]
+    baselines = [m for m in models if m.startswith("baseline ")]
+    return {
+        "what": f"figures derived from {folder}/benchmark.json",
+        "formula": "differences: universal dice_mean - other model's dice_mean (x 100 in points); parameters / 1e6; "
+                   "training wall_seconds / 60",
+        "sources": [str(path.relative_to(REPO))],
+        "validation_differences": {ds: {c: _differences(t) for c, t in classes.items()}
+                                   for ds, classes in record["validation"].items()},
+        "test_differences": {c: _differences(t) for c, t in record.get("test", {}).get("table", {}).items()},
+        "parameters_millions": {**{m: models[m]["parameters"] / 1e6 for m in models},
+                                "baselines_total": sum(models[m]["parameters"] for m in baselines) / 1e6},
+        "training_minutes": {**{m: models[m]["training"]["wall_seconds"] / 60 for m in models
+                                if models[m].get("training", {}).get("wall_seconds") is not None},
+                             "all_models": sum(models[m].get("training", {}).get("wall_seconds") or 0
+                                               for m in models) / 60},
+    }
+
+
 DERIVED_FILES = {"generalization_matrix_fp_fn.json": matrix_fp_fn,
-                 "generalization_matrix_train_minutes.json": matrix_train_minutes}
+                 "generalization_matrix_train_minutes.json": matrix_train_minutes,
+                 **{f"{folder}.json": (lambda folder=folder: benchmark_figures(folder))
+                    for folder in ("benchmark_demo_cpu", "benchmark_demo_cpu_ablation", "benchmark_demo_cpu_nnunet")}}
 
 
 def compute() -> dict[str, dict]:

@@ -328,6 +328,7 @@ def test_cpu_preset_trades_resolution_for_context_on_clinical_spacing():
     assert np.allclose(extent, [200, 360, 360], rtol=0.02)
     assert "3d_lowres" not in plans["configurations"]
     assert min(plans["configurations"]["2d"]["patch_coverage_of_median_image"]) >= 0.75
+    assert full["resampling"]["anti_aliasing"] is True and "anti_aliasing" not in keyhole["resampling"]
 
 
 def test_cpu_preset_keeps_the_median_spacing_when_the_patch_already_sees_enough():

@@ -118,3 +118,28 @@ def test_resample_probabilities_shape_dtype_range():
     assert out.shape == (2, 7, 25, 31) and out.dtype == np.float32
     assert out.min() >= 0.0 and out.max() <= 1.0
     np.testing.assert_allclose(out[0] + out[1], 1.0, atol=1e-5)  # order 1 is linear: sums are kept
+
+
+def test_anti_alias_lowers_the_noise_a_coarser_grid_keeps_and_is_a_no_op_without_coarsening():
+    from textnnunet.preprocessing.resampling import anti_alias, anti_alias_sigmas
+
+    assert anti_alias_sigmas([1.0, 0.8, 0.8], [1.0, 4.0, 0.4]) == (0.0, 2.0, 0.0)
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 35.0, size=(1, 20, 100, 100)).astype(np.float32)
+    assert anti_alias(noise, [2.0, 2.0, 2.0], [2.0, 2.0, 1.0]) is noise  # nothing coarsened: untouched
+    old, new = [0.8, 0.8, 0.8], [4.0, 4.0, 4.0]
+    shape = [int(round(s * o / n)) for s, o, n in zip(noise.shape[1:], old, new)]
+    plain = resample_image(noise, old, new, shape)
+    smoothed = resample_image(anti_alias(noise, old, new), old, new, shape)
+    assert plain.std() > 25.0  # point-sampled: the coarse grid keeps the fine grid's noise
+    assert smoothed.std() < 0.25 * plain.std()
+    # A constant stays constant (no bias at the borders).
+    flat = np.full((1, 10, 30, 30), 40.0, np.float32)
+    assert np.allclose(anti_alias(flat, old, new), 40.0)
+
+
+def test_preprocessing_anti_aliases_only_when_the_plan_says_so(tmp_path):
+    from textnnunet.preprocessing.preprocessor import _resampling_settings
+
+    assert _resampling_settings({"resampling": {"image_order": 3}})["anti_aliasing"] is False  # older plans
+    assert _resampling_settings({"resampling": {"anti_aliasing": True}})["anti_aliasing"] is True

@@ -243,6 +243,9 @@ def context_first_configuration(identifier: str, spacing: Sequence[float], media
         "max_spacing_mm": float(settings.max_context_spacing_mm),
         "median_spacing": [float(v) for v in median_spacing], "satisfied": enough,
     }
+    # Coarsening by design (0.8 mm images planned at 4 mm) must low-pass first: point-sampled, a 5x coarser grid
+    # keeps the full voxel noise and aliases thin structures (preprocessing.resampling.anti_alias).
+    config["resampling"] = {**config["resampling"], "anti_aliasing": True}
     return config
 
 

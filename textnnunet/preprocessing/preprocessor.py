@@ -21,6 +21,7 @@ from textnnunet.imageio.sitk_io import ImageGeometry, from_canonical, read_image
 from textnnunet.preprocessing.cropping import crop_to_nonzero_with_mask
 from textnnunet.preprocessing.normalization import intensity_group_of, normalization_for, normalize
 from textnnunet.preprocessing.resampling import (
+    anti_alias,
     DEFAULT_SEPARATE_Z_THRESHOLD,
     compute_new_shape,
     resample_and_threshold,
@@ -68,6 +69,7 @@ def _resampling_settings(configuration: dict) -> dict:
         "label_order": int(r.get("label_order", 1)),
         "order_z": int(r.get("order_z", 0)),
         "threshold": float(r.get("separate_z_anisotropy_threshold", DEFAULT_SEPARATE_Z_THRESHOLD)),
+        "anti_aliasing": bool(r.get("anti_aliasing", False)),  # plans before it (and nnU-Net's rule): off
     }
 
 
@@ -145,6 +147,8 @@ def preprocess_case(
     spacing = list(geometry.spacing)
     target = target_spacing_for(configuration, spacing)
     new_shape = compute_new_shape(shape_after_crop, spacing, target)
+    if settings["anti_aliasing"]:
+        data = anti_alias(data, spacing, target)
     data = resample_image(data, spacing, target, new_shape, order=settings["image_order"],
                           order_z=settings["order_z"], separate_z_threshold=settings["threshold"])
     if seg is not None:

@@ -265,6 +265,29 @@ def _resample_volume_by_axes(
     return True
 
 
+def anti_alias_sigmas(old_spacing: Sequence[float], new_spacing: Sequence[float]) -> tuple[float, ...]:
+    """Gaussian sigma (in voxels of the old grid) per axis before resampling to `new_spacing`: skimage's
+    anti-aliasing rule, max(0, (factor - 1) / 2) with factor = new / old spacing; 0 where nothing is coarsened."""
+    return tuple(max(0.0, (float(n) / float(o) - 1.0) / 2.0) for o, n in zip(old_spacing, new_spacing))
+
+
+def anti_alias(data: np.ndarray, old_spacing: Sequence[float], new_spacing: Sequence[float]) -> np.ndarray:
+    """Low-pass each channel of `data` (c, z, y, x) along the axes that `new_spacing` coarsens (float32 out).
+
+    nnU-Net resamples without it because its target is the median spacing (factors near 1). A plan that trades
+    resolution for context coarsens 0.8 mm images 4-5x: point-sampled, the coarse grid keeps the full voxel
+    noise (a 10 HU organ difference under 35 HU of noise stays invisible) and aliases thin structures.
+    """
+    sigmas = anti_alias_sigmas(old_spacing, new_spacing)
+    if not any(s > 0 for s in sigmas):
+        return data
+    out = np.empty(data.shape, dtype=np.float32)
+    for i, channel in enumerate(data):
+        ndimage.gaussian_filter(channel.astype(np.float32, copy=False), sigmas, output=out[i], mode="nearest",
+                                truncate=3.0)
+    return out
+
+
 def _target_shape(
     spatial_shape: Sequence[int], old_spacing: Sequence[float], new_spacing: Sequence[float],
     new_shape: Sequence[int] | None,

@@ -85,7 +85,21 @@ def benchmark_figures(folder: str) -> dict:
     }
 
 
+def predict_clinical_ct_gb() -> dict:
+    """Peak memory of predict_clinical_ct.json in GB as benchmarks.md prints it (the script's MB / 1000)."""
+    path = MEASUREMENTS / "predict_clinical_ct.json"
+    runs = json.loads(path.read_text())["runs"]
+    values = {run: {row: {k: v / 1000 for k, v in stats["peak_rss_mb"].items()}
+                    for row, stats in record.get("summary", {}).items() if "peak_rss_mb" in stats}
+              for run, record in runs.items()}
+    return {"what": "peak resident memory per run and row (median, min, max) in GB",
+            "formula": "summary[row]['peak_rss_mb'][stat] / 1000 (peak_rss_mb is ru_maxrss / 1024, so these are "
+                       "thousands of MiB)",
+            "sources": [_rel(path)], "values": values}
+
+
 DERIVED_FILES = {"generalization_matrix_fp_fn.json": matrix_fp_fn,
+                 "predict_clinical_ct_gb.json": predict_clinical_ct_gb,
                  "generalization_matrix_train_minutes.json": matrix_train_minutes,
                  **{f"{folder}.json": (lambda folder=folder: benchmark_figures(folder))
                     for folder in ("benchmark_demo_cpu", "benchmark_demo_cpu_ablation", "benchmark_demo_cpu_nnunet")}}

@@ -117,7 +117,7 @@ def figures_in(line: str, lineno: int, next_line: str = "") -> list[Figure]:
         decimals = len(digits.split(".")[1]) if "." in digits else 0
         unit = RANGE_END.match(text, m.end())
         percent = percent or bool(unit and unit.group(1) == "%")  # "16-18%": both are percentages
-        shown = text[m.start(1) - len(sign):m.end() + (unit.end() - m.end() if unit else 0)].strip()
+        shown = (sign + text[m.start(2):m.end() + (unit.end() - m.end() if unit else 0)]).strip()
         found.append(Figure(lineno, shown, value, decimals, bool(percent)))
     return found
 
@@ -192,8 +192,8 @@ def check_document(path: Path, name: str, measurements: Path = MEASUREMENTS, rep
             if not block.artefacts:
                 problems.append(f"{name}:{figure.line}: {figure.text} cites no artefact")
             elif not matches(figure, leaves):
-                problems.append(f"{name}:{figure.line}: {figure.text} is in none of {' '.join(block.artefacts)} "
-                                f"(to {figure.decimals} decimals)")
+                problems.append(f"{name}:{figure.line}: {figure.text} equals no number of the artefacts declared at "
+                                f"line {block.start} (to {figure.decimals} decimals)")
     return problems
 
 

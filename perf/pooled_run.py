@@ -4,7 +4,15 @@ One named run = which phantom datasets train together, which test sets are predi
 which prompts. Generates the data, plans and preprocesses (cpu preset), trains 3d_fullres fold 0 at the demo's budget,
 predicts and evaluates every test set, and writes a JSON artefact (plan, validation and test Dice/FP/FN per class,
 timings, command, versions, machine) to documentation/measurements/pooled_runs/<run>.json. Resumable: every step
-resumes, and a run whose JSON exists is skipped.
+resumes, and a run whose JSON exists is skipped. Runs that differ only in training (dataset sampling, an ablation)
+share the data, plan and preprocessing of the run named by `data`.
+
+The eight-dataset runs (issue 13, item 3; datasets in documentation/datasets.md, "Phantom datasets") also record the
+number of classes K, each dataset's classes, the dataset sampling probabilities of fold 0, the training time per
+iteration and the peak resident memory:
+
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 .venv/bin/python perf/pooled_run.py --work /tmp/pooled_work \
+        -r eight_datasets eight_datasets_sqrt eight_datasets_proportional
 
     .venv/bin/python perf/pooled_run.py --work /tmp/pooled_work -r ct_mr
 """
@@ -14,7 +22,9 @@ import argparse
 import json
 import os
 import platform
+import resource
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +52,22 @@ class PooledRun:
     tests: tuple[TestSet, ...]
     extra_train_args: dict = field(default_factory=dict)
     epochs_factor: int = 1  # times the budget's epochs
+    data: str = ""  # another run whose raw data, plan and preprocessing this one shares ("": its own)
 
+
+# The eight-dataset pool (textnnunet.demo.phantoms.POOL_PHANTOM_DATASETS) and its test sets: every class is scored in
+# the modality and contrast phase it is labelled in (prompts are the classes' canonical lexicon names).
+EIGHT_TRAIN_IDS = (20, 21, 22, 23, 24, 25, 26, 27)
+_MULTI_ORGAN = ("liver", "spleen", "left kidney", "right kidney", "pancreas", "stomach", "aorta", "inferior vena cava")
+EIGHT_TESTS = (
+    TestSet(28, ("liver", "liver tumor", "liver vessel", "spleen", "kidney", "kidney tumor", "pancreas", "stomach"),
+            "CT"),
+    TestSet(29, _MULTI_ORGAN, "CT"),
+    TestSet(30, ("vertebral column", "ribs", "spinal cord", "left autochthon", "right autochthon", "left iliopsoas",
+                 "right iliopsoas", "aorta", "inferior vena cava", "small bowel", "colon"), "CT"),
+    TestSet(31, ("liver", "spleen", "left kidney", "right kidney"), "T1"),
+    TestSet(14, ("liver", "spleen", "kidney"), "T2"),
+)
 
 RUNS = {r.name: r for r in (
     PooledRun("ct_mr", "three CT datasets (liver, spleen, kidney) + T1 MR (liver) + T2 MR (spleen, kidney)",
@@ -60,6 +85,13 @@ RUNS = {r.name: r for r in (
               (1, 2, 3, 5),
               (TestSet(4, ("liver", "spleen", "kidney")), TestSet(5, ("kidney", "left kidney", "right kidney"))),
               {"label_hierarchy": False}),
+    *(PooledRun(
+        "eight_datasets" + ("" if weighting == "uniform" else f"_{weighting}"),
+        f"eight partially labelled phantom datasets (Dataset020-027: CT portal-venous, arterial and non-contrast, T1 "
+        f"and T2 MR; 5-40 cases; 21 classes), {weighting} dataset sampling, three times the demo's budget",
+        EIGHT_TRAIN_IDS, EIGHT_TESTS, {"dataset_weighting": weighting}, epochs_factor=3,
+        data="" if weighting == "uniform" else "eight_datasets")
+      for weighting in ("uniform", "sqrt", "proportional")),
 )}
 
 
@@ -73,7 +105,8 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
     from textnnunet.training.run import train_fold
 
     root = work / spec.name
-    raw, pre, res = root / "raw", root / "preprocessed", root / "results"
+    data_root = work / (spec.data or spec.name)
+    raw, pre, res = data_root / "raw", data_root / "preprocessed", root / "results"
     ids = sorted(set(spec.train_ids) | {t.dataset_id for t in spec.tests})
     timings = {}
     t = time.time()
@@ -83,7 +116,8 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
     timings["generate_s"] = time.time() - t
     t = time.time()
     _call(plan_and_preprocess_entry, ["-d", *map(str, spec.train_ids), "-np", "1", "-c", "3d_fullres",
-                                      "--raw", str(raw), "--preprocessed", str(pre), "--no_baselines"])
+                                      "--raw", str(raw), "--preprocessed", str(pre), "--no_baselines",
+                                      "--verify_dataset_integrity"])
     timings["plan_and_preprocess_s"] = time.time() - t
     t = time.time()
     config = TrainingConfig(epochs=epochs, iters_per_epoch=iters, val_iters_per_epoch=5, case_val_every=10,
@@ -91,9 +125,12 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
     plans_name = joint_plans_name(list(spec.train_ids))
     tag = config.model_tag("auto")
     fold = res / plans_name / ("3d_fullres" + (f"__{tag}" if tag else "")) / "fold_0"
+    training_peak = None
     if not (fold / "checkpoint_final.pth").is_file():
-        train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=list(spec.train_ids),
-                   resume=(fold / "checkpoint_latest.pth").is_file())
+        with PeakMemory() as peak:
+            train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res,
+                       dataset_ids=list(spec.train_ids), resume=(fold / "checkpoint_latest.pth").is_file())
+        training_peak = peak.record()
     timings["train_and_validate_s"] = time.time() - t
     tests = {}
     for test in spec.tests:
@@ -113,21 +150,86 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
     plans = json.loads((pre / plans_name / "plans.json").read_text())
     history = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["history"]
     cfg = plans["configurations"]["3d_fullres"]
+    label_space = plans["label_space"]
+    iterations = len(history["epoch_seconds"]) * iters
     return {
         "run": spec.name, "description": spec.description, "command": " ".join([sys.executable, *sys.argv]),
         "train_datasets": plans["datasets"],
         "intensity_groups": {k: v["datasets"] for k, v in plans.get("intensity_groups", {}).items()},
-        "label_space": plans["label_space"],
+        "label_space": label_space,
+        "num_classes": len(label_space["classes"]),
+        "dataset_classes": {ds: list(classes) for ds, classes in label_space["datasets"].items()},
+        "dataset_sampling": _sampling(pre / plans_name, config.dataset_weighting),
         "plan_3d_fullres": {k: cfg.get(k) for k in ("spacing", "patch_size", "batch_size",
                                                      "patch_coverage_of_median_image", "context")},
         "training": {"epochs": epochs, "iters_per_epoch": iters, "seconds": float(sum(history["epoch_seconds"])),
+                     # epoch time / training iterations: includes data loading and augmentation (in-process) and the
+                     # epoch's val_iters_per_epoch (5) forward-only validation batches; not the whole-case checks.
+                     "seconds_per_iteration": float(sum(history["epoch_seconds"])) / max(iterations, 1),
+                     "peak_memory": training_peak,
                      "whole_case_checks": history.get("whole_case", [])},
         "validation_fold0": _class_table(json.loads((fold / "validation" / "summary.json").read_text())),
         "tests": tests,
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "versions": _versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads()},
+        # Lifetime peak resident set of this process (getrusage; Linux reports KiB): generation, planning, training
+        # with its validation, prediction, all in-process. training.peak_memory has the training's own peak.
+        "peak_rss_mib_process": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
     }
+
+
+class PeakMemory:
+    """Peak resident memory (this process + its children, e.g. data loader workers) sampled every 0.5 s while the
+    block runs (here: training and its final validation of the fold's held-out cases)."""
+
+    def __init__(self, interval_s: float = 0.5):
+        self.interval_s = interval_s
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _rss(self) -> int:
+        import psutil
+
+        me = psutil.Process()
+        total = me.memory_info().rss
+        for child in me.children(recursive=True):
+            try:
+                total += child.memory_info().rss
+            except psutil.Error:
+                pass
+        return total
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self._rss())
+            self._stop.wait(self.interval_s)
+
+    def __enter__(self) -> "PeakMemory":
+        self.start_rss = self._rss()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def record(self) -> dict:
+        mib = 1024 * 1024
+        return {"peak_rss_mib": round(self.peak / mib, 1), "rss_before_mib": round(self.start_rss / mib, 1),
+                "sampled_every_s": self.interval_s}
+
+
+def _sampling(plan_folder: Path, weighting: str) -> dict:
+    """Fold 0's training cases per dataset and the probability of drawing each dataset (TrainingConfig.dataset_weighting)."""
+    from textnnunet.training.sampling import dataset_sampling_weights
+
+    splits = json.loads((plan_folder / "splits_final.json").read_text())  # {dataset: [{"train", "val"} per fold]}
+    counts = {dataset: len(folds[0]["train"]) for dataset, folds in splits.items()}
+    weights = dataset_sampling_weights(counts, weighting)
+    return {"weighting": weighting, "fold0_training_cases": counts,
+            "probability": {ds: round(w, 4) for ds, w in weights.items()}}
 
 
 def main() -> int:

@@ -22,7 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="'default' is the demo data; 'small' is tiny data for tests (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="same seed, same data (default: %(default)s)")
     parser.add_argument("-d", "--datasets", type=int, nargs="+", default=None, metavar="ID",
-                        help="only these dataset ids (default: all)")
+                        help="these dataset ids (default: the demo's four, 1-4; the others, e.g. the "
+                             "eight-dataset pool 20-31: documentation/datasets.md, 'Phantom datasets')")
     parser.add_argument("--sealed", action="store_true",
                         help=f"only the sealed test set {SEALED_TEST_DATASET.name} ({SEALED_TEST_DATASET.phase} phase, its own "
                              f"fixed seed {SEALED_TEST_DATASET.fixed_seed}; --seed does not apply): report it once per change "

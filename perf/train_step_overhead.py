@@ -1,32 +1,74 @@
-"""Training-step cost of the text-prompted heads against the same backbone with nnU-Net's softmax head.
+"""Training-step cost of the text-prompted heads against the same backbone with nnU-Net's softmax head
+(issue 14, item 4).
 
-Same architecture, patch and batch size; random data; forward + backward + SGD step, deep supervision on.
-Prints seconds per step and the ratio to the softmax reference measured in the same run (target <= 1.1x).
-"all pairs": every (image, prompt) pair annotated, as in the naive-union ablation or a fully labelled dataset;
-"partial": each sample annotates a third of the classes, as the demo datasets do, and the trainer computes the
-heads of annotated pairs only (the masked loss reads nothing else).
+One network size, patch and batch for every variant; random data; one training step as the trainer runs it
+(`Trainer.train_step`): zero_grad, forward under autocast (CUDA), deep-supervision targets downsampled, loss,
+backward, gradient clipping at 12, SGD (lr 1e-2, momentum 0.99, Nesterov). For each K (number of classes):
 
-    python perf/train_step_overhead.py --plans demo_work/preprocessed/TextPlans_001_002_003/plans.json
-    python perf/train_step_overhead.py --device cuda --patch 128 128 128 --base_features 32 --max_features 320
+- `softmax`: the plain U-Net with a K+1-channel softmax head and nnU-Net's Dice + CE
+  (`textnnunet.benchmark.baseline.softmax_dice_ce_loss`, the per-dataset baseline's loss), label-map target;
+- `text_partial`: the text-prompted model (`--conditioning`, default the controller) computing only the pairs the
+  batch annotates, as the trainer does by default (`UniversalStep.outputs` passes `annotated_pairs` to the
+  network, and the masked BCE + Dice reads only those): the K classes are split over `--datasets` datasets
+  (class k belongs to dataset k * D // K) and batch item i comes from dataset i mod D;
+- `text_all`: the same model with every (image, class) pair computed and judged (a fully labelled dataset such
+  as TotalSegmentator, or the naive-union ablation).
+
+Timing: `--warmup` unmeasured steps per variant, then `--repeats` rounds, each round running `--steps` steps of
+every variant in turn (A B C A B C ...). Per variant: median seconds per step with min, max and IQR over the
+rounds; ratios of medians to `softmax`, and the paired ratio per round (variant / softmax in the same round).
+CPU seconds of the process (time.process_time, all threads) are recorded beside wall seconds: on shared cores they
+move less with other processes' load than wall time does (but count OpenMP spin-waiting).
+
+Memory: on the CPU each variant runs again in its own subprocess (build, warm-up, `--steps` steps) and reports its
+peak resident set (VmHWM, reset just before the first step) and that peak minus the resident set just before the
+first step (the step's working memory: activations, gradients, optimizer state, allocator caching). On CUDA: torch.cuda.max_memory_allocated
+per variant in the timing process (reset before each block), minus what was allocated before the block.
+
+The JSON artefact keeps the command, git commit, versions, machine, load average before and after each block and
+every round. Default CPU run (K = 5, 32, 117 on the demo plan's 32 x 56 x 48 patch, batch 2, features 8-64):
+
+    OMP_NUM_THREADS=2 .venv/bin/python perf/train_step_overhead.py \
+        --json documentation/measurements/head_overhead_cpu.json
+
+GPU (nnU-Net's 3d_fullres shape, bf16 autocast):
+
+    python perf/train_step_overhead.py --device cuda --patch 128 128 128 --base_features 32 --max_features 320 \
+        --steps 5 --warmup 5 --json documentation/measurements/head_overhead_gpu.json
 """
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import os
 import platform
+import resource
+import statistics
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from textnnunet.benchmark.baseline import softmax_dice_ce_loss
 from textnnunet.experiment_planning.topology import pool_and_conv_props
 from textnnunet.network.baseline import build_softmax_unet
 from textnnunet.network.deep_supervision import deep_supervision_weights
+from textnnunet.network.settings import memory_format_for
 from textnnunet.network.universal import TextPromptedUNet
-from textnnunet.training.config import memory_format_for
-from textnnunet.training.loss import downsample_targets, masked_bce_dice_loss
+from textnnunet.training.config import TrainingConfig
+from textnnunet.training.loss import DeepSupervisionLoss, downsample_targets, masked_bce_dice_loss
+
+REPO = Path(__file__).resolve().parents[1]
+VARIANTS = ("softmax", "text_partial", "text_all")
+LABELS = {"softmax": "softmax U-Net (nnU-Net head, K+1 channels)",
+          "text_partial": "text heads, partial pairs (trainer default)",
+          "text_all": "text heads, all K pairs"}
 
 
+# ------------------------------------------------------------------------------------------ setup
 def architecture_for(patch, spacing, base, max_features):
     props = pool_and_conv_props(spacing, patch)
     n = len(props.strides)
@@ -36,126 +78,352 @@ def architecture_for(patch, spacing, base, max_features):
             "n_conv_per_stage": [2] * n, "n_conv_per_stage_decoder": [2] * (n - 1)}, list(props.patch_size)
 
 
-def time_steps(step, iters: int, warmup: int, device: torch.device) -> float:
-    for _ in range(warmup):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    start = time.perf_counter()
-    for _ in range(iters):
-        step()
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (time.perf_counter() - start) / iters
-
-
-def make_step(net, loss_fn, x, device, amp: bool):
-    opt = torch.optim.SGD(net.parameters(), lr=1e-2, momentum=0.99, nesterov=True)
-    dtype = torch.bfloat16 if amp else None
-
-    def step():
-        opt.zero_grad(set_to_none=True)
-        with torch.autocast(device.type, dtype=dtype, enabled=amp):
-            loss = loss_fn(net, x)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(net.parameters(), 12)
-        opt.step()
-
-    return step
-
-
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--plans", help="take architecture, patch and batch size from a plans.json")
-    p.add_argument("--configuration", default="3d_fullres")
-    p.add_argument("--patch", type=int, nargs="+", default=[64, 64, 64])
-    p.add_argument("--spacing", type=float, nargs="+", default=None)
-    p.add_argument("--batch_size", type=int, default=2)
-    p.add_argument("--base_features", type=int, default=32)
-    p.add_argument("--max_features", type=int, default=320)
-    p.add_argument("--prompts", type=int, nargs="+", default=[5], help="number of classes K (text prompts)")
-    p.add_argument("--embed_dim", type=int, default=384)
-    p.add_argument("--iters", type=int, default=10)
-    p.add_argument("--warmup", type=int, default=3)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--no_amp", action="store_true")
-    p.add_argument("--memory_format", choices=("auto", "channels_first", "channels_last"), default="auto",
-                   help="layout of both models and the input (auto: what the trainer uses, channels-last on CPU)")
-    p.add_argument("--json", help="also write the results here")
-    args = p.parse_args()
-    device = torch.device(args.device)
-    amp = device.type == "cuda" and not args.no_amp
+def resolve_shape(args) -> tuple[dict, list[int], int, str]:
+    """(architecture, patch, batch, where they came from)."""
     if args.plans:
         plans = json.load(open(args.plans))
         cfg = plans["configurations"][args.configuration]
-        arch, patch, batch = cfg["architecture"], cfg["patch_size"], cfg["batch_size"]
+        return cfg["architecture"], list(cfg["patch_size"]), int(args.batch_size or cfg["batch_size"]), args.plans
+    spacing = args.spacing or [1.0] * len(args.patch)
+    arch, patch = architecture_for(args.patch, spacing, args.base_features, args.max_features)
+    return arch, patch, int(args.batch_size or 2), "command line"
+
+
+def autocast_dtype(device: torch.device, amp: bool):
+    """What the trainer uses: bf16 where supported, else fp16 with a GradScaler; none on the CPU."""
+    if device.type != "cuda" or not amp:
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def partial_pairs(batch: int, k: int, datasets: int, device) -> torch.Tensor:
+    """(B, K) bool: class k belongs to dataset k * D // K, batch item i comes from dataset i mod D."""
+    owner = torch.arange(k, device=device) * datasets // k
+    return torch.stack([owner == (i % datasets) for i in range(batch)])
+
+
+def make_variant(name: str, k: int, arch: dict, batch: int, patch: list[int], args, device, layout, seed: int = 0):
+    """A zero-argument training step of one variant, with its own network, optimizer and data."""
+    config = TrainingConfig()
+    gen = torch.Generator().manual_seed(seed + k)
+    x = torch.randn(batch, 1, *patch, generator=gen).to(device).contiguous(memory_format=layout)
+    labels = torch.randint(0, k + 1, (batch, 1, *patch), generator=gen).float().to(device)
+    weights = deep_supervision_weights(arch["n_stages"] - 1)
+    if name == "softmax":
+        net = build_softmax_unet(arch, 1, k + 1, deep_supervision=True)
+        target = labels
+        annotation = None
+        loss_fn = DeepSupervisionLoss(lambda logits, t, a: softmax_dice_ce_loss(logits, t), weights)
+
+        def outputs(data):
+            return net(data)
     else:
-        spacing = args.spacing or [1.0] * len(args.patch)
-        arch, patch = architecture_for(args.patch, spacing, args.base_features, args.max_features)
-        batch = args.batch_size
+        net = TextPromptedUNet(arch, 1, args.embed_dim, args.conditioning, deep_supervision=True)
+        embeddings = torch.randn(k, args.embed_dim, generator=gen).to(device)
+        net.set_text_normalization(embeddings)
+        # Per-class binary maps of the same label map (mutually exclusive, as the demo's targets are).
+        target = torch.cat([(labels == c + 1).float() for c in range(k)], 1)
+        if name == "text_partial":
+            annotation = partial_pairs(batch, k, args.datasets, device)
+        else:
+            annotation = torch.ones(batch, k, dtype=torch.bool, device=device)
+        loss_fn = DeepSupervisionLoss(masked_bce_dice_loss, weights)
+
+        def outputs(data):
+            return net(data, embeddings, annotation)  # UniversalStep.outputs: only the pairs the loss reads
+    net = net.to(device, memory_format=layout).train()
+    opt = torch.optim.SGD(net.parameters(), lr=config.initial_lr, momentum=config.momentum, nesterov=True)
+    dtype = autocast_dtype(device, not args.no_amp)
+    scaler = torch.amp.GradScaler("cuda") if dtype == torch.float16 else None
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            outs = outputs(x)
+            loss = loss_fn(outs, downsample_targets(target, [o.shape[2:] for o in outs]), annotation)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+            scaler.step(opt)
+            scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+            opt.step()
+
+    n_params = sum(p.numel() for p in net.parameters())
+    pairs = None if annotation is None else int(annotation.sum())  # the softmax head has no pairs
+    return step, {"parameters": n_params, "pairs_per_batch": pairs}
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+# ------------------------------------------------------------------------------------------ memory (CPU)
+def rss_bytes() -> int:
+    import psutil
+
+    return psutil.Process().memory_info().rss
+
+
+def high_water_mark() -> int:
+    """Peak resident set in bytes: VmHWM (resettable), else ru_maxrss."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def reset_high_water_mark() -> bool:
+    """Linux >= 4.0: writing 5 to clear_refs resets VmHWM to the current resident set."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def memory_worker(args) -> None:
+    """One variant alone: build, warm up, `--steps` steps; print peak RSS and the step's working memory (JSON)."""
+    device = torch.device(args.device)
+    arch, patch, batch, _ = resolve_shape(args)
     layout = memory_format_for(device.type, len(patch), args.memory_format)
-    torch.manual_seed(0)
-    x = torch.randn(batch, 1, *patch, device=device).contiguous(memory_format=layout)
-    n_scales = arch["n_stages"] - 1
-    weights = deep_supervision_weights(n_scales)
-    results = {"device": torch.cuda.get_device_name() if device.type == "cuda" else platform.processor() or "cpu",
-               "torch": torch.__version__, "threads": torch.get_num_threads(), "patch": patch, "batch": batch,
-               "features": arch["features_per_stage"], "amp": amp, "memory_format": str(layout), "rows": []}
-    print(f"device {results['device']} | patch {patch} | batch {batch} | features {arch['features_per_stage']} | "
-          f"amp {amp} | {layout}")
+    name, k = args._memory_variant, args._memory_k
+    step, info = make_variant(name, k, arch, batch, patch, args, device, layout)
+    before = rss_bytes()
+    peak_before = high_water_mark()
+    reset = reset_high_water_mark()  # else the import's peak may hide the steps'
+    for _ in range(max(1, args.warmup) + args.steps):
+        step()
+    peak = high_water_mark()
+    print(json.dumps({"rss_before_first_step_mb": before / 2**20, "peak_rss_mb": peak / 2**20,
+                      "peak_rss_before_first_step_mb": peak_before / 2**20, "high_water_mark_reset": reset,
+                      "step_working_memory_mb": (peak - before) / 2**20, **info}))
+
+
+def measure_memory_cpu(args, k: int, name: str) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), *sys.argv[1:], "--_memory_variant", name,
+           "--_memory_k", str(k)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"error": proc.stderr[-2000:]}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------------ reporting
+def spread(values: list[float]) -> dict:
+    q = statistics.quantiles(values, n=4, method="inclusive") if len(values) > 1 else [values[0]] * 3
+    return {"median": statistics.median(values), "min": min(values), "max": max(values),
+            "q1": q[0], "q3": q[2], "n": len(values)}
+
+
+def git_info() -> dict:
+    def git(*a):
+        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
+
+    return {"commit": git("rev-parse", "HEAD"),
+            "dirty_files": [line[3:] for line in git("status", "--porcelain", "--", "textnnunet", "perf").splitlines()]}
+
+
+def versions() -> dict:
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("numpy", "textnnunet"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def machine(device: torch.device) -> dict:
+    cpu = ""
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    info = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
+            "affinity": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mkl_num_threads": os.environ.get("MKL_NUM_THREADS")}
+    if device.type == "cuda":
+        info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda,
+                    gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))
+    return info
+
+
+def markdown(result: dict) -> str:
+    cuda = result["settings"]["device"] == "cuda"
+    mem_head = "peak GPU memory (step)" if cuda else "step memory (RSS)"
+    lines = [f"| K | variant | pairs / batch | s/step median (min-max) [IQR] | ratio of medians | paired ratio "
+             f"median (min-max) | process CPU s/step (ratio) | {mem_head} |", "|---|---|---|---|---|---|---|---|"]
+    for row in result["rows"]:
+        t = row["seconds_per_step"]
+        mem = row.get("memory", {})
+        if cuda and "peak_allocated_gib" in mem:
+            m = f"{mem['peak_allocated_gib']:.2f} GiB ({mem['step_allocated_gib']:.2f})"
+        elif "step_working_memory_mb" in mem:
+            m = f"{mem['step_working_memory_mb'] / 1024:.2f} GiB (peak {mem['peak_rss_mb'] / 1024:.2f})"
+        else:
+            m = "n/a"
+        c = row["cpu_seconds_per_step"]["median"]
+        cpu = f"{c:.3f}" + (f" ({row['cpu_ratio_of_medians']:.2f}x)" if "cpu_ratio_of_medians" in row else "")
+        if row["variant"] == "softmax":
+            ratio, paired = "1", "—"
+        else:
+            ratio = f"**{row['ratio_of_medians']:.2f}x**"
+            p = row["paired_ratio"]
+            paired = f"{p['median']:.2f}x ({p['min']:.2f}-{p['max']:.2f})"
+        pairs = "—" if row["pairs_per_batch"] is None else row["pairs_per_batch"]
+        lines.append(f"| {row['K']} | {LABELS[row['variant']]} | {pairs} | "
+                     f"{t['median']:.3f} ({t['min']:.3f}-{t['max']:.3f}) [{t['q1']:.3f}-{t['q3']:.3f}] | {ratio} | "
+                     f"{paired} | {cpu} | {m} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------------ main
+def parse(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--plans", help="take architecture, patch and batch size from a plans.json")
+    p.add_argument("--configuration", default="3d_fullres")
+    p.add_argument("--patch", type=int, nargs="+", default=[32, 56, 48], help="default: the demo plan's patch")
+    p.add_argument("--spacing", type=float, nargs="+", default=None)
+    p.add_argument("--batch_size", type=int, default=None, help="default 2 (or the plan's)")
+    p.add_argument("--base_features", type=int, default=8)
+    p.add_argument("--max_features", type=int, default=64)
+    p.add_argument("--prompts", "-K", type=int, nargs="+", default=[5, 32, 117],
+                   help="numbers of classes K (117: TotalSegmentator's class count)")
+    p.add_argument("--datasets", type=int, default=3, help="datasets the K classes are split over (partial pairs)")
+    p.add_argument("--conditioning", default="controller", choices=("controller", "film"))
+    p.add_argument("--embed_dim", type=int, default=384)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--warmup", type=int, default=2, help="unmeasured steps per variant before the rounds")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
+    p.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's default)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--no_amp", action="store_true", help="CUDA: fp32 instead of the trainer's bf16/fp16 autocast")
+    p.add_argument("--memory_format", choices=("auto", "channels_first", "channels_last"), default="auto",
+                   help="layout of the models and the input (auto: what the trainer uses, channels-last on CPU)")
+    p.add_argument("--no_memory", action="store_true", help="skip the per-variant memory subprocesses (CPU)")
+    p.add_argument("--json", help="write the artefact here")
+    p.add_argument("--_memory_variant", help=argparse.SUPPRESS)
+    p.add_argument("--_memory_k", type=int, help=argparse.SUPPRESS)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args._memory_variant:
+        memory_worker(args)
+        return 0
+    device = torch.device(args.device)
+    arch, patch, batch, source = resolve_shape(args)
+    layout = memory_format_for(device.type, len(patch), args.memory_format)
+    dtype = autocast_dtype(device, not args.no_amp)
+    result = {
+        "what": "training step (forward + backward + SGD step, deep supervision) of the text-prompted heads vs the "
+                "same backbone with a K+1-channel softmax head (issue 14 item 4)",
+        "command": [sys.executable, *sys.argv], "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "git": git_info(), "versions": versions(), "machine": machine(device),
+        "loadavg_start": list(os.getloadavg()),
+        "settings": {"device": device.type, "shape_from": source, "patch": patch, "batch": batch,
+                     "features": arch["features_per_stage"], "strides": arch["strides"],
+                     "autocast": str(dtype), "memory_format": str(layout), "conditioning": args.conditioning,
+                     "embed_dim": args.embed_dim, "datasets_for_partial_pairs": args.datasets,
+                     "warmup_steps": args.warmup, "repeats": args.repeats, "steps_per_block": args.steps,
+                     "K": args.prompts, "variants": args.variants},
+        "memory_method": ("torch.cuda.max_memory_allocated per block (reset before it); step_allocated = peak minus "
+                          "allocated before the block" if device.type == "cuda" else
+                          "a subprocess per (K, variant): build, warm-up, steps; peak_rss = ru_maxrss, "
+                          "step_working_memory = peak RSS (VmHWM, reset just before the first step) minus RSS just before "
+                          "the first step"),
+        "rows": [], "rounds": [],
+    }
+    print(f"device {result['machine'].get('gpu', result['machine']['cpu'])} | torch threads "
+          f"{torch.get_num_threads()} | cpus {os.cpu_count()} | load {os.getloadavg()}")
+    print(f"patch {patch} | batch {batch} | features {arch['features_per_stage']} | autocast {dtype} | {layout} | "
+          f"{args.repeats} rounds x {args.steps} steps, warm-up {args.warmup}")
     for k in args.prompts:
-        target = (torch.rand(batch, k, *patch, device=device) > 0.7).float()
-        labels = torch.randint(0, k + 1, (batch, *patch), device=device)
-        emb = torch.randn(k, args.embed_dim, device=device)
-        everything = torch.ones(batch, k, dtype=torch.bool, device=device)
-        # As in training on the demo data: three datasets each annotate a third of the classes, and sample i of the
-        # batch comes from dataset i mod 3; the trainer computes heads only for the annotated pairs.
-        groups = torch.arange(k, device=device) * 3 // k
-        partial = torch.stack([groups == i % 3 for i in range(batch)])
-
-        def softmax_loss(net, x):
-            outs = net(x)
-            total = 0
-            for w, o in zip(weights, outs):
-                if w:
-                    lab = F.interpolate(labels[:, None].float(), size=o.shape[2:], mode="nearest-exact")[:, 0].long()
-                    probs = o.float().softmax(1)
-                    onehot = F.one_hot(lab, k + 1).movedim(-1, 1).float()
-                    dice = 1 - (2 * (probs * onehot).sum() + 1e-5) / (probs.sum() + onehot.sum() + 1e-5)
-                    total = total + w * (F.cross_entropy(o.float(), lab) + dice)
-            return total
-
-        def text_loss(annotated):
-            def loss(net, x):
-                outs = net(x, emb, annotated)
-                targets = downsample_targets(target, [o.shape[2:] for o in outs])
-                return sum(w * masked_bce_dice_loss(o.float(), t, annotated)
-                           for w, o, t in zip(weights, outs, targets) if w)
-            return loss
-
-        models = {"softmax (nnU-Net head)": (build_softmax_unet(arch, 1, k + 1, deep_supervision=True), softmax_loss),
-                  "text controller, all pairs": (TextPromptedUNet(arch, 1, args.embed_dim, "controller"),
-                                                 text_loss(everything)),
-                  "text controller, partial": (TextPromptedUNet(arch, 1, args.embed_dim, "controller"),
-                                               text_loss(partial)),
-                  "text FiLM": (TextPromptedUNet(arch, 1, args.embed_dim, "film"), text_loss(partial))}
-        reference = None
-        for name, (net, loss_fn) in models.items():
-            net = net.to(device, memory_format=layout)
+        steps, infos = {}, {}
+        for name in args.variants:
+            steps[name], infos[name] = make_variant(name, k, arch, batch, patch, args, device, layout)
+        for name in args.variants:  # warm-up, discarded
+            for _ in range(args.warmup):
+                steps[name]()
+        sync(device)
+        times = {name: [] for name in args.variants}
+        cpu_times = {name: [] for name in args.variants}
+        gpu_peak = {name: [] for name in args.variants}
+        for r in range(args.repeats):
+            for name in args.variants:
+                load = os.getloadavg()
+                if device.type == "cuda":
+                    sync(device)
+                    allocated = torch.cuda.memory_allocated()
+                    torch.cuda.reset_peak_memory_stats()
+                start, cpu_start = time.perf_counter(), time.process_time()
+                for _ in range(args.steps):
+                    steps[name]()
+                sync(device)
+                seconds = (time.perf_counter() - start) / args.steps
+                cpu_seconds = (time.process_time() - cpu_start) / args.steps
+                times[name].append(seconds)
+                cpu_times[name].append(cpu_seconds)
+                entry = {"K": k, "round": r, "variant": name, "seconds_per_step": seconds,
+                         "cpu_seconds_per_step": cpu_seconds,
+                         "loadavg_before": list(load), "loadavg_after": list(os.getloadavg())}
+                if device.type == "cuda":
+                    peak = torch.cuda.max_memory_allocated()
+                    gpu_peak[name].append((peak, peak - allocated))
+                    entry.update(peak_allocated_gib=peak / 2**30, step_allocated_gib=(peak - allocated) / 2**30)
+                result["rounds"].append(entry)
+            print(f"K={k:3d} round {r}: " + "  ".join(f"{n} {times[n][-1]:.3f}" for n in args.variants), flush=True)
+        del steps
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        ref = times.get("softmax")
+        for name in args.variants:
+            row = {"K": k, "variant": name, "label": LABELS[name], **infos[name],
+                   "seconds_per_step": spread(times[name]), "all_seconds_per_step": times[name],
+                   "cpu_seconds_per_step": spread(cpu_times[name]), "all_cpu_seconds_per_step": cpu_times[name]}
+            if ref and name != "softmax":
+                row["ratio_of_medians"] = statistics.median(times[name]) / statistics.median(ref)
+                row["paired_ratio"] = spread([a / b for a, b in zip(times[name], ref)])
+                cpu_ref = cpu_times["softmax"]
+                row["cpu_ratio_of_medians"] = statistics.median(cpu_times[name]) / statistics.median(cpu_ref)
             if device.type == "cuda":
-                torch.cuda.reset_peak_memory_stats()
-            seconds = time_steps(make_step(net, loss_fn, x, device, amp), args.iters, args.warmup, device)
-            peak = torch.cuda.max_memory_allocated() / 2**30 if device.type == "cuda" else float("nan")
-            reference = reference or seconds
-            row = {"K": k, "model": name, "seconds_per_step": seconds, "ratio_to_softmax": seconds / reference,
-                   "peak_gpu_memory_gib": peak}
-            results["rows"].append(row)
-            print(f"K={k:3d} {name:28s} {seconds:8.4f} s/step  ratio {seconds / reference:5.2f}x  "
-                  f"peak {peak:6.2f} GiB")
-            del net
+                row["memory"] = {"peak_allocated_gib": max(p for p, _ in gpu_peak[name]) / 2**30,
+                                 "step_allocated_gib": max(s for _, s in gpu_peak[name]) / 2**30}
+            result["rows"].append(row)
+    if device.type == "cpu" and not args.no_memory:
+        for row in result["rows"]:
+            row["memory"] = measure_memory_cpu(args, row["K"], row["variant"])
+            m = row["memory"]
+            print(f"memory K={row['K']:3d} {row['variant']:13s} " +
+                  (f"step {m['step_working_memory_mb']:8.1f} MB  peak RSS {m['peak_rss_mb']:8.1f} MB"
+                   if "peak_rss_mb" in m else m.get("error", "")[-300:]), flush=True)
+    result["loadavg_end"] = list(os.getloadavg())
+    result["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
+    table = markdown(result)
+    result["markdown"] = table
+    print()
+    print(table)
+    print(f"\nload average start {result['loadavg_start']} end {result['loadavg_end']}, cpus {os.cpu_count()}")
     if args.json:
-        json.dump(results, open(args.json, "w"), indent=2)
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(result, indent=1) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

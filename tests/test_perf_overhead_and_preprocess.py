@@ -1,0 +1,76 @@
+"""perf/train_step_overhead.py and perf/plan_and_preprocess_vs_nnunet.py: their pieces and a tiny timed run
+(the measurements themselves are not tests)."""
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+PERF = Path(__file__).resolve().parents[1] / "perf"
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(name, PERF / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_partial_pairs_split_classes_over_datasets():
+    bench = _load("train_step_overhead")
+    pairs = bench.partial_pairs(batch=4, k=7, datasets=3, device="cpu")
+    assert pairs.shape == (4, 7) and pairs.dtype == torch.bool
+    # every class belongs to exactly one dataset; items 0 and 3 come from dataset 0
+    assert torch.equal(pairs[0], pairs[3])
+    assert int(pairs[:3].sum(0).min()) == 1 and int(pairs[:3].sum(0).max()) == 1
+
+
+def test_tiny_interleaved_run_writes_every_round(tmp_path):
+    bench = _load("train_step_overhead")
+    out = tmp_path / "ho.json"
+    bench.main(["--patch", "16", "16", "16", "-K", "3", "--repeats", "2", "--steps", "1", "--warmup", "1",
+                "--no_memory", "--json", str(out)])
+    result = json.loads(out.read_text())
+    assert [r["variant"] for r in result["rounds"]] == ["softmax", "text_partial", "text_all"] * 2  # interleaved
+    rows = {r["variant"]: r for r in result["rows"]}
+    assert rows["text_all"]["pairs_per_batch"] == 2 * 3 and rows["softmax"]["pairs_per_batch"] is None
+    assert 0 < rows["text_partial"]["pairs_per_batch"] < 6
+    assert rows["text_all"]["seconds_per_step"]["n"] == 2 and "ratio_of_medians" in rows["text_all"]
+    assert result["machine"]["cpu_count"] and len(result["loadavg_start"]) == 3
+    assert "| 3 |" in result["markdown"]
+
+
+def test_clinical_phantom_specs_are_clinical_size():
+    bench = _load("plan_and_preprocess_vs_nnunet")
+    specs = bench._clinical_specs(3)
+    assert [s.dataset_id for s in specs] == [1, 2, 3]
+    for s in specs:
+        inplane = s.fov_mm[1] / s.spacing[1]
+        slices = s.fov_mm[0] / s.spacing[0]
+        assert 400 <= inplane * 0.96 and inplane * 1.04 <= 512  # the generator jitters in-plane spacing by 4%
+        assert 100 <= slices * 0.95 and slices * 1.05 <= 315
+        assert s.num_training == {"full": 3} and s.num_test == {"full": 0}
+
+
+def test_equal_row_commands_give_nnunet_the_same_processes(tmp_path):
+    bench = _load("plan_and_preprocess_vs_nnunet")
+
+    class Args:
+        datasets, num_processes, cpu_preset_too = ["1", "2"], 2, True
+
+    cmds = bench.commands("equal", Args, Path("/bin"), Path("/nn"), tmp_path)
+    theirs = cmds["nnunetv2"][0]
+    assert theirs[theirs.index("-np") + 1] == "2" and theirs[theirs.index("-npfp") + 1] == "2"
+    assert theirs[-2:] == ["-c", "3d_fullres"]
+    ours = cmds["textnnunet"][0]
+    assert "--no_baselines" in ours and ours[ours.index("-c") + 1] == "3d_fullres"
+    assert set(cmds) == {"textnnunet", "nnunetv2", "textnnunet_cpu_preset"}
+    defaults = bench.commands("default", Args, Path("/bin"), Path("/nn"), tmp_path)
+    assert "-c" not in defaults["textnnunet"][0] and "-c" not in defaults["nnunetv2"][0]
+
+
+@pytest.mark.parametrize("values", [[3.0, 1.0, 2.0]])
+def test_spread(values):
+    bench = _load("plan_and_preprocess_vs_nnunet")
+    assert bench.spread(values) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}

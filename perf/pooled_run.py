@@ -85,6 +85,10 @@ RUNS = {r.name: r for r in (
               (1, 2, 3, 5),
               (TestSet(4, ("liver", "spleen", "kidney")), TestSet(5, ("kidney", "left kidney", "right kidney"))),
               {"label_hierarchy": False}),
+    PooledRun("kidney_sides_exclusion", "kidney_sides with label exclusion (the four-dataset check of its weighting)",
+              (1, 2, 3, 5),
+              (TestSet(4, ("liver", "spleen", "kidney")), TestSet(5, ("kidney", "left kidney", "right kidney"))),
+              {"label_exclusion": True}),
     *(PooledRun(
         "eight_datasets" + ("" if weighting == "uniform" else f"_{weighting}"),
         f"eight partially labelled phantom datasets (Dataset020-027: CT portal-venous, arterial and non-contrast, T1 "

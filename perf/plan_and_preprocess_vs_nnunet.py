@@ -131,14 +131,17 @@ def make_clinical_raw(raw: Path, cases: int, num_processes: int) -> dict:
         (folder / "labelsTr").mkdir(parents=True, exist_ok=True)
         jobs += [(cases, i, c, str(folder)) for c in range(cases)]
     start = time.perf_counter()
+    reused = 0
     with ProcessPoolExecutor(max_workers=num_processes, mp_context=get_context("spawn")) as pool:
         for line in pool.map(_write_clinical_case, jobs):
+            reused += line == "skipped"
             print("  generated", line, flush=True)
     for spec in specs:
         meta = dataset_json(spec, "full", 0)
         meta["textnnunet_phantom"]["clinical_size_copy"] = "perf/plan_and_preprocess_vs_nnunet.py"
         atomic_write_json(raw / spec.name / "dataset.json", meta)
-    return {"generated_in_s": round(time.perf_counter() - start, 1), "cases_per_dataset": cases,
+    return {"generated_in_s": round(time.perf_counter() - start, 1), "cases_reused_from_an_earlier_run": reused,
+            "cases_per_dataset": cases,
             "spacing_zyx_mm": {s.name: list(s.spacing) for s in specs},
             "fov_mm_z_inplane": {s.name: list(s.fov_mm) for s in specs}}
 
@@ -299,7 +302,8 @@ def commands(row: str, args, bin_dir: Path, nnunet_bin: Path, work: Path) -> dic
             "nnunetv2": (theirs, theirs_pre)}
 
 
-def run_row(row: str, args, bin_dir: Path, nnunet_bin: Path, work: Path, env: dict) -> dict:
+def run_row(row: str, args, bin_dir: Path, nnunet_bin: Path, work: Path, env: dict, save=None) -> dict:
+    """save(runs): called after every run with the runs so far (a partial artefact survives an interrupted run)."""
     cmds = commands(row, args, bin_dir, nnunet_bin, work)
     runs, plans = [], {}
     for rnd in range(args.repeats + 1):  # round 0: warm-up, discarded
@@ -316,6 +320,8 @@ def run_row(row: str, args, bin_dir: Path, nnunet_bin: Path, work: Path, env: di
                 plans[tool] = plan_summary(tool, out)
             shutil.rmtree(out, ignore_errors=True)
             runs.append(m)
+            if save:
+                save(runs)
             print(f"  {row:7s} round {rnd}{' (warm-up)' if rnd == 0 else '':10s} {tool:22s} wall {m['wall_s']:7.1f} s  "
                   f"cpu {m['cpu_s']:7.1f} s  peak {m['peak_rss_gib']:5.2f} GiB  out {m['output_bytes'] / 2**20:8.1f} MB"
                   f"  load {load[0]:.2f}", flush=True)
@@ -406,8 +412,18 @@ def main(argv=None) -> int:
         print(f"start-up (import of the entry module): textnnunet {result['startup_s']['textnnunet']['median']:.2f} s,"
               f" nnU-Net {result['startup_s']['nnunetv2']['median']:.2f} s")
         result["rows"] = {}
+
+        def save_partial(row, runs):
+            if args.json:
+                path = Path(args.json)
+                everything = json.loads(path.read_text()) if path.is_file() else {}
+                everything[f"{args.size}_partial"] = {**result, "rows_done": dict(result["rows"]),
+                                                      "row_in_progress": row, "runs_so_far": runs}
+                path.write_text(json.dumps(everything, indent=1) + "\n")
+
         for row in rows:
-            result["rows"][row] = run_row(row, args, bin_dir, nnunet_python.parent, work, env)
+            result["rows"][row] = run_row(row, args, bin_dir, nnunet_python.parent, work, env,
+                                          save=lambda runs, row=row: save_partial(row, runs))
         result["loadavg_end"] = list(os.getloadavg())
         result["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         table = markdown(args.size, result)
@@ -418,6 +434,7 @@ def main(argv=None) -> int:
         if args.json:
             path = Path(args.json)
             everything = json.loads(path.read_text()) if path.is_file() else {}
+            everything.pop(f"{args.size}_partial", None)
             everything[args.size] = result
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(everything, indent=1) + "\n")

@@ -49,7 +49,7 @@ def _call(entry, argv: list[str]) -> None:
 
 
 def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: int,
-                label_exclusion: bool = False) -> dict:
+                label_exclusion: bool = True) -> dict:
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
     from textnnunet.cli.predict import main as predict_main
@@ -220,7 +220,8 @@ def main() -> int:
     p.add_argument("--case_val_every", type=int, default=10)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--force", action="store_true", help="re-evaluate variants whose JSON exists")
-    p.add_argument("--label_exclusion", action="store_true", help="train with --label_exclusion (use another --out)")
+    p.add_argument("--no_label_exclusion", action="store_true",
+                   help="train with --no_label_exclusion (the default before session 5; use another --out)")
     p.add_argument("--report", action="store_true", help="print the Markdown table of the existing artefacts, run nothing")
     args = p.parse_args()
     if args.report:
@@ -235,7 +236,7 @@ def main() -> int:
             print(f"{name}: {target} exists, skipped")
             continue
         record = run_variant(name, args.work.resolve(), args.epochs, args.iters_per_epoch, args.case_val_every,
-                             args.label_exclusion)
+                             not args.no_label_exclusion)
         error_overlay(name, args.work.resolve(), args.out / f"{name}_errors.png")
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))

@@ -188,3 +188,13 @@ def test_whole_case_validation_is_recorded_and_leaves_training_unchanged(preproc
     assert all({"Dice", "FP", "FN"} <= set(v) for v in scores.values())
     assert not plain.history.whole_case
     assert "whole-case validation" in (tmp_path / "checked" / "log.txt").read_text()
+
+
+def test_label_exclusion_is_the_default_and_older_configs_keep_their_meaning():
+    from textnnunet.training.config import TrainingConfig
+
+    assert TrainingConfig().label_exclusion and TrainingConfig().model_tag("minilm") in ("", "minilm")
+    assert "noexclusion" in TrainingConfig(label_exclusion=False).model_tag("minilm")
+    old = TrainingConfig.from_json({"epochs": 3})  # a training_config.json written before exclusion existed
+    assert old.label_exclusion is False
+    assert TrainingConfig.from_json(TrainingConfig().to_json()).label_exclusion is True

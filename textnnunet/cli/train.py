@@ -36,9 +36,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no_label_hierarchy", action="store_true",
                    help="ablation: ignore the plan's label hierarchy (related classes such as kidney and left kidney "
                         "are trained as unrelated)")
-    p.add_argument("--label_exclusion", action="store_true",
-                   help="voxels a dataset labels as one structure are known negatives of the unlabelled classes "
-                        "unrelated to it (experimental, off by default; model tag 'exclusion')")
+    p.add_argument("--no_label_exclusion", action="store_true",
+                   help="ablation: voxels a dataset labels as one structure are no longer known negatives of the "
+                        "unlabelled classes unrelated to it (model tag 'noexclusion')")
+    p.add_argument("--label_exclusion", action="store_true", help=argparse.SUPPRESS)  # the default since session 5
     p.add_argument("--compile", action="store_true", help="torch.compile the network (CUDA)")
     p.add_argument("--num_gpus", type=int, default=1, help="processes for DDP (re-launches itself with torchrun)")
     p.add_argument("--c", "--continue", dest="resume", action="store_true", help="resume from the latest checkpoint")
@@ -60,7 +61,7 @@ def universal_config_from_args(args) -> TrainingConfig:
                                dataset_weighting=args.dataset_weighting,
                                mask_unannotated=not args.no_partial_label_masking, compile=args.compile,
                                label_hierarchy=not args.no_label_hierarchy,
-                               label_exclusion=args.label_exclusion)
+                               label_exclusion=not args.no_label_exclusion)
 
 
 def _relaunch_with_torchrun(num_gpus: int, argv: list[str]) -> int:

@@ -39,9 +39,10 @@ class TrainingConfig:
     # does not label that is neither that structure's ancestor nor its part: the kidney dataset's kidneys teach the
     # spleen and liver prompts "not here", which partial labels alone never do when a dataset's field of view or
     # contrast hides the other organs (issue 10's matrix). Assumes structures unrelated in the lexicon do not overlap.
-    # Off by default: in a four-dataset run the spleen prompt, excluded on the liver and kidneys of three datasets of
-    # four, collapsed to Dice 0 (documentation/results.md); opt in with --label_exclusion.
-    label_exclusion: bool = False
+    # On by default since its negatives weigh as background voxels of a labelled pair (training/loss.py): averaged
+    # over their few voxels instead, they made the spleen prompt collapse in a four-dataset run (results.md).
+    # --no_label_exclusion turns it off (model tag "noexclusion").
+    label_exclusion: bool = True
     # Augmentation preset: "nnunet_intensity" (nnU-Net's list plus the local brightness and gamma changes of its DA5
     # variant), "nnunet" (nnU-Net's default list exactly) or "none". The datasets of a joint plan come from several
     # scanners and contrast phases, so an organ's HU shifts against its neighbours from one dataset to the next; on
@@ -74,6 +75,8 @@ class TrainingConfig:
     @classmethod
     def from_json(cls, d: dict) -> "TrainingConfig":
         known = {f.name for f in fields(cls)}
+        # Written before label exclusion existed: those models trained without it.
+        d = {"label_exclusion": False, **d}
         return cls(**{k: v for k, v in d.items() if k in known})
 
     def resolved_memory_format(self, device_type: str, conv_dims: int) -> torch.memory_format:
@@ -93,8 +96,8 @@ class TrainingConfig:
             parts.append("naiveunion")
         if not self.label_hierarchy:
             parts.append("nohierarchy")
-        elif self.label_exclusion:
-            parts.append("exclusion")
+        elif not self.label_exclusion:
+            parts.append("noexclusion")
         if self.backbone != "PlainConvUNet":
             parts.append(self.backbone)
         return "__".join(parts)

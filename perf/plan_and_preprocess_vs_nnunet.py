@@ -342,6 +342,21 @@ def run_row(row: str, args, bin_dir: Path, nnunet_bin: Path, work: Path, env: di
     return {"runs": runs, "summary": summary, "ratios_of_medians": ratios}
 
 
+def derive(result: dict) -> dict:
+    """Wall-time ratios of medians with each tool's start-up (the main process's import, measured apart) taken
+    out of both; added to the result as `ratios_without_startup`."""
+    startup = {tool: s["median"] for tool, s in result.get("startup_s", {}).items()}
+    out = {}
+    for row, r in result.get("rows", {}).items():
+        theirs = r["summary"]["nnunetv2"]["wall_s"]["median"] - startup.get("nnunetv2", 0.0)
+        for tool, s in r["summary"].items():
+            if tool != "nnunetv2":
+                ours = s["wall_s"]["median"] - startup.get("textnnunet", 0.0)
+                out[f"{row}/{tool}/nnunetv2"] = ours / theirs
+    result["ratios_without_startup"] = out
+    return out
+
+
 LABEL = {"textnnunet": "textnnunet", "nnunetv2": "nnU-Net v2", "textnnunet_cpu_preset": "textnnunet, --preset cpu"}
 
 
@@ -424,6 +439,7 @@ def main(argv=None) -> int:
         for row in rows:
             result["rows"][row] = run_row(row, args, bin_dir, nnunet_python.parent, work, env,
                                           save=lambda runs, row=row: save_partial(row, runs))
+        derive(result)
         result["loadavg_end"] = list(os.getloadavg())
         result["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
         table = markdown(args.size, result)

@@ -288,6 +288,50 @@ def markdown(result: dict) -> str:
     return "\n".join(lines)
 
 
+def memory_per_pair(result: dict) -> dict:
+    """Per K: extra step memory (MB) per computed pair, from the partial- and all-pairs rows of a CPU artefact."""
+    out = {}
+    for k in sorted({r["K"] for r in result["rows"]}):
+        rows = {r["variant"]: r for r in result["rows"] if r["K"] == k}
+        a, p = rows.get("text_all"), rows.get("text_partial")
+        if a and p and "step_working_memory_mb" in a.get("memory", {}) and "step_working_memory_mb" in p.get(
+                "memory", {}) and a["pairs_per_batch"] > p["pairs_per_batch"]:
+            out[str(k)] = ((a["memory"]["step_working_memory_mb"] - p["memory"]["step_working_memory_mb"])
+                           / (a["pairs_per_batch"] - p["pairs_per_batch"]))
+    return out
+
+
+def gpu_memory_estimate(cpu_artefact: Path, patch=(128, 128, 128), batch: int = 2) -> dict:
+    """An ESTIMATE, not a measurement: extra GPU memory of the text heads at nnU-Net's GPU patch, scaling the CPU
+    run's memory per computed pair by the voxel count (fp32 on the CPU; bf16 autocast could halve the head
+    activations, hence the low end), for the partial- and all-pairs counts of that batch."""
+    cpu = json.loads(Path(cpu_artefact).read_text())
+    per_pair = memory_per_pair(cpu)
+    voxels_cpu = 1
+    for n in cpu["settings"]["patch"]:
+        voxels_cpu *= n
+    voxels_gpu = 1
+    for n in patch:
+        voxels_gpu *= n
+    largest_k = max(per_pair, key=int)
+    mb = per_pair[largest_k] * voxels_gpu / voxels_cpu
+    gb_per_pair = {"fp32_gb": mb / 1000, "bf16_half_activations_gb": mb / 2000}
+    out = {"what": "ESTIMATE, not a measurement: extra GPU memory of the text heads' computed pairs at nnU-Net's "
+                   "GPU patch, from the CPU artefact's memory per pair scaled by the voxel count",
+           "from": str(cpu_artefact.name), "cpu_patch": cpu["settings"]["patch"], "gpu_patch": list(patch),
+           "batch": batch, "cpu_mb_per_pair": per_pair, "gb_per_pair": gb_per_pair, "extra_gb": {}}
+    for k in cpu["settings"]["K"]:
+        pairs_all = batch * k
+        pairs_partial = int(partial_pairs(batch, k, cpu["settings"]["datasets_for_partial_pairs"], "cpu").sum())
+        out["extra_gb"][str(k)] = {
+            "partial_pairs": pairs_partial, "all_pairs": pairs_all,
+            "partial_gb_low": pairs_partial * gb_per_pair["bf16_half_activations_gb"],
+            "partial_gb_high": pairs_partial * gb_per_pair["fp32_gb"],
+            "all_gb_low": pairs_all * gb_per_pair["bf16_half_activations_gb"],
+            "all_gb_high": pairs_all * gb_per_pair["fp32_gb"]}
+    return out
+
+
 # ------------------------------------------------------------------------------------------ main
 def parse(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -314,6 +358,9 @@ def parse(argv=None):
                    help="layout of the models and the input (auto: what the trainer uses, channels-last on CPU)")
     p.add_argument("--no_memory", action="store_true", help="skip the per-variant memory subprocesses (CPU)")
     p.add_argument("--json", help="write the artefact here")
+    p.add_argument("--gpu_estimate_from", metavar="CPU_ARTEFACT",
+                   help="write an ESTIMATE of the GPU memory (to --json) from a CPU artefact's memory per pair; runs "
+                        "nothing")
     p.add_argument("--_memory_variant", help=argparse.SUPPRESS)
     p.add_argument("--_memory_k", type=int, help=argparse.SUPPRESS)
     return p.parse_args(argv)
@@ -325,6 +372,12 @@ def main(argv=None) -> int:
         torch.set_num_threads(args.threads)
     if args._memory_variant:
         memory_worker(args)
+        return 0
+    if args.gpu_estimate_from:
+        estimate = gpu_memory_estimate(Path(args.gpu_estimate_from))
+        print(json.dumps(estimate, indent=1))
+        if args.json:
+            Path(args.json).write_text(json.dumps(estimate, indent=1) + "\n")
         return 0
     device = torch.device(args.device)
     arch, patch, batch, source = resolve_shape(args)
@@ -412,6 +465,7 @@ def main(argv=None) -> int:
             print(f"memory K={row['K']:3d} {row['variant']:13s} " +
                   (f"step {m['step_working_memory_mb']:8.1f} MB  peak RSS {m['peak_rss_mb']:8.1f} MB"
                    if "peak_rss_mb" in m else m.get("error", "")[-300:]), flush=True)
+    result["memory_mb_per_computed_pair"] = memory_per_pair(result)
     result["loadavg_end"] = list(os.getloadavg())
     result["finished"] = datetime.datetime.now().isoformat(timespec="seconds")
     table = markdown(result)

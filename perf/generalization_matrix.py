@@ -49,7 +49,7 @@ def _call(entry, argv: list[str]) -> None:
 
 
 def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: int,
-                label_exclusion: bool = True) -> dict:
+                label_exclusion: bool = True, augmentation: str | None = None) -> dict:
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
     from textnnunet.cli.predict import main as predict_main
@@ -75,7 +75,8 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     t = time.time()
     cheap = name in CHEAP_ROWS
     config = TrainingConfig(epochs=epochs, iters_per_epoch=iters, val_iters_per_epoch=5,
-                            case_val_every=0 if cheap else case_val_every, label_exclusion=label_exclusion)
+                            case_val_every=0 if cheap else case_val_every, label_exclusion=label_exclusion,
+                            **({"augmentation": augmentation} if augmentation else {}))
     fold = res / "TextPlans_001_002_003" / "3d_fullres" / "fold_0"
     if not (fold / "checkpoint_final.pth").is_file():
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
@@ -124,7 +125,7 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
                                                      "median_image_size_in_voxels",
                                                      "patch_coverage_of_median_image", "context")},
         "training": {"epochs": config.epochs, "iters_per_epoch": config.iters_per_epoch,
-                     "label_exclusion": config.label_exclusion,
+                     "label_exclusion": config.label_exclusion, "augmentation": config.augmentation,
                      "seconds": float(sum(history["epoch_seconds"])),
                      "final_pseudo_dice": history["pseudo_dice"][-1], "whole_case_checks": history.get("whole_case", [])},
         "validation_fold0": _class_table(validation) if validation else "not run (CHEAP_ROWS)",
@@ -220,6 +221,7 @@ def main() -> int:
     p.add_argument("--case_val_every", type=int, default=10)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--force", action="store_true", help="re-evaluate variants whose JSON exists")
+    p.add_argument("--augmentation", default=None, help="an augmentation preset other than the default")
     p.add_argument("--no_label_exclusion", action="store_true",
                    help="train with --no_label_exclusion (the default before session 5; use another --out)")
     p.add_argument("--report", action="store_true", help="print the Markdown table of the existing artefacts, run nothing")
@@ -236,7 +238,7 @@ def main() -> int:
             print(f"{name}: {target} exists, skipped")
             continue
         record = run_variant(name, args.work.resolve(), args.epochs, args.iters_per_epoch, args.case_val_every,
-                             not args.no_label_exclusion)
+                             not args.no_label_exclusion, args.augmentation)
         error_overlay(name, args.work.resolve(), args.out / f"{name}_errors.png")
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))

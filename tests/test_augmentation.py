@@ -194,3 +194,24 @@ def test_augmentation_flag_reaches_the_training_config():
     assert config_from_args(parser.parse_args(["--no_augmentation"])).augmentation == "none"
     with pytest.raises(SystemExit):
         parser.parse_args(["--augmentation", "heavy"])
+
+
+def test_labelled_region_shift_moves_each_labelled_structure_by_its_own_offset_and_nothing_else():
+    from textnnunet.training.augmentation import LabelledRegionShiftTransform, augmentation_preset
+
+    np.random.seed(0)
+    data = np.zeros((1, 1, 4, 8, 8), np.float32)
+    seg = np.zeros((1, 3, 4, 8, 8), np.float32)
+    seg[0, 0, :, :4] = 1  # organ A
+    seg[0, 1, :, 4:] = 1  # organ B
+    seg[0, 2, :, 6:] = 1  # a part of B (its tumour)
+    out = LabelledRegionShiftTransform(sigma=0.5, p_per_sample=1.0)(data=data.copy(), seg=seg.copy())
+    shifted = out["data"][0, 0]
+    a, b_only, part = shifted[:, :4], shifted[:, 4:6], shifted[:, 6:]
+    assert np.ptp(a) == 0 and np.ptp(b_only) == 0 and np.ptp(part) == 0  # one offset per region
+    assert a[0, 0, 0] != 0 and b_only[0, 0, 0] != a[0, 0, 0] and part[0, 0, 0] != b_only[0, 0, 0]
+    assert np.array_equal(out["seg"], seg)
+    untouched = LabelledRegionShiftTransform(sigma=0.5, p_per_sample=0.0)(data=data.copy(), seg=seg.copy())
+    assert not untouched["data"].any()
+    assert augmentation_preset("nnunet_regions", [8, 16, 16]).p_region_shift > 0
+    assert augmentation_preset("nnunet_intensity", [8, 16, 16]).p_region_shift == 0

@@ -73,6 +73,11 @@ class AugmentationConfig:
     p_local_gamma: float = 0.0
     local_gamma_dark: tuple[float, float] = (0.01, 0.8)  # half of the local gammas from here, half from the bright range
     local_gamma_bright: tuple[float, float] = (1.5, 4.0)
+    # Labelled-region shifts (0 = off): each labelled structure of a patch gets its own additive intensity offset, so
+    # that a prompt cannot tell organs apart by absolute intensity alone (datasets differ by scanner calibration and
+    # contrast timing by more than unenhanced spleen and kidney differ). Units: normalised intensity (sd of a shift).
+    p_region_shift: float = 0.0
+    region_shift_sigma: float = 0.3
     mirror_axes: tuple[int, ...] = (0, 1, 2)
     # 3D patches much thinner in z than in-plane are augmented slice-wise in 2D (nnU-Net's "dummy 2D").
     dummy_2d: bool = False
@@ -141,6 +146,11 @@ def nnunet_intensity_augmentation(patch_size: Sequence[int]) -> AugmentationConf
     )
 
 
+def nnunet_regions_augmentation(patch_size: Sequence[int]) -> AugmentationConfig:
+    """nnunet_intensity plus an intensity offset per labelled structure (LabelledRegionShiftTransform)."""
+    return replace(nnunet_intensity_augmentation(patch_size), name="nnunet_regions", p_region_shift=0.5)
+
+
 def no_augmentation(patch_size: Sequence[int]) -> AugmentationConfig:
     """Identity pipeline: every probability 0, no mirroring; the spatial step only crops (a no-op here)."""
     base = nnunet_augmentation(patch_size)
@@ -172,6 +182,7 @@ AugmentationPreset = Callable[[Sequence[int]], AugmentationConfig]
 AUGMENTATION_PRESETS: dict[str, AugmentationPreset] = {
     "nnunet": nnunet_augmentation,
     "nnunet_intensity": nnunet_intensity_augmentation,
+    "nnunet_regions": nnunet_regions_augmentation,
     "none": no_augmentation,
 }
 
@@ -261,6 +272,8 @@ def get_training_transforms(patch_size: Sequence[int], config: AugmentationConfi
         transforms.append(_spatial_transform(patch_size, config))
 
     # intensity transforms only touch "data"; each is skipped when its probability is 0
+    if config.p_region_shift > 0:
+        transforms.append(LabelledRegionShiftTransform(config.region_shift_sigma, config.p_region_shift))
     if config.p_noise > 0:
         transforms.append(GaussianNoiseTransform(noise_variance=config.noise_variance, p_per_sample=config.p_noise))
     if config.p_blur > 0:
@@ -315,6 +328,26 @@ def get_training_transforms(patch_size: Sequence[int], config: AugmentationConfi
         transforms.append(MirrorTransform(tuple(config.mirror_axes)))
     transforms.extend(_local_intensity_transforms(config))
     return Compose(transforms)
+
+
+class LabelledRegionShiftTransform(AbstractTransform):
+    """With probability `p_per_sample`, add N(0, sigma) to the data inside each class target of the item (a nested
+    structure, such as a tumour inside its organ, adds its own offset to its parent's). Reads the targets, never
+    changes them."""
+
+    def __init__(self, sigma: float, p_per_sample: float):
+        self.sigma, self.p_per_sample = float(sigma), float(p_per_sample)
+
+    def __call__(self, **batch):
+        data, seg = batch["data"], batch["seg"]
+        for b in range(data.shape[0]):
+            if np.random.uniform() >= self.p_per_sample:
+                continue
+            for k in range(seg.shape[1]):
+                region = seg[b, k] > 0
+                if region.any():
+                    data[b][:, region] += np.float32(np.random.normal(0.0, self.sigma))
+        return batch
 
 
 def _kernel_scale(image_shape: Sequence[int], axis: int) -> float:

@@ -189,7 +189,7 @@ def test_augmentation_flag_reaches_the_training_config():
 
     parser = argparse.ArgumentParser()
     add_training_args(parser)
-    assert config_from_args(parser.parse_args([])).augmentation == "nnunet_intensity"
+    assert config_from_args(parser.parse_args([])).augmentation == "nnunet_regions"
     assert config_from_args(parser.parse_args(["--augmentation", "nnunet"])).augmentation == "nnunet"
     assert config_from_args(parser.parse_args(["--no_augmentation"])).augmentation == "none"
     with pytest.raises(SystemExit):

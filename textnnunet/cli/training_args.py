@@ -19,7 +19,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch_dice", action="store_true")
     p.add_argument("--augmentation", choices=augmentation_preset_names(), default=d.augmentation,
                    help="nnunet: nnU-Net's defaults; nnunet_intensity: plus local brightness and gamma changes "
-                        "(nnU-Net's DA5 intensity transforms), for datasets from several contrast phases; none: off")
+                        "(nnU-Net's DA5 intensity transforms), for datasets from several contrast phases; "
+                        "nnunet_regions (default): plus an intensity offset per labelled structure; none: off")
     p.add_argument("--no_augmentation", action="store_true", help="same as --augmentation none")
     p.add_argument("--mirror_axes", type=int, nargs="*", default=None,
                    help="patch axes to mirror in training and TTA (default: all but left-right, the last axis; "

@@ -8,11 +8,15 @@ backward, gradient clipping at 12, SGD (lr 1e-2, momentum 0.99, Nesterov). For e
 - `softmax`: the plain U-Net with a K+1-channel softmax head and nnU-Net's Dice + CE
   (`textnnunet.benchmark.baseline.softmax_dice_ce_loss`, the per-dataset baseline's loss), label-map target;
 - `text_partial`: the text-prompted model (`--conditioning`, default the controller) computing only the pairs the
-  batch annotates, as the trainer does by default (`UniversalStep.outputs` passes `annotated_pairs` to the
-  network, and the masked BCE + Dice reads only those): the K classes are split over `--datasets` datasets
-  (class k belongs to dataset k * D // K) and batch item i comes from dataset i mod D;
+  batch annotates, as the trainer does without label exclusion (`--no_label_exclusion`; the default until commit
+  ef85908): `UniversalStep.outputs` passes `annotated_pairs` to the network, and the masked BCE + Dice reads only
+  those; the K classes are split over `--datasets` datasets (class k belongs to dataset k * D // K) and batch item
+  i comes from dataset i mod D;
 - `text_all`: the same model with every (image, class) pair computed and judged (a fully labelled dataset such
-  as TotalSegmentator, or the naive-union ablation).
+  as TotalSegmentator, or the naive-union ablation);
+- `text_exclusion` (with `--variants`): the trainer's default since ef85908, label exclusion: every class a
+  sample's dataset does not label is a known negative on the voxels of those it labels, so every pair is computed
+  and the loss is the voxel-masked one (a K x K product per voxel in `PartialAnnotation.known`).
 
 Timing: `--warmup` unmeasured steps per variant, then `--repeats` rounds, each round running `--steps` steps of
 every variant in turn (A B C A B C ...). Per variant: median seconds per step with min, max and IQR over the
@@ -59,13 +63,16 @@ from textnnunet.network.deep_supervision import deep_supervision_weights
 from textnnunet.network.settings import memory_format_for
 from textnnunet.network.universal import TextPromptedUNet
 from textnnunet.training.config import TrainingConfig
-from textnnunet.training.loss import DeepSupervisionLoss, downsample_targets, masked_bce_dice_loss
+from textnnunet.training.loss import (DeepSupervisionLoss, PartialAnnotation, annotated_pairs, downsample_targets,
+                                      masked_bce_dice_loss)
 
 REPO = Path(__file__).resolve().parents[1]
-VARIANTS = ("softmax", "text_partial", "text_all")
+VARIANTS = ("softmax", "text_partial", "text_all", "text_exclusion")
+DEFAULT_VARIANTS = ("softmax", "text_partial", "text_all")
 LABELS = {"softmax": "softmax U-Net (nnU-Net head, K+1 channels)",
-          "text_partial": "text heads, partial pairs (trainer default)",
-          "text_all": "text heads, all K pairs"}
+          "text_partial": "text heads, annotated pairs only (--no_label_exclusion)",
+          "text_all": "text heads, all K pairs",
+          "text_exclusion": "text heads, label exclusion (trainer default since ef85908)"}
 
 
 # ------------------------------------------------------------------------------------------ setup
@@ -125,12 +132,21 @@ def make_variant(name: str, k: int, arch: dict, batch: int, patch: list[int], ar
         target = torch.cat([(labels == c + 1).float() for c in range(k)], 1)
         if name == "text_partial":
             annotation = partial_pairs(batch, k, args.datasets, device)
+        elif name == "text_exclusion":
+            # The trainer's default with label exclusion (config.label_exclusion, on since commit ef85908) on
+            # classes without hierarchy links: every class a sample's dataset does not label is a known negative on
+            # the voxels of the classes it does label (PatchSampler's known_excluded_by), so every pair is computed
+            # and the loss is the voxel-masked one (PartialAnnotation.known: a K x K product per voxel).
+            annotated = partial_pairs(batch, k, args.datasets, device)
+            annotation = PartialAnnotation(annotated, torch.full((batch, k), -1, dtype=torch.long, device=device),
+                                           torch.zeros(batch, k, dtype=torch.bool, device=device),
+                                           (~annotated)[:, :, None] & annotated[:, None, :])
         else:
             annotation = torch.ones(batch, k, dtype=torch.bool, device=device)
         loss_fn = DeepSupervisionLoss(masked_bce_dice_loss, weights)
 
         def outputs(data):
-            return net(data, embeddings, annotation)  # UniversalStep.outputs: only the pairs the loss reads
+            return net(data, embeddings, annotated_pairs(annotation))  # UniversalStep.outputs: the pairs it reads
     net = net.to(device, memory_format=layout).train()
     opt = torch.optim.SGD(net.parameters(), lr=config.initial_lr, momentum=config.momentum, nesterov=True)
     dtype = autocast_dtype(device, not args.no_amp)
@@ -153,7 +169,7 @@ def make_variant(name: str, k: int, arch: dict, batch: int, patch: list[int], ar
             opt.step()
 
     n_params = sum(p.numel() for p in net.parameters())
-    pairs = None if annotation is None else int(annotation.sum())  # the softmax head has no pairs
+    pairs = None if annotation is None else int(annotated_pairs(annotation).sum())  # the softmax head has none
     return step, {"parameters": n_params, "pairs_per_batch": pairs}
 
 
@@ -347,7 +363,8 @@ def parse(argv=None):
     p.add_argument("--datasets", type=int, default=3, help="datasets the K classes are split over (partial pairs)")
     p.add_argument("--conditioning", default="controller", choices=("controller", "film"))
     p.add_argument("--embed_dim", type=int, default=384)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--variants", nargs="+", default=list(DEFAULT_VARIANTS), choices=VARIANTS,
+                   help="text_exclusion: the trainer's label-exclusion default (all pairs, voxel-masked loss)")
     p.add_argument("--warmup", type=int, default=2, help="unmeasured steps per variant before the rounds")
     p.add_argument("--repeats", type=int, default=7, help="interleaved rounds")
     p.add_argument("--steps", type=int, default=2, help="timed steps per variant per round")
@@ -449,7 +466,7 @@ def main(argv=None) -> int:
             row = {"K": k, "variant": name, "label": LABELS[name], **infos[name],
                    "seconds_per_step": spread(times[name]), "all_seconds_per_step": times[name],
                    "cpu_seconds_per_step": spread(cpu_times[name]), "all_cpu_seconds_per_step": cpu_times[name]}
-            if ref and name != "softmax":
+            if ref and name != "softmax" and "softmax" in cpu_times:
                 row["ratio_of_medians"] = statistics.median(times[name]) / statistics.median(ref)
                 row["paired_ratio"] = spread([a / b for a, b in zip(times[name], ref)])
                 cpu_ref = cpu_times["softmax"]

@@ -326,3 +326,22 @@ def test_exclusion_weighs_like_background_whatever_the_structure_size():
 
     small, large = excluded_loss(4), excluded_loss(40)
     assert torch.isclose(large, 10 * small, rtol=1e-4)
+
+
+def test_exclusion_is_capped_per_item_and_draws_nothing_below_the_cap(tmp_path):
+    from training_cache_helpers import make_plans, two_dataset_cases
+
+    plans, cases = make_plans(patch_3d=(4, 8, 8), batch_size=4), two_dataset_cases(tmp_path)
+    plans["label_space"] = {**plans["label_space"], "hierarchy": {}}
+    free = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_exclusion=True)
+    capped = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_exclusion=True,
+                          max_excluded_classes=1)
+    uncapped_batch = free.next_batch()
+    assert (uncapped_batch["known_excluded_by"].any(axis=2).sum(axis=1) > 1).any()  # the fixture excludes several
+    batch = capped.next_batch()
+    assert (batch["known_excluded_by"].any(axis=2).sum(axis=1) <= 1).all()
+    roomy = PatchSampler(cases, plans, "3d_fullres", rng=np.random.default_rng(0), use_exclusion=True,
+                         max_excluded_classes=99)
+    same = roomy.next_batch()  # below the cap: the very same stream as without one
+    assert np.array_equal(same["data"], uncapped_batch["data"])
+    assert np.array_equal(same["known_excluded_by"], uncapped_batch["known_excluded_by"])

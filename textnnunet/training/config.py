@@ -43,6 +43,9 @@ class TrainingConfig:
     # over their few voxels instead, they made the spleen prompt collapse in a four-dataset run (results.md).
     # --no_label_exclusion turns it off (model tag "noexclusion").
     label_exclusion: bool = True
+    # At most this many excluded classes per batch item (a random subset when a dataset excludes more): keeps the
+    # heads computed per step near the labelled ones at large K (TotalSegmentator's 117).
+    max_excluded_classes: int = 8
     # Augmentation preset: "nnunet_intensity" (nnU-Net's list plus the local brightness and gamma changes of its DA5
     # variant), "nnunet" (nnU-Net's default list exactly) or "none". The datasets of a joint plan come from several
     # scanners and contrast phases, so an organ's HU shifts against its neighbours from one dataset to the next; on

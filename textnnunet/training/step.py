@@ -82,7 +82,8 @@ class UniversalStep:
 
     def sampler(self, refs: list[CaseRef], plans: Plans, configuration: str, **kwargs) -> PatchSampler:
         return PatchSampler(refs, plans, configuration, use_hierarchy=self.config.label_hierarchy,
-                            use_exclusion=self.config.label_exclusion, **kwargs)
+                            use_exclusion=self.config.label_exclusion,
+                            max_excluded_classes=self.config.max_excluded_classes, **kwargs)
 
     def build_network(self, architecture: dict, in_channels: int) -> nn.Module:
         net = TextPromptedUNet(architecture, in_channels=in_channels, embed_dim=self.class_embeddings.shape[1],

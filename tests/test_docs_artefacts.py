@@ -245,13 +245,7 @@ def test_matrix_tables_in_results_are_printed_from_the_artefacts(folder):
     assert rows and all(row in results for row in rows), "results.md differs from the artefacts' table"
 
 
-# benchmarks.md is being rewritten with new artefacts by another change; its figures are checked once it lands.
-BENCHMARKS_PENDING = pytest.mark.xfail(reason="benchmarks.md: figures not yet cited to artefacts (issue 14.1)",
-                                       strict=False)
-
-
-@pytest.mark.parametrize("doc", [pytest.param(d, marks=BENCHMARKS_PENDING) if d.endswith("benchmarks.md") else d
-                                 for d in CHECKED_DOCS])
+@pytest.mark.parametrize("doc", CHECKED_DOCS)
 def test_every_figure_traces_to_a_declared_artefact(doc):
     problems = check_document(REPO / doc, doc, skip_rows=_matrix_rows())
     assert not problems, ("figures without a matching artefact (cite it with <!-- artefacts: PATH --> before its "

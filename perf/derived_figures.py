@@ -28,7 +28,7 @@ def matrix_fp_fn() -> dict:
     """Test-set FP/FN voxel ratios of the generalization matrix, as generalization_matrix.report() prints them."""
     values, sources = {}, []
     for folder in sorted((MEASUREMENTS / "generalization_matrix").iterdir()):
-        for path in sorted(folder.glob("*.json")):
+        for path in sorted(q for q in folder.glob("*.json") if not q.stem.endswith("_fp_on_anatomy")):
             test = json.loads(path.read_text())["test_Dataset004"]
             values.setdefault(folder.name, {})[path.stem] = {
                 c: test[c]["FP"] / max(test[c]["FN"], 1) for c in ORGANS}
@@ -42,7 +42,7 @@ def matrix_train_minutes() -> dict:
     """Training wall minutes per row of the generalization matrix (the report's "train min" column)."""
     values, sources = {}, []
     for folder in sorted((MEASUREMENTS / "generalization_matrix").iterdir()):
-        for path in sorted(folder.glob("*.json")):
+        for path in sorted(q for q in folder.glob("*.json") if not q.stem.endswith("_fp_on_anatomy")):
             values.setdefault(folder.name, {})[path.stem] = json.loads(path.read_text())["training"]["seconds"] / 60
             sources.append(_rel(path))
     return {"what": "training wall time in minutes per variant (one torch thread, cores shared with other runs)",

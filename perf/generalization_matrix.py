@@ -49,7 +49,7 @@ def _call(entry, argv: list[str]) -> None:
 
 
 def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: int,
-                label_exclusion: bool = True, augmentation: str | None = None) -> dict:
+                label_exclusion: bool = True, augmentation: str | None = None, seed: int | None = None) -> dict:
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
     from textnnunet.cli.predict import main as predict_main
@@ -76,7 +76,8 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     cheap = name in CHEAP_ROWS
     config = TrainingConfig(epochs=epochs, iters_per_epoch=iters, val_iters_per_epoch=5,
                             case_val_every=0 if cheap else case_val_every, label_exclusion=label_exclusion,
-                            **({"augmentation": augmentation} if augmentation else {}))
+                            **({"augmentation": augmentation} if augmentation else {}),
+                            **({"seed": seed} if seed is not None else {}))
     fold = res / "TextPlans_001_002_003" / "3d_fullres" / "fold_0"
     if not (fold / "checkpoint_final.pth").is_file():
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
@@ -126,6 +127,7 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
                                                      "patch_coverage_of_median_image", "context")},
         "training": {"epochs": config.epochs, "iters_per_epoch": config.iters_per_epoch,
                      "label_exclusion": config.label_exclusion, "augmentation": config.augmentation,
+                     "training_seed": config.seed,
                      "seconds": float(sum(history["epoch_seconds"])),
                      "final_pseudo_dice": history["pseudo_dice"][-1], "whole_case_checks": history.get("whole_case", [])},
         "validation_fold0": _class_table(validation) if validation else "not run (CHEAP_ROWS)",
@@ -194,7 +196,8 @@ def report(out: Path) -> str:
     rows = ["| variant | median spacing (mm) | plan spacing (mm) | patch | covers | test Dice liver / spleen / kidney "
             "| test FP/FN liver / spleen / kidney | val Dice liver / spleen / kidney | train min |",
             "|---|---|---|---|---|---|---|---|---|"]
-    for path in sorted(out.glob("*.json"), key=lambda p: list(SEEDS).index(p.stem) if p.stem in SEEDS else 99):
+    rows_of = [p for p in out.glob("*.json") if p.stem in SEEDS]  # not the analyses beside them (*_fp_on_anatomy)
+    for path in sorted(rows_of, key=lambda p: list(SEEDS).index(p.stem)):
         r = json.loads(path.read_text())
         plan = r["plan_3d_fullres"]
         median = (plan.get("context") or {}).get("median_spacing", plan["spacing"])
@@ -222,6 +225,7 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--force", action="store_true", help="re-evaluate variants whose JSON exists")
     p.add_argument("--augmentation", default=None, help="an augmentation preset other than the default")
+    p.add_argument("--seed", type=int, default=None, help="training seed (default: TrainingConfig's; use another --out)")
     p.add_argument("--no_label_exclusion", action="store_true",
                    help="train with --no_label_exclusion (the default before session 5; use another --out)")
     p.add_argument("--report", action="store_true", help="print the Markdown table of the existing artefacts, run nothing")
@@ -238,7 +242,7 @@ def main() -> int:
             print(f"{name}: {target} exists, skipped")
             continue
         record = run_variant(name, args.work.resolve(), args.epochs, args.iters_per_epoch, args.case_val_every,
-                             not args.no_label_exclusion, args.augmentation)
+                             not args.no_label_exclusion, args.augmentation, args.seed)
         error_overlay(name, args.work.resolve(), args.out / f"{name}_errors.png")
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))

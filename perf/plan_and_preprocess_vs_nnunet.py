@@ -12,7 +12,8 @@ every run on empty output folders (fingerprints included, so each run does all o
   `--cpu_preset_too` textnnunet's machine default preset on a CPU (`--preset cpu`: coarser spacing where the patch
   would see too little, less work) runs beside them in the same rounds, reported as its own line;
 - `default`: each tool's default command: textnnunet_plan_and_preprocess -d ... (joint plan + one plan per dataset,
-  every configuration of each, the preset this machine gets) against nnUNetv2_plan_and_preprocess -d ... (2d,
+  the joint plan's caches of every configuration, the preset this machine gets; the per-dataset baseline caches only
+  with --baselines, which was the default before they became lazy) against nnUNetv2_plan_and_preprocess -d ... (2d,
   3d_fullres and 3d_lowres where nnU-Net plans one).
 
 Timing: one warm-up round (every command once, discarded: page cache, first imports), then --repeats rounds, each

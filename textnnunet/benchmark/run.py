@@ -164,22 +164,23 @@ def training_config(options: BenchmarkOptions, budget: Budget, spec: ModelSpec) 
 
 
 def ensure_baseline_cache(preprocessed: Path, raw: Path | None, dataset: str, options: BenchmarkOptions,
-                          expected_cases: int, log: Callable[[str], None]) -> None:
-    """Preprocess a dataset with its own plan if its cache is incomplete (demo plans skip baselines)."""
-    from textnnunet.preprocessing.preprocessor import finished_case_ids, run_preprocessing
+                          log: Callable[[str], None]) -> None:
+    """Preprocess a dataset with its own plan where its cache is missing, incomplete or stale: plan_and_preprocess
+    leaves the per-dataset caches out unless given --baselines (ensure_preprocessed)."""
+    from textnnunet.preprocessing.preprocessor import ensure_preprocessed
 
-    plan_folder = PlanFolder.find_dataset(preprocessed, dataset)
-    plans_path = plan_folder.plans_file
-    plans = Plans.load(plans_path)
-    if not plans.has_configuration(options.configuration):
+    plans_path = PlanFolder.find_dataset(preprocessed, dataset).plans_file
+    if not Plans.load(plans_path).has_configuration(options.configuration):
         raise UserError(f"{plans_path}: configuration '{options.configuration}' is not in the per-dataset plan")
-    folder = plan_folder.cases(plans.configuration(options.configuration).data_identifier) / dataset
-    if len(finished_case_ids(folder)) >= expected_cases:
-        return
-    if raw is None:
-        raise UserError(f"{folder}: per-dataset cache incomplete; pass --raw (or set TEXTNNUNET_raw) to preprocess it")
-    log(f"preprocessing {dataset} with its own plan ({options.configuration})")
-    run_preprocessing(plans_path, [options.configuration], raw, num_processes=options.num_processes)
+    ensure_preprocessed(plans_path, options.configuration, raw, num_processes=options.num_processes, log=log)
+
+
+def baseline_needs_cache(spec: ModelSpec, options: BenchmarkOptions) -> bool:
+    """A baseline reads its cache to train (when training is on) or to validate a trained fold without a summary."""
+    fold = ModelFolder(spec.folder).fold(options.fold)
+    if not fold.final_checkpoint.is_file():
+        return options.train
+    return not (fold.validation / "summary.json").is_file()
 
 
 def train_missing(spec: ModelSpec, options: BenchmarkOptions, budget: Budget, folders, plans_name: str,
@@ -197,7 +198,8 @@ def train_missing(spec: ModelSpec, options: BenchmarkOptions, budget: Budget, fo
     if spec.kind == "baseline":
         train_baseline(spec.dataset, options.configuration, options.fold, config, raw=folders.raw,
                        preprocessed=folders.preprocessed, results=folders.results,
-                       splits_file=PlanFolder(folders.preprocessed / plans_name).splits_file, resume=resume)
+                       splits_file=PlanFolder(folders.preprocessed / plans_name).splits_file, resume=resume,
+                       num_processes=options.num_processes)
     else:
         from textnnunet.training.run import train_fold
 
@@ -314,9 +316,9 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
     for model, _ in imports:
         if held_out[model.dataset]:
             check_validation_cases(model, held_out[model.dataset], splits_path)  # fail before training
-    if options.train:
-        for ds in datasets:
-            ensure_baseline_cache(folders.preprocessed, folders.raw, ds, options, len(case_ids[ds]), log)
+    for spec in specs:  # before anything trains, so a missing raw folder fails early
+        if spec.kind == "baseline" and baseline_needs_cache(spec, options):
+            ensure_baseline_cache(folders.preprocessed, folders.raw, spec.dataset, options, log)
 
     available = []
     for spec in specs:

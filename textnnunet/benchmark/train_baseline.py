@@ -23,19 +23,27 @@ def baseline_model_folder(results: Path, dataset_name: str, configuration: str) 
 
 def train_baseline(dataset: int | str, configuration: str, fold: int | str, config: TrainingConfig | None = None, *,
                    raw=None, preprocessed=None, results=None, splits_file: str | Path | None = None,
-                   resume: bool = False, overwrite: bool = False, validate: bool = True,
+                   resume: bool = False, overwrite: bool = False, validate: bool = True, num_processes: int = 1,
                    dist: DistributedContext = DistributedContext(), echo: bool = True) -> Path:
     """Train (or resume) one fold of the per-dataset baseline; returns the fold's results folder.
 
     `splits_file`: a splits_final.json to take this dataset's folds from (the benchmark passes the joint plan's,
     so both models hold out the same cases); default preprocessed/DatasetXXX_Name/splits_final.json, created
     with the same seeded rule as the joint plan's (same cases, same folds).
+
+    The dataset's cache of `configuration` is made here when it is missing or stale (textnnunet_plan_and_preprocess
+    leaves it out unless given --baselines), with `num_processes` workers; that needs `raw`.
     """
+    from textnnunet.preprocessing.preprocessor import ensure_preprocessed
+
     config = config or TrainingConfig()
     folders = resolve_folders(raw, preprocessed, results, required=("preprocessed", "results"))
     plans_path = PlanFolder.find_dataset(folders.preprocessed, dataset).plans_file
     plans = Plans.load(plans_path)
     name = single_dataset(plans)
+    if dist.is_main:
+        ensure_preprocessed(plans_path, configuration, folders.raw, num_processes=num_processes,
+                            log=print if echo else (lambda *_: None))
     data = load_fold_data(plans_path, plans, configuration, fold, str(dataset),
                           Path(splits_file) if splits_file is not None else None)
     out = baseline_model_folder(folders.results, name, configuration)

@@ -43,8 +43,12 @@ def _preprocess_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--configurations", nargs="+", default=None,
                         help="configurations to preprocess (default: every configuration in the plan)")
     parser.add_argument("--overwrite", action="store_true", help="redo cases that are already preprocessed")
-    parser.add_argument("--no_baselines", action="store_true",
-                        help="skip the per-dataset (baseline) caches; only the joint plan is preprocessed")
+    baselines = parser.add_mutually_exclusive_group()
+    baselines.add_argument("--baselines", action="store_true",
+                           help="also preprocess every dataset's own (baseline) plan now; by default its caches are "
+                                "made when textnnunet_train_baseline or textnnunet_benchmark first needs them")
+    baselines.add_argument("--no_baselines", action="store_true",
+                           help="preprocess only the joint plan (the default; kept for older command lines)")
 
 
 def _verify(raw: Path, dataset_ids: list[int], num_processes: int) -> None:
@@ -167,14 +171,15 @@ def preprocess_entry(argv=None) -> int:
     _preprocess_args(parser)
     args = parser.parse_args(argv)
     folders = resolve_folders(args.raw, args.preprocessed, required=("raw", "preprocessed"))
-    _preprocess(args, folders, _existing_plan_files(folders, args.dataset_ids, not args.no_baselines))
+    _preprocess(args, folders, _existing_plan_files(folders, args.dataset_ids, args.baselines))
     return 0
 
 
 @user_errors_exit
 def plan_and_preprocess_entry(argv=None) -> int:
     parser = argparse.ArgumentParser(
-        description="Fingerprint each dataset, plan one joint configuration (and one per dataset), write npz caches.")
+        description="Fingerprint each dataset, plan one joint configuration (and one per dataset), write the joint "
+                    "plan's npz caches (the per-dataset ones with --baselines).")
     _common(parser)
     _plan_args(parser)
     _preprocess_args(parser)
@@ -183,7 +188,10 @@ def plan_and_preprocess_entry(argv=None) -> int:
     folders = resolve_folders(args.raw, args.preprocessed, required=("raw", "preprocessed"))
     joint, per_dataset = _plan(args, folders)
     if not args.no_preprocessing:
-        _preprocess(args, folders, [joint] + ([] if args.no_baselines else per_dataset))
+        _preprocess(args, folders, [joint] + (per_dataset if args.baselines else []))
+        if per_dataset and not args.baselines:
+            print("per-dataset (baseline) plans are not preprocessed: textnnunet_train_baseline and "
+                  "textnnunet_benchmark do it when they need them (--baselines does it now)")
     return 0
 
 

@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--c", "--continue", dest="resume", action="store_true", help="resume from the latest checkpoint")
     p.add_argument("--overwrite", action="store_true", help="start over although this fold already has checkpoints")
     p.add_argument("--skip_validation", action="store_true")
+    p.add_argument("-np", "--num_processes", type=int, default=2,
+                   help="preprocessing workers, when the dataset's cache of this configuration is still to be made "
+                        "(default 2)")
     p.add_argument("--quiet", action="store_true")
     add_folder_args(p)
     return p
@@ -34,7 +37,7 @@ def main(argv=None) -> int:
     train_baseline(args.dataset, args.configuration, args.fold, config_from_args(args), raw=args.raw,
                    preprocessed=args.preprocessed, results=args.results, splits_file=args.splits_file,
                    resume=args.resume, overwrite=args.overwrite, validate=not args.skip_validation,
-                   echo=not args.quiet)
+                   num_processes=args.num_processes, echo=not args.quiet)
     return 0
 
 

@@ -15,7 +15,14 @@ from typing import Sequence
 import numpy as np
 from tqdm import tqdm
 
-from textnnunet.dataset.description import Case, DatasetDescription, load_dataset, test_cases, training_cases
+from textnnunet.dataset.description import (
+    Case,
+    DatasetDescription,
+    load_dataset,
+    load_dataset_folder,
+    test_cases,
+    training_cases,
+)
 from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import ImageGeometry, from_canonical, read_image, read_label, to_canonical
 from textnnunet.preprocessing.cropping import crop_to_nonzero_with_mask
@@ -353,6 +360,61 @@ def run_preprocessing(
                 overwrite=overwrite, include_test=include_test, class_label_values=values,
             )
     return counts
+
+
+def ensure_preprocessed(
+    plans_path: Path,
+    configuration_name: str,
+    raw_root: Path | None,
+    num_processes: int = 1,
+    log=print,
+) -> list[str]:
+    """Make a plan's cache of one configuration complete and current; preprocess only where it is not.
+
+    The lazy path of the per-dataset (baseline) caches, which textnnunet_plan_and_preprocess leaves out unless
+    asked (--baselines): each dataset whose cache lacks a training case or was made with other plan settings is
+    preprocessed with `preprocess_dataset`, exactly as `run_preprocessing` does it (finished cases are kept, a
+    stale cache is redone). Without `raw_root`, or for a dataset `raw_root` does not hold, the cache must already be
+    there and match the plan. Returns the datasets it preprocessed.
+    """
+    plans_path = Path(plans_path)
+    plans = Plans.load(plans_path)
+    if not plans.has_configuration(configuration_name):
+        available = ", ".join(plans.configuration_names) or "none"
+        raise UserError(f"{plans_path}: configuration '{configuration_name}' not in the plan (available: {available})")
+    if not plans.datasets:
+        raise UserError(f"{plans_path}: 'datasets' is missing or empty")
+    identifier = plans.configuration(configuration_name).data_identifier
+    done = []
+    for dataset_name in plans.datasets:
+        values = plans.label_space.datasets.get(dataset_name)
+        if values is None:
+            raise UserError(f"{plans_path}: label_space.datasets has no entry for '{dataset_name}'")
+        values = {k: [int(v) for v in vals] for k, vals in values.items()}
+        folder = plans_path.parent / identifier / dataset_name
+        recorded = cache_signature(folder)
+        stale = recorded is not None and recorded != preprocessing_signature(plans, configuration_name, values,
+                                                                              dataset_name)
+        finished = set(finished_case_ids(folder))
+        source = Path(raw_root) / dataset_name if raw_root is not None else None
+        if source is None or not source.is_dir():  # nothing to make it from: what is there must do
+            if stale or not finished:
+                state = "made with other plan settings" if stale else "not preprocessed"
+                where = f"{raw_root} has no {dataset_name}" if source is not None else \
+                    "pass --raw (or set TEXTNNUNET_raw)"
+                raise UserError(f"{folder}: {state}; {where} to preprocess it")
+            continue
+        desc = load_dataset_folder(source)
+        cases = training_cases(desc)
+        missing = [c.case_id for c in cases if c.case_id not in finished]
+        if not stale and not missing:
+            continue
+        state = "made with other plan settings" if stale else f"{len(missing)} of {len(cases)} cases"
+        log(f"preprocessing {dataset_name} with plan {plans.plans_name} ({configuration_name}): {state}")
+        preprocess_dataset(plans, configuration_name, desc, folder, num_processes=num_processes,
+                           class_label_values=values)
+        done.append(dataset_name)
+    return done
 
 
 # ----------------------------------------------------------------------------------------- inverse

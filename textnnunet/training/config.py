@@ -50,9 +50,10 @@ class TrainingConfig:
     # variant), "nnunet" (nnU-Net's default list exactly) or "none". The datasets of a joint plan come from several
     # scanners and contrast phases, so an organ's HU shifts against its neighbours from one dataset to the next; on
     # the demo the local changes lifted the unseen-phase spleen of Dataset004 from Dice 0.81 to 0.85.
-    # "nnunet_regions" (the default since session 5) adds an intensity offset per labelled structure: on unenhanced
-    # CT whose datasets differ by +-15 HU the prompts otherwise told spleen from kidney by absolute intensity and
-    # swapped them on a test set from another scanner (spleen 0.53 -> 0.90, documentation/results.md).
+    # "nnunet_regions" (the default since session 5) adds an intensity offset per labelled structure, so that a
+    # prompt cannot separate organs by absolute intensity alone (datasets differ by scanner calibration and phase).
+    # Its effect on the unenhanced matrix rows is within the spread of two training seeds (results.md, session 5);
+    # the demo, clinical and orientation rows hold with it.
     augmentation: str = "nnunet_regions"
     # Axes of the patch to mirror in training and in test-time augmentation. None: every axis except
     # left-right. Preprocessing reorients to LPS, so the last array axis is the patient's left-right: mirroring

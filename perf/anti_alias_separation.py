@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generalization_matrix import _versions  # noqa: E402
+from generalization_matrix import ORGAN_VALUES, _versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "documentation" / "measurements"
-ORGAN_VALUES = {"liver": [1, 2], "spleen": [3], "kidney": [4, 5]}
 PAIRS = [("spleen", "kidney"), ("liver", "spleen"), ("liver", "kidney")]
 
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from generalization_matrix import ORGANS, SEEDS, _versions  # noqa: E402
+from generalization_matrix import ORGAN_VALUES, ORGANS, SEEDS, _versions  # noqa: E402
 
-ORGAN_VALUES = {"liver": [1, 2], "spleen": [3], "kidney": [4, 5]}
 
 
 def fp_on_anatomy(work: Path, variant: str, cases: int) -> dict:

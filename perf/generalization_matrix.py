@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "documentation" / "measurements" / "generalization_matrix"
 PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
 ORGANS = ["liver", "spleen", "kidney"]
+ORGAN_VALUES = {"liver": [1, 2], "spleen": [3], "kidney": [4, 5]}  # Dataset004's label values
 # Seeds no default was tuned on: the matrix's data differ from the demo's (seed 0) in anatomy draws as well.
 SEEDS = {"demo": 0, "clinical": 101, "partial_fov": 102, "orientation": 103, "noncontrast_noisy": 104,
          "noncontrast_uniform": 105}
@@ -49,7 +50,9 @@ def _call(entry, argv: list[str]) -> None:
 
 
 def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: int,
-                label_exclusion: bool = True, augmentation: str | None = None, seed: int | None = None) -> dict:
+                overrides: dict | None = None) -> dict:
+    """One row; `overrides`: TrainingConfig fields other than the defaults (--no_label_exclusion, --augmentation,
+    --seed), recorded in the row's JSON."""
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
     from textnnunet.cli.predict import main as predict_main
@@ -75,9 +78,7 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     t = time.time()
     cheap = name in CHEAP_ROWS
     config = TrainingConfig(epochs=epochs, iters_per_epoch=iters, val_iters_per_epoch=5,
-                            case_val_every=0 if cheap else case_val_every, label_exclusion=label_exclusion,
-                            **({"augmentation": augmentation} if augmentation else {}),
-                            **({"seed": seed} if seed is not None else {}))
+                            case_val_every=0 if cheap else case_val_every, **(overrides or {}))
     fold = res / "TextPlans_001_002_003" / "3d_fullres" / "fold_0"
     if not (fold / "checkpoint_final.pth").is_file():
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
@@ -213,6 +214,15 @@ def report(out: Path) -> str:
     return "\n".join(rows)
 
 
+def _config_overrides(args: argparse.Namespace) -> dict:
+    overrides = {"label_exclusion": False} if args.no_label_exclusion else {}
+    if args.augmentation:
+        overrides["augmentation"] = args.augmentation
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    return overrides
+
+
 def main() -> int:
     from textnnunet.demo.phantom_variants import VARIANTS
 
@@ -242,7 +252,7 @@ def main() -> int:
             print(f"{name}: {target} exists, skipped")
             continue
         record = run_variant(name, args.work.resolve(), args.epochs, args.iters_per_epoch, args.case_val_every,
-                             not args.no_label_exclusion, args.augmentation, args.seed)
+                             _config_overrides(args))
         error_overlay(name, args.work.resolve(), args.out / f"{name}_errors.png")
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))

@@ -7,7 +7,8 @@ so that rotation and scaling do not pull in empty borders; the spatial transform
 
 Hyper-parameters live in `AugmentationConfig`; `augmentation_preset(name, patch_size)` builds a preset of the
 registry `AUGMENTATION_PRESETS` (name -> function of the patch size): the nnU-Net defaults ("nnunet"), those plus
-local intensity changes ("nnunet_intensity", the intensity part of nnU-Net's DA5 variant), or an identity pipeline
+local intensity changes ("nnunet_intensity", the intensity part of nnU-Net's DA5 variant), those plus an intensity
+offset per labelled structure ("nnunet_regions", the training default), or an identity pipeline
 ("none", for quick tests and ablations). A new preset is one function and one entry there; `--augmentation` offers
 every entry.
 """

@@ -41,17 +41,21 @@ class PartialAnnotation:
     excluded_by: torch.Tensor | None = None  # (B, K, K) bool: voxels of labelled class j are known negatives of k
 
     @property
+    def labelled_or_related(self) -> torch.Tensor:
+        """(B, K) bool: pairs known from their own label or a labelled relative (parent, parts)."""
+        return self.annotated | (self.outside_of >= 0) | self.where_positive
+
+    @property
     def exclusion_only(self) -> torch.Tensor | None:
         """(B, K) bool: pairs whose only known voxels are another labelled structure's (None without exclusion)."""
         if self.excluded_by is None:
             return None
-        hierarchy = self.annotated | (self.outside_of >= 0) | self.where_positive
-        return self.excluded_by.any(dim=-1) & ~hierarchy
+        return self.excluded_by.any(dim=-1) & ~self.labelled_or_related
 
     @property
     def pairs(self) -> torch.Tensor:
         """(B, K) bool: the pairs with at least some known voxels (the heads worth computing)."""
-        pairs = self.annotated | (self.outside_of >= 0) | self.where_positive
+        pairs = self.labelled_or_related
         return pairs if self.excluded_by is None else pairs | self.excluded_by.any(dim=-1)
 
     def to(self, device: torch.device | str) -> "PartialAnnotation":

@@ -129,6 +129,7 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
         "training": {"epochs": config.epochs, "iters_per_epoch": config.iters_per_epoch,
                      "label_exclusion": config.label_exclusion, "augmentation": config.augmentation,
                      "training_seed": config.seed,
+                     "mirror_axes": config.resolved_mirror_axes(len(cfg["patch_size"])),
                      "seconds": float(sum(history["epoch_seconds"])),
                      "final_pseudo_dice": history["pseudo_dice"][-1], "whole_case_checks": history.get("whole_case", [])},
         "validation_fold0": _class_table(validation) if validation else "not run (CHEAP_ROWS)",
@@ -220,6 +221,8 @@ def _config_overrides(args: argparse.Namespace) -> dict:
         overrides["augmentation"] = args.augmentation
     if args.seed is not None:
         overrides["seed"] = args.seed
+    if args.mirror_axes is not None:
+        overrides["mirror_axes"] = args.mirror_axes
     return overrides
 
 
@@ -236,6 +239,8 @@ def main() -> int:
     p.add_argument("--force", action="store_true", help="re-evaluate variants whose JSON exists")
     p.add_argument("--augmentation", default=None, help="an augmentation preset other than the default")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: TrainingConfig's; use another --out)")
+    p.add_argument("--mirror_axes", type=int, nargs="*", default=None,
+                   help="patch axes mirrored in training and TTA (none given: no mirroring; default: the config's)")
     p.add_argument("--no_label_exclusion", action="store_true",
                    help="train with --no_label_exclusion (the default before session 5; use another --out)")
     p.add_argument("--report", action="store_true", help="print the Markdown table of the existing artefacts, run nothing")

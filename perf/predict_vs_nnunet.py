@@ -240,6 +240,38 @@ def prepare_nnunet(args, nnunet_bin: Path, env: dict, ours_config: dict, backbon
     return fold
 
 
+def with_cases(name: str, cases: int) -> str:
+    """The measurement's key: the tool (and prompt count), with '@<cases>' for input folders of several cases."""
+    return name if cases == 1 else f"{name}@{cases}"
+
+
+def make_input_folder(folder: Path, image: Path, case: str, ending: str, cases: int) -> Path:
+    """`cases` copies of the image (case, case_copy1, ...): every copy is predicted as a case of its own."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for i in range(cases):
+        shutil.copy(image, folder / f"{case}{'' if i == 0 else f'_copy{i}'}_0000{ending}")
+    return folder
+
+
+def steady_state(measured: dict, case_counts: list[int], tools: list[str]) -> dict:
+    """Per-case seconds from the largest and the smallest input folder (median walls), and the fixed rest."""
+    if len(case_counts) < 2:
+        return {}
+    low, high = case_counts[0], case_counts[-1]
+    rows = {}
+    for tool in tools:
+        t_low = measured[with_cases(tool, low)]["median_wall_seconds"]
+        t_high = measured[with_cases(tool, high)]["median_wall_seconds"]
+        per_case = (t_high - t_low) / (high - low)
+        rows[tool] = {"per_case_seconds": per_case, "fixed_seconds": t_low - low * per_case,
+                      "from_cases": [low, high]}
+    if "nnunetv2" in rows:
+        for tool in tools[1:]:
+            rows[tool]["per_case_over_nnunetv2"] = rows[tool]["per_case_seconds"] / rows["nnunetv2"]["per_case_seconds"]
+    return rows
+
+
 def probe(python: Path, code: str, argv: list[str], env: dict) -> dict:
     out = subprocess.run([str(python), "-c", code, *argv], env=env, check=True, capture_output=True, text=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -283,9 +315,14 @@ def main() -> None:
     p.add_argument("--combined", action="store_true",
                    help="textnnunet writes one label map per case (like nnU-Net) instead of one mask per prompt")
     p.add_argument("--prompt_counts", type=int, nargs="+", default=[1, 3, 5], choices=sorted(PROMPT_SETS))
+    p.add_argument("--case_counts", type=int, nargs="+", default=[1],
+                   help="input folders holding this many copies of the image (e.g. 1 3): each command runs on each, "
+                        "and the difference gives the per-case steady-state time apart from start-up")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--warmup", type=int, default=1, help="unmeasured runs of each command first")
     p.add_argument("-np", type=int, default=2, help="processes for nnU-Net's planning and preprocessing")
+    p.add_argument("--prepare_only", action="store_true",
+                   help="only plan, preprocess and train the nnU-Net model (the steps that need no idle machine)")
     p.add_argument("--json", help="results file (default: <work>/predict_vs_nnunet.json)")
     args = p.parse_args()
 
@@ -310,34 +347,39 @@ def main() -> None:
 
     fold_folder = prepare_nnunet(args, nnunet_bin, env, ours_config, ours_probe["backbone"])
     nnunet_probe = probe(nnunet_python, NNUNET_PROBE, [str(fold_folder / "checkpoint_final.pth")], env)
+    if args.prepare_only:
+        log(f"nnU-Net model ready: {fold_folder}")
+        return
 
     image = Path(args.image) if args.image else sorted((raw / "Dataset004_Abdomen" / "imagesTs").glob("*_0000.*"))[0]
     case = image.name.split("_0000.")[0] if "_0000." in image.name else image.name.split(".")[0]
     ending = image.name[image.name.index("."):]
-    inputs = work / "input"
-    shutil.rmtree(inputs, ignore_errors=True)
-    inputs.mkdir(parents=True)
-    shutil.copy(image, inputs / f"{case}_0000{ending}")
+    case_counts = sorted(set(args.case_counts) | {1})  # the one-case folder is the main row
+    input_folders = {n: make_input_folder(work / ("input" if n == 1 else f"input_{n}"), image, case, ending, n)
+                     for n in case_counts}
     tta = ["--disable_tta"] if args.disable_tta else []
 
     def out(name):
         return work / "predictions" / name
 
-    commands = {"nnunetv2": [str(nnunet_bin / "nnUNetv2_predict"), "-i", str(inputs), "-o", str(out("nnunetv2")),
-                             "-d", str(args.dataset), "-c", CONFIGURATION, "-f", str(args.fold), "-tr", args.trainer,
-                             "-p", PLANS_ID, "-device", args.device, "-npp", "1", "-nps", "1", *tta]}
-    expected = {"nnunetv2": 1}
-    for k in args.prompt_counts:
-        name = f"textnnunet_{k}"
-        commands[name] = [str(ours_bin / "textnnunet_predict"), "-i", str(inputs), "-o", str(out(name)),
-                          "-m", str(model), "-f", str(args.fold), "-p", *PROMPT_SETS[k], "--device", args.device,
-                          "-npp", "1", "-nps", "1", *tta, *(["--combined"] if args.combined else [])]
-        expected[name] = 1 if args.combined else k
+    commands, expected, cases_of = {}, {}, {}
+    for n, inputs in input_folders.items():
+        name = with_cases("nnunetv2", n)
+        commands[name] = [str(nnunet_bin / "nnUNetv2_predict"), "-i", str(inputs), "-o", str(out(name)),
+                          "-d", str(args.dataset), "-c", CONFIGURATION, "-f", str(args.fold), "-tr", args.trainer,
+                          "-p", PLANS_ID, "-device", args.device, "-npp", "1", "-nps", "1", *tta]
+        expected[name], cases_of[name] = n, n
+        for k in args.prompt_counts:
+            name = with_cases(f"textnnunet_{k}", n)
+            commands[name] = [str(ours_bin / "textnnunet_predict"), "-i", str(inputs), "-o", str(out(name)),
+                              "-m", str(model), "-f", str(args.fold), "-p", *PROMPT_SETS[k], "--device", args.device,
+                              "-npp", "1", "-nps", "1", *tta, *(["--combined"] if args.combined else [])]
+            expected[name], cases_of[name] = n * (1 if args.combined else k), n
     imports = {"import_nnunetv2": [str(nnunet_python), "-c", IMPORTS["nnunetv2"]],
                "import_textnnunet": [sys.executable, "-c", IMPORTS["textnnunet"]]}
 
     def check_outputs(name):
-        n = len(list(out(name).glob(f"{case}*{ending}")))
+        n = len(list(out(name).glob(f"{case}*{ending}")))  # the copies' names start with the case's
         if n != expected[name]:
             raise RuntimeError(f"{name}: expected {expected[name]} output file(s) in {out(name)}, found {n}")
 
@@ -376,9 +418,14 @@ def main() -> None:
     startup = {"nnunetv2": measured["import_nnunetv2"]["median_wall_seconds"],
                "textnnunet": measured["import_textnnunet"]["median_wall_seconds"]}
     for name in commands:
-        tool = "nnunetv2" if name == "nnunetv2" else "textnnunet"
+        tool = "nnunetv2" if name.startswith("nnunetv2") else "textnnunet"
         measured[name]["command"] = commands[name]
+        measured[name]["cases"] = cases_of[name]
         measured[name]["median_wall_minus_startup_seconds"] = measured[name]["median_wall_seconds"] - startup[tool]
+    per_case = steady_state(measured, case_counts, ["nnunetv2", *(f"textnnunet_{k}" for k in args.prompt_counts)])
+    for name, row in per_case.items():
+        log(f"{name}: {row['per_case_seconds']:.2f} s per further case (from {row['from_cases']} cases), "
+            f"{row['fixed_seconds']:.2f} s fixed (start-up, checkpoint, first-case overheads)")
 
     nn = measured["nnunetv2"]
     rows = [("nnU-Net v2, one model (" + find_dataset(raw, args.dataset) + ")", nn)]
@@ -429,6 +476,7 @@ def main() -> None:
                     "load_average_before": load_before, "load_average_after": load_after},
         "settings": {"device": args.device, "fold": args.fold, "tta": not args.disable_tta, "repeats": args.repeats,
                      "warmup": args.warmup, "image": str(image), "combined": args.combined,
+                     "case_counts": case_counts,
                      "OMP_NUM_THREADS": env["OMP_NUM_THREADS"], "npp": 1, "nps": 1, "prompts": {
                          f"textnnunet_{k}": PROMPT_SETS[k] for k in args.prompt_counts}},
         "nnunetv2": {**nnunet_probe, "dataset": find_dataset(raw, args.dataset), "plans": PLANS_ID,
@@ -443,6 +491,7 @@ def main() -> None:
         "nnunetv2_x3_models_wall_seconds": 3 * nn["median_wall_seconds"],
         "nnunetv2_x3_note": "3 x the measured single-model time (liver, spleen, kidney need three nnU-Net models)",
         "ratios": ratios,
+        "steady_state": per_case,
         "notes": "wall includes interpreter start, imports and checkpoint loading for both tools; 'minus start-up' "
                  "subtracts the median time of `python -c 'import <prediction modules>'` in each environment. "
                  "Neither tool prints a comparable in-process time: the warm-up logs under <work>/logs keep each "

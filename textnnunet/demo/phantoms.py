@@ -19,10 +19,10 @@ from typing import Callable, Iterable
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from textnnunet.dataset.description import parse_dataset_name
+from textnnunet.dataset.resumable import check_dataset_id_free, check_resumable
 from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import ImageGeometry, write_image
-from textnnunet.utils.files import atomic_write_json, load_json
+from textnnunet.utils.files import atomic_write_json
 
 GENERATOR_VERSION = 1
 FILE_ENDING = ".nii.gz"
@@ -904,23 +904,9 @@ def dataset_json(spec: PhantomDatasetSpec, size: str, seed: int, variant: str = 
 
 def _check_folder(raw_root: Path, spec: PhantomDatasetSpec, marker: dict, overwrite: bool) -> None:
     """Refuse to clobber a finished dataset or someone else's folder; an unfinished generation may resume."""
-    folder = raw_root / spec.name
-    for other in sorted(raw_root.iterdir()):
-        if other.is_dir() and other.name != spec.name and parse_dataset_name(other.name) == spec.dataset_id:
-            raise UserError(f"{other}: dataset id {spec.dataset_id} is already used by this folder; "
-                            f"move it away to generate {spec.name}")
-    if not folder.exists() or overwrite:
-        return
-    if (folder / "dataset.json").exists():
-        raise UserError(f"{folder}: dataset already exists (pass overwrite=True / --overwrite to replace it)")
-    if (folder / IN_PROGRESS_MARKER).exists():
-        found = load_json(folder / IN_PROGRESS_MARKER)
-        if found != marker:
-            raise UserError(f"{folder}: an unfinished generation with other settings ({found}) is here; "
-                            f"pass --overwrite to start again")
-    elif any(folder.iterdir()):
-        raise UserError(f"{folder}: folder exists without dataset.json and was not made by the phantom generator; "
-                        f"pass --overwrite to replace it")
+    check_dataset_id_free(raw_root, spec.name, spec.dataset_id, f"move it away to generate {spec.name}")
+    if not overwrite:
+        check_resumable(raw_root / spec.name, IN_PROGRESS_MARKER, marker, "the phantom generator", "generation")
 
 
 def _prepare_folder(raw_root: Path, spec: PhantomDatasetSpec, marker: dict, overwrite: bool) -> Path:

@@ -23,8 +23,8 @@ from textnnunet.dataset.converters.base import (
     LabelMapping,
     SourceCase,
 )
-from textnnunet.dataset.description import parse_dataset_name
 from textnnunet.dataset.integrity import geometry_differences
+from textnnunet.dataset.resumable import check_dataset_id_free, check_resumable
 from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import geometry_of, read_sitk
 from textnnunet.utils.files import atomic_path, atomic_write_json, load_json
@@ -141,30 +141,15 @@ def _prepare_folder(raw_root: Path, folder_name: str, dataset_id: int, marker: d
         raise UserError(f"{raw_root}: raw data folder is a file")
     raw_root.mkdir(parents=True, exist_ok=True)
     folder = raw_root / folder_name
-    for other in sorted(raw_root.iterdir()):
-        if other.is_dir() and other.name != folder_name and parse_dataset_name(other.name) == dataset_id:
-            raise UserError(f"{other}: dataset id {dataset_id} is already used by this folder; choose another -d "
-                            f"or move it away")
+    check_dataset_id_free(raw_root, folder_name, dataset_id, "choose another -d or move it away")
     if folder.exists() and overwrite:
         shutil.rmtree(folder)
     elif folder.exists():
-        _check_resumable(folder, marker)
+        check_resumable(folder, IN_PROGRESS_MARKER, marker, "textnnunet_convert_dataset", "conversion")
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write_json(folder / IN_PROGRESS_MARKER, marker)
     return folder
 
-
-def _check_resumable(folder: Path, marker: dict) -> None:
-    if (folder / "dataset.json").exists():
-        raise UserError(f"{folder}: dataset already exists (pass --overwrite to replace it)")
-    if (folder / IN_PROGRESS_MARKER).exists():
-        found = load_json(folder / IN_PROGRESS_MARKER)
-        if found != marker:
-            raise UserError(f"{folder}: an unfinished conversion with other settings ({found}) is here; pass "
-                            f"--overwrite to start again")
-    elif any(folder.iterdir()):
-        raise UserError(f"{folder}: folder exists without dataset.json and was not made by "
-                        f"textnnunet_convert_dataset; pass --overwrite to replace it")
 
 
 # ----------------------------------------------------------------------------------------------- cases

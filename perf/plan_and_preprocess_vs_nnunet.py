@@ -43,7 +43,6 @@ import dataclasses
 import datetime
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -54,6 +53,9 @@ import time
 from pathlib import Path
 
 import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _artefact import git_state, machine, package_versions  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -250,39 +252,13 @@ def plan_summary(tool: str, pre: Path) -> dict:
 
 # ------------------------------------------------------------------------------------------ main
 def versions(nnunet_python: Path) -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("textnnunet", "torch", "numpy", "scipy", "scikit-image", "SimpleITK"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
+    out = package_versions()
     theirs = subprocess.run([str(nnunet_python), "-c", "import importlib.metadata as m, json; print(json.dumps("
                              "{p: m.version(p) for p in ('nnunetv2', 'torch', 'numpy', 'scipy', 'scikit-image', "
                              "'SimpleITK', 'blosc2', 'acvl-utils', 'batchgenerators')}))"],
                             capture_output=True, text=True)
     out["nnunet_env"] = json.loads(theirs.stdout) if theirs.returncode == 0 else theirs.stderr[-500:]
     return out
-
-
-def git_info() -> dict:
-    def git(*a):
-        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"),
-            "dirty_files": [line[3:] for line in git("status", "--porcelain", "--", "textnnunet", "perf").splitlines()]}
-
-
-def machine() -> dict:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 def commands(row: str, args, bin_dir: Path, nnunet_bin: Path, work: Path) -> dict[str, tuple[list[str], Path]]:
@@ -397,7 +373,7 @@ def main(argv=None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     result = {"what": "plan + preprocess, textnnunet vs nnU-Net v2 (issue 14 item 2)",
               "command": [sys.executable, *sys.argv], "started": datetime.datetime.now().isoformat(timespec="seconds"),
-              "git": git_info(), "versions": versions(nnunet_python), "machine": machine(),
+              "git": git_state(), "versions": versions(nnunet_python), "machine": machine(),
               "loadavg_start": list(os.getloadavg()), "num_processes": args.num_processes, "datasets": args.datasets,
               "repeats": args.repeats, "warmup_rounds": 1,
               "memory_method": "summed RSS of the process tree, sampled every 50 ms (psutil)",

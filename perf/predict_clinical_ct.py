@@ -31,7 +31,6 @@ import datetime
 import itertools
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -39,6 +38,9 @@ import sys
 import threading
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _artefact import git_state, machine, package_versions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_SOURCE = REPO.parent / "shared" / "realct" / "ct_abdomen_3mm.nii.gz"
@@ -291,36 +293,8 @@ def summarise(repeats: list[dict]) -> dict:
 
 
 def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "numpy", "scipy", "scikit-image", "SimpleITK", "textnnunet"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    try:
-        commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True)
-        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "textnnunet"],
-                               capture_output=True, text=True)
-        out["git_commit"] = commit.stdout.strip()
-        out["git_dirty_textnnunet_files"] = [line[3:] for line in dirty.stdout.splitlines()]
-    except OSError:
-        pass
-    return out
-
-
-def machine() -> dict:
-    import psutil
-
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    return {"platform": platform.platform(), "cpu": cpu, "logical_cpus": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)), "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "pythonpath": os.environ.get("PYTHONPATH")}
+    git = git_state(("textnnunet",))
+    return {**package_versions(), "git_commit": git["commit"], "git_dirty_textnnunet_files": git["dirty_files"]}
 
 
 def main(argv=None) -> int:
@@ -403,7 +377,7 @@ def main(argv=None) -> int:
         "inputs": {"source": str(source), "clinical_ct": image_info(ct), "model": str(args.model),
                    "prompts": {str(k): PROMPTS[k] for k in args.prompt_counts}, "plan": _plan_summary(args.model)},
         "versions": versions_at_start,
-        "machine": machine(),
+        "machine": machine(pythonpath=os.environ.get("PYTHONPATH")),
         "load_average_start_end": [list(repeats[0]["load_before"]) if repeats else None,
                                    list(os.getloadavg())],
         "summary": summarise(repeats),

@@ -63,6 +63,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _artefact import cpu_name, git_state  # noqa: E402
 from plan_and_preprocess_vs_nnunet import ensure_nnunet_env, run_measured  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
@@ -277,26 +278,6 @@ def probe(python: Path, code: str, argv: list[str], env: dict) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_commit() -> str | None:
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO,
-                               capture_output=True, text=True).stdout.strip()
-        return (head + ("+uncommitted changes" if dirty else "")) or None
-    except OSError:
-        return None
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", default="/tmp/predict_vs_nnunet", help="nnU-Net folders, outputs, logs (kept; re-runs "
@@ -484,7 +465,7 @@ def main() -> None:
                      "spacing": "nnU-Net's own" if args.nnunet_spacing else "the universal model's",
                      "configuration": json.loads((work / "nnUNet_preprocessed" / find_dataset(raw, args.dataset)
                                                   / f"{PLANS_ID}.json").read_text())["configurations"][CONFIGURATION]},
-        "textnnunet": {**ours_probe, "model_folder": str(model), "git_commit": git_commit(),
+        "textnnunet": {**ours_probe, "model_folder": str(model), "git": git_state(),
                        "configuration": ours_config},
         "startup_seconds": startup,
         "measurements": measured,

@@ -46,7 +46,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -56,6 +55,8 @@ from pathlib import Path
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _artefact import git_state, machine, package_versions  # noqa: E402
 from textnnunet.benchmark.baseline import softmax_dice_ce_loss
 from textnnunet.experiment_planning.topology import pool_and_conv_props
 from textnnunet.network.baseline import build_softmax_unet
@@ -240,35 +241,8 @@ def spread(values: list[float]) -> dict:
             "q1": q[0], "q3": q[2], "n": len(values)}
 
 
-def git_info() -> dict:
-    def git(*a):
-        return subprocess.run(["git", "-C", str(REPO), *a], capture_output=True, text=True).stdout.strip()
-
-    return {"commit": git("rev-parse", "HEAD"),
-            "dirty_files": [line[3:] for line in git("status", "--porcelain", "--", "textnnunet", "perf").splitlines()]}
-
-
-def versions() -> dict:
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("numpy", "textnnunet"):
-        try:
-            out[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def machine(device: torch.device) -> dict:
-    cpu = ""
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    info = {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
-            "affinity": len(os.sched_getaffinity(0)), "torch_threads": torch.get_num_threads(),
-            "omp_num_threads": os.environ.get("OMP_NUM_THREADS"), "mkl_num_threads": os.environ.get("MKL_NUM_THREADS")}
+def machine_facts(device: torch.device) -> dict:
+    info = machine(torch_threads=torch.get_num_threads())
     if device.type == "cuda":
         info.update(gpu=torch.cuda.get_device_name(), cuda=torch.version.cuda,
                     gpu_memory_gib=round(torch.cuda.get_device_properties(0).total_memory / 2**30, 1))
@@ -404,7 +378,7 @@ def main(argv=None) -> int:
         "what": "training step (forward + backward + SGD step, deep supervision) of the text-prompted heads vs the "
                 "same backbone with a K+1-channel softmax head (issue 14 item 4)",
         "command": [sys.executable, *sys.argv], "started": datetime.datetime.now().isoformat(timespec="seconds"),
-        "git": git_info(), "versions": versions(), "machine": machine(device),
+        "git": git_state(), "versions": package_versions(("textnnunet", "torch", "numpy")), "machine": machine_facts(device),
         "loadavg_start": list(os.getloadavg()),
         "settings": {"device": device.type, "shape_from": source, "patch": patch, "batch": batch,
                      "features": arch["features_per_stage"], "strides": arch["strides"],

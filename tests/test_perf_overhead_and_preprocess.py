@@ -26,6 +26,26 @@ def test_partial_pairs_split_classes_over_datasets():
     assert int(pairs[:3].sum(0).min()) == 1 and int(pairs[:3].sum(0).max()) == 1
 
 
+def test_capped_exclusion_keeps_at_most_cap_unlabelled_classes_per_item():
+    bench = _load("train_step_overhead")
+    unlabelled = ~bench.partial_pairs(batch=4, k=30, datasets=3, device="cpu")  # 20 unlabelled classes per item
+    capped = bench.capped_exclusion(unlabelled, 8, torch.Generator().manual_seed(0))
+    assert capped.sum(1).tolist() == [8, 8, 8, 8]
+    assert not (capped & ~unlabelled).any()  # only classes the item's dataset does not label
+    few = ~bench.partial_pairs(batch=2, k=6, datasets=3, device="cpu")  # 4 unlabelled: under the cap, all kept
+    assert torch.equal(bench.capped_exclusion(few, 8, torch.Generator()), few)
+
+
+def test_predict_vs_nnunet_steady_state_from_two_folder_sizes():
+    bench = _load("predict_vs_nnunet")
+    measured = {"nnunetv2": {"median_wall_seconds": 40.0}, "nnunetv2@3": {"median_wall_seconds": 100.0},
+                "textnnunet_5": {"median_wall_seconds": 25.0}, "textnnunet_5@3": {"median_wall_seconds": 55.0}}
+    rows = bench.steady_state(measured, [1, 3], ["nnunetv2", "textnnunet_5"])
+    assert rows["nnunetv2"]["per_case_seconds"] == 30.0 and rows["nnunetv2"]["fixed_seconds"] == 10.0
+    assert rows["textnnunet_5"]["per_case_seconds"] == 15.0 and rows["textnnunet_5"]["per_case_over_nnunetv2"] == 0.5
+    assert bench.steady_state(measured, [1], ["nnunetv2"]) == {}
+
+
 def test_tiny_interleaved_run_writes_every_round(tmp_path):
     bench = _load("train_step_overhead")
     out = tmp_path / "ho.json"

@@ -85,6 +85,47 @@ def benchmark_figures(folder: str) -> dict:
     }
 
 
+# Matrix rows trained with several training seeds, by setting: the folders of one setting differ only in the seed.
+MATRIX_SEED_GROUPS = {
+    "mirroring (session-5 defaults)": ["session5_default", "session5_default_seed1", "session6_default_seed2"],
+    "no mirroring (session 6)": ["session6_nomirror", "session6_nomirror_seed1", "session6_nomirror_seed2"],
+}
+DICE_BAR, FP_OVER_FN_BAR = 0.85, 2.0
+
+
+def _passes(test: dict) -> bool:
+    """Issue 10's bar for one row: every organ Dice >= 0.85 and FP < 2x FN."""
+    return all(test[c]["Dice"] >= DICE_BAR and test[c]["FP"] < FP_OVER_FN_BAR * max(test[c]["FN"], 1) for c in ORGANS)
+
+
+def matrix_seeds() -> dict:
+    """Per setting and variant: test Dice per organ over training seeds (mean, sample sd, min) and rows passing."""
+    import statistics
+
+    values, sources = {}, []
+    for setting, folders in MATRIX_SEED_GROUPS.items():
+        rows: dict[str, list[dict]] = {}
+        for folder in folders:
+            for path in sorted((MEASUREMENTS / "generalization_matrix" / folder).glob("*.json")):
+                if path.stem.endswith("_fp_on_anatomy"):
+                    continue
+                record = json.loads(path.read_text())
+                rows.setdefault(path.stem, []).append(record["test_Dataset004"])
+                sources.append(_rel(path))
+        for variant, tests in rows.items():
+            entry = {"seeds": len(tests), "passing": sum(_passes(t) for t in tests)}
+            for c in ORGANS:
+                dice = [t[c]["Dice"] for t in tests]
+                entry[c] = {"mean": statistics.mean(dice), "min": min(dice),
+                            "sd": statistics.stdev(dice) if len(dice) > 1 else None}
+            values.setdefault(setting, {})[variant] = entry
+    return {"what": "generalization matrix over training seeds: test Dataset004 Dice per organ (mean, sample sd, "
+                    "min over seeds) and how many seeds pass issue 10's bar",
+            "formula": f"mean/stdev/min of test_Dataset004[organ]['Dice'] over the setting's folders; passing = seeds "
+                       f"with every organ Dice >= {DICE_BAR} and FP < {FP_OVER_FN_BAR} x max(FN, 1)",
+            "groups": MATRIX_SEED_GROUPS, "sources": sources, "values": values}
+
+
 def predict_clinical_ct_gb() -> dict:
     """Peak memory of predict_clinical_ct.json in GB as benchmarks.md prints it (the script's MB / 1000)."""
     path = MEASUREMENTS / "predict_clinical_ct.json"
@@ -101,6 +142,7 @@ def predict_clinical_ct_gb() -> dict:
 DERIVED_FILES = {"generalization_matrix_fp_fn.json": matrix_fp_fn,
                  "predict_clinical_ct_gb.json": predict_clinical_ct_gb,
                  "generalization_matrix_train_minutes.json": matrix_train_minutes,
+                 "generalization_matrix_seeds.json": matrix_seeds,
                  **{f"{folder}.json": (lambda folder=folder: benchmark_figures(folder))
                     for folder in ("benchmark_demo_cpu", "benchmark_demo_cpu_ablation", "benchmark_demo_cpu_nnunet")}}
 

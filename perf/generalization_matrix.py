@@ -157,7 +157,8 @@ def _versions() -> dict:
 
 
 def error_overlay(name: str, work: Path, path: Path) -> None:
-    """FP (red) and FN (blue) of each organ on the axial slice of the first test case where the organ is largest."""
+    """FP (red) and FN (blue) of each organ on two axial slices of the first test case: where the organ is largest
+    (top row) and where its false positives are most (bottom row; they may lie far from the organ)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -172,21 +173,25 @@ def error_overlay(name: str, work: Path, path: Path) -> None:
     image = to_canonical(image, geometry)[0][0]
     labels = to_canonical(read_label(raw / "labelsTs" / f"{case}.nii.gz")[0][None], geometry)[0][0]
     meta = json.loads((raw / "dataset.json").read_text())["labels"]
-    fig, axes = plt.subplots(1, len(ORGANS), figsize=(5 * len(ORGANS), 5))
-    for ax, organ in zip(axes, ORGANS):
+    fig, axes = plt.subplots(2, len(ORGANS), figsize=(5 * len(ORGANS), 10))
+    for col, organ in enumerate(ORGANS):
         values = meta[organ] if isinstance(meta[organ], list) else [meta[organ]]
         ref = np.isin(labels, values)
         pred = to_canonical(read_label(out / f"{case}_{organ}.nii.gz")[0][None].astype(np.uint8), geometry)[0][0] > 0
-        z = int(np.argmax(ref.sum(axis=(1, 2))))
-        ax.imshow(np.clip(image[z], -200, 300), cmap="gray")
-        rgba = np.zeros((*ref.shape[1:], 4))
-        rgba[pred[z] & ref[z]] = (0, 1, 0, 0.25)
-        rgba[pred[z] & ~ref[z]] = (1, 0, 0, 0.8)
-        rgba[~pred[z] & ref[z]] = (0, 0.3, 1, 0.8)
-        ax.imshow(rgba)
-        fp, fn = int((pred & ~ref).sum()), int((~pred & ref).sum())
-        ax.set_title(f"{organ}: FP {fp} (red), FN {fn} (blue)\nslice {z}, whole case")
-        ax.axis("off")
+        fp, fn = pred & ~ref, ~pred & ref
+        slices = {"organ largest": int(np.argmax(ref.sum(axis=(1, 2)))),
+                  "most FP": int(np.argmax(fp.sum(axis=(1, 2))))}
+        for row, (why, z) in enumerate(slices.items()):
+            ax = axes[row, col]
+            ax.imshow(np.clip(image[z], -200, 300), cmap="gray")
+            rgba = np.zeros((*ref.shape[1:], 4))
+            rgba[pred[z] & ref[z]] = (0, 1, 0, 0.25)
+            rgba[fp[z]] = (1, 0, 0, 0.8)
+            rgba[fn[z]] = (0, 0.3, 1, 0.8)
+            ax.imshow(rgba)
+            ax.set_title(f"{organ}: FP {int(fp.sum())} (red), FN {int(fn.sum())} (blue)\n"
+                         f"slice {z} of {ref.shape[0]} ({why}; here FP {int(fp[z].sum())}, FN {int(fn[z].sum())})")
+            ax.axis("off")
     fig.suptitle(f"{name}: {case} (green = TP), canonical LPS, axial")
     fig.tight_layout()
     fig.savefig(path, dpi=70)

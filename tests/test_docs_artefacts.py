@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parents[1]
 MEASUREMENTS = REPO / "documentation" / "measurements"
 DOCS = [REPO / "README.md", *sorted((REPO / "documentation").glob("*.md"))]
 CHECKED_DOCS = ["README.md", "documentation/results.md", "documentation/benchmarks.md"]
-MATRIX_FOLDERS = ["first_pass", "label_exclusion", "session5_exclusion_weighted", "session5_antialias",
+MATRIX_FOLDERS = ["first_pass", "label_exclusion", "session5_exclusion_weighted", "session5_antialias", "session6_nomirror",
                   "session5_default", "session5_default_seed1"]
 CITED = re.compile(r"(?:documentation/measurements/|measurements/|`)((?:generalization_matrix|pooled_runs)"
                    r"/[A-Za-z0-9_./*-]+|[A-Za-z0-9_-]+\.json)")

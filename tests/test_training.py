@@ -198,3 +198,14 @@ def test_label_exclusion_is_the_default_and_older_configs_keep_their_meaning():
     old = TrainingConfig.from_json({"epochs": 3})  # a training_config.json written before exclusion existed
     assert old.label_exclusion is False
     assert TrainingConfig.from_json(TrainingConfig().to_json()).label_exclusion is True
+
+
+def test_no_mirroring_is_the_default_and_older_configs_keep_their_axes():
+    from textnnunet.training.config import TrainingConfig
+
+    assert TrainingConfig().resolved_mirror_axes(3) == []
+    assert TrainingConfig.from_json(TrainingConfig().to_json()).resolved_mirror_axes(3) == []
+    # Configs written up to session 5 say "mirror_axes": null (every axis but left-right); older ones lack the key.
+    assert TrainingConfig.from_json({"epochs": 3, "mirror_axes": None}).resolved_mirror_axes(3) == [0, 1]
+    assert TrainingConfig.from_json({"epochs": 3}).resolved_mirror_axes(3) == [0, 1]
+    assert TrainingConfig(mirror_axes=[0, 1, 2]).resolved_mirror_axes(3) == [0, 1, 2]

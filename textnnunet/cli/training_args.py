@@ -22,9 +22,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                         "(nnU-Net's DA5 intensity transforms), for datasets from several contrast phases; "
                         "nnunet_regions (default): plus an intensity offset per labelled structure; none: off")
     p.add_argument("--no_augmentation", action="store_true", help="same as --augmentation none")
-    p.add_argument("--mirror_axes", type=int, nargs="*", default=None,
-                   help="patch axes to mirror in training and TTA (default: all but left-right, the last axis; "
-                        "nnU-Net mirrors all: --mirror_axes 0 1 2)")
+    p.add_argument("--mirror_axes", type=int, nargs="*", default=d.mirror_axes,
+                   help="patch axes to mirror in training and TTA (default: none; the axes are those of the LPS-"
+                        "reoriented array, the last one left-right; nnU-Net mirrors all: --mirror_axes 0 1 2)")
     p.add_argument("--no_deep_supervision", action="store_true")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no_amp", action="store_true", help="disable mixed precision on CUDA")

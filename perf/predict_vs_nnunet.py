@@ -378,23 +378,25 @@ def main() -> None:
                 log(f"warning: {name}: a prompt was not a trained class or synonym:\n{r.stdout}")
 
     load_before = os.getloadavg()
-    measured = {name: {"wall_seconds": [], "peak_rss_gib": []} for name in [*commands, *imports]}
+    measured = {name: {"wall_seconds": [], "cpu_seconds": [], "peak_rss_gib": []} for name in [*commands, *imports]}
     names = list(commands) + list(imports)
     for r in range(args.repeats):
         order = names[r % len(names):] + names[:r % len(names)]  # rotated, so drift spreads over every command
         for name in order:
             if name in commands:
                 shutil.rmtree(out(name), ignore_errors=True)
-            wall, peak = run_measured(commands.get(name) or imports[name], env)
+            m = run_measured(commands.get(name) or imports[name], env)
             if name in commands:
                 check_outputs(name)
-            measured[name]["wall_seconds"].append(wall)
-            measured[name]["peak_rss_gib"].append(peak)
+            measured[name]["wall_seconds"].append(m["wall_s"])
+            measured[name]["cpu_seconds"].append(m["cpu_s"])  # user + system of the process tree (wait4)
+            measured[name]["peak_rss_gib"].append(m["peak_rss_gib"])
         log(f"round {r + 1}/{args.repeats}: " + ", ".join(f"{n} {measured[n]['wall_seconds'][-1]:.1f} s"
                                                           for n in names))
     load_after = os.getloadavg()
     for m in measured.values():
         m["median_wall_seconds"] = statistics.median(m["wall_seconds"])
+        m["median_cpu_seconds"] = statistics.median(m["cpu_seconds"])
         m["median_peak_rss_gib"] = statistics.median(m["peak_rss_gib"])
     startup = {"nnunetv2": measured["import_nnunetv2"]["median_wall_seconds"],
                "textnnunet": measured["import_textnnunet"]["median_wall_seconds"]}

@@ -192,8 +192,13 @@ def test_tumours_are_present_in_the_first_case_and_not_everywhere():
 
 def test_existing_dataset_is_not_overwritten(tmp_path):
     generate_phantom_datasets(tmp_path, size="small", datasets=[2])
-    with pytest.raises(UserError, match="Dataset002_Spleen: dataset already exists"):
-        generate_phantom_datasets(tmp_path, size="small", datasets=[2])
+    image = tmp_path / "Dataset002_Spleen" / "imagesTr" / "spleen_000_0000.nii.gz"
+    before = image.stat().st_mtime_ns
+    # the same settings again: the finished dataset is kept as it is (a re-run resumes, nothing is redone)
+    assert generate_phantom_datasets(tmp_path, size="small", datasets=[2]) == [tmp_path / "Dataset002_Spleen"]
+    assert image.stat().st_mtime_ns == before
+    with pytest.raises(UserError, match="Dataset002_Spleen: dataset already exists, generated with other settings"):
+        generate_phantom_datasets(tmp_path, size="small", datasets=[2], seed=7)
     (tmp_path / "Dataset002_Spleen" / "imagesTr" / "spleen_000_0000.nii.gz").unlink()
     generate_phantom_datasets(tmp_path, size="small", datasets=[2], overwrite=True)
     assert (tmp_path / "Dataset002_Spleen" / "imagesTr" / "spleen_000_0000.nii.gz").is_file()

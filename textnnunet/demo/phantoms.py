@@ -22,7 +22,7 @@ from scipy.ndimage import gaussian_filter
 from textnnunet.dataset.resumable import check_dataset_id_free, check_resumable
 from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import ImageGeometry, write_image
-from textnnunet.utils.files import atomic_write_json
+from textnnunet.utils.files import atomic_write_json, load_json
 
 GENERATOR_VERSION = 1
 FILE_ENDING = ".nii.gz"
@@ -902,11 +902,31 @@ def dataset_json(spec: PhantomDatasetSpec, size: str, seed: int, variant: str = 
     return meta
 
 
+def _recorded_settings(folder: Path) -> dict | None:
+    """The generator settings a finished dataset's dataset.json records (None: no finished phantom dataset here)."""
+    meta = folder / "dataset.json"
+    if not meta.is_file():
+        return None
+    recorded = load_json(meta).get("textnnunet_phantom")
+    return recorded if isinstance(recorded, dict) else None
+
+
+def _already_generated(raw_root: Path, spec: PhantomDatasetSpec, marker: dict) -> bool:
+    """True when the folder holds this dataset, finished, made with these settings (deterministic: nothing to redo)."""
+    recorded = _recorded_settings(raw_root / spec.name)
+    return recorded is not None and {k: recorded.get(k) for k in marker} == marker
+
+
 def _check_folder(raw_root: Path, spec: PhantomDatasetSpec, marker: dict, overwrite: bool) -> None:
     """Refuse to clobber a finished dataset or someone else's folder; an unfinished generation may resume."""
     check_dataset_id_free(raw_root, spec.name, spec.dataset_id, f"move it away to generate {spec.name}")
-    if not overwrite:
-        check_resumable(raw_root / spec.name, IN_PROGRESS_MARKER, marker, "the phantom generator", "generation")
+    if overwrite:
+        return
+    recorded = _recorded_settings(raw_root / spec.name)
+    if recorded is not None:
+        raise UserError(f"{raw_root / spec.name}: dataset already exists, generated with other settings ({recorded}); "
+                        f"pass --overwrite to replace it")
+    check_resumable(raw_root / spec.name, IN_PROGRESS_MARKER, marker, "the phantom generator", "generation")
 
 
 def _prepare_folder(raw_root: Path, spec: PhantomDatasetSpec, marker: dict, overwrite: bool) -> Path:
@@ -926,7 +946,8 @@ def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int =
     `variant` names a row of the generalization matrix (textnnunet.demo.phantom_variants: other spacings,
     fields of view, orientations, contrast phase, noise); its spacings are absolute, so `size` is ignored.
     Deterministic for (size, seed, variant). dataset.json is written last, so a folder without it is an unfinished run
-    that a second call with the same settings resumes.
+    that a second call with the same settings resumes; a finished one with the same settings is kept as it is, one
+    with other settings is refused unless `overwrite`.
     """
     if size not in SIZES:
         raise UserError(f"phantom size '{size}': unknown (choose from {', '.join(SIZES)})")
@@ -952,10 +973,12 @@ def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int =
             marker["variant"] = variant
         return marker
 
-    for _, spec in chosen:  # check every folder before touching any
+    # A finished dataset with the same settings is kept as it is (re-running a command resumes, as nnU-Net's do).
+    todo = [(i, s) for i, s in chosen if overwrite or not _already_generated(raw_root, s, marker_of(s))]
+    for _, spec in todo:  # check every folder before touching any
         _check_folder(raw_root, spec, marker_of(spec), overwrite)
     folders, jobs = [], []
-    for spec_index, spec in chosen:
+    for spec_index, spec in todo:
         folder = _prepare_folder(raw_root, spec, marker_of(spec), overwrite)
         folders.append(folder)
         n_train, n_test = spec.num_training[size], spec.num_test[size]
@@ -963,10 +986,10 @@ def generate_phantom_datasets(raw_root: Path, size: str = "default", seed: int =
         jobs += [_CaseJob(spec_index, i, True, size, int(seed), str(folder), variant)
                  for i in range(n_train, n_train + n_test)]
     _run_jobs(jobs, num_processes, progress)
-    for (_, spec), folder in zip(chosen, folders):
+    for (_, spec), folder in zip(todo, folders):
         atomic_write_json(folder / "dataset.json", dataset_json(spec, size, _seed_of(spec, seed), variant))
         (folder / IN_PROGRESS_MARKER).unlink()
-    return folders
+    return [raw_root / spec.name for _, spec in chosen]
 
 
 def _seed_of(spec: PhantomDatasetSpec, seed: int) -> int:

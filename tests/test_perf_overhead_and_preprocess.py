@@ -4,6 +4,7 @@ import importlib.util
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -94,3 +95,16 @@ def test_equal_row_commands_give_nnunet_the_same_processes(tmp_path):
 def test_spread(values):
     bench = _load("plan_and_preprocess_vs_nnunet")
     assert bench.spread(values) == {"median": 2.0, "min": 1.0, "max": 3.0, "n": 3}
+
+
+def test_liver_errors_split_false_positives_by_slice():
+    check = _load("liver_fp_beyond_fov")
+    ref = np.zeros((4, 3, 3), bool)
+    ref[1:3, 1, 1] = True  # liver on slices 1 and 2
+    pred = ref.copy()
+    pred[1, 0, 0] = True  # FP on a liver slice
+    pred[3, :2, 0] = True  # two FP on a slice without liver
+    pred[2, 1, 1] = False  # one FN
+    e = check.liver_errors(pred, ref)
+    assert (e["FP"], e["FN"], e["FP_at_liver_slices"], e["FP_off_liver_slices"]) == (3, 1, 1, 2)
+    assert e["Dice"] == 2 * 1 / (2 * 1 + 3 + 1)

@@ -71,6 +71,10 @@ def main(argv=None) -> int:
     totals = {m: {k: sum(c[m][k] for c in cases.values()) for k in ("FP", "FN", "FP_at_liver_slices",
                                                                          "FP_off_liver_slices")}
               for m in ("universal", "baseline_liver_dataset_only")}
+    for m, t in totals.items():
+        t["FP_over_FN"] = t["FP"] / max(t["FN"], 1)
+        t["share_of_FP_off_liver_slices"] = t["FP_off_liver_slices"] / max(t["FP"], 1)
+        t["mean_Dice"] = float(np.mean([c[m]["Dice"] for c in cases.values()]))
     record = {"what": __doc__.split("\n\n")[0], "command": " ".join([sys.executable, *sys.argv]),
               "raw": str(args.raw), "universal_predictions": str(args.universal_predictions),
               "baseline": str(args.baseline), "cases": cases, "totals": totals,

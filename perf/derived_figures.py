@@ -24,11 +24,19 @@ def _rel(path: Path) -> str:
     return str(path.relative_to(MEASUREMENTS))
 
 
+def matrix_rows(folder: Path) -> list[Path]:
+    """The row artefacts of one matrix folder (one JSON per variant), not the analyses kept beside them."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from generalization_matrix import SEEDS  # the variant names
+
+    return sorted(q for q in folder.glob("*.json") if q.stem in SEEDS)
+
+
 def matrix_fp_fn() -> dict:
     """Test-set FP/FN voxel ratios of the generalization matrix, as generalization_matrix.report() prints them."""
     values, sources = {}, []
     for folder in sorted((MEASUREMENTS / "generalization_matrix").iterdir()):
-        for path in sorted(q for q in folder.glob("*.json") if not q.stem.endswith("_fp_on_anatomy")):
+        for path in matrix_rows(folder):
             test = json.loads(path.read_text())["test_Dataset004"]
             values.setdefault(folder.name, {})[path.stem] = {
                 c: test[c]["FP"] / max(test[c]["FN"], 1) for c in ORGANS}
@@ -42,7 +50,7 @@ def matrix_train_minutes() -> dict:
     """Training wall minutes per row of the generalization matrix (the report's "train min" column)."""
     values, sources = {}, []
     for folder in sorted((MEASUREMENTS / "generalization_matrix").iterdir()):
-        for path in sorted(q for q in folder.glob("*.json") if not q.stem.endswith("_fp_on_anatomy")):
+        for path in matrix_rows(folder):
             values.setdefault(folder.name, {})[path.stem] = json.loads(path.read_text())["training"]["seconds"] / 60
             sources.append(_rel(path))
     return {"what": "training wall time in minutes per variant (one torch thread, cores shared with other runs)",
@@ -106,9 +114,7 @@ def matrix_seeds() -> dict:
     for setting, folders in MATRIX_SEED_GROUPS.items():
         rows: dict[str, list[dict]] = {}
         for folder in folders:
-            for path in sorted((MEASUREMENTS / "generalization_matrix" / folder).glob("*.json")):
-                if path.stem.endswith("_fp_on_anatomy"):
-                    continue
+            for path in matrix_rows(MEASUREMENTS / "generalization_matrix" / folder):
                 record = json.loads(path.read_text())
                 rows.setdefault(path.stem, []).append(record["test_Dataset004"])
                 sources.append(_rel(path))

@@ -59,9 +59,10 @@ class TrainingConfig:
     # Preprocessing reorients every image to LPS, so the anatomy always arrives the same way up: mirroring the
     # left-right axis teaches that liver and spleen, left and right kidney, sit on either side, and mirroring
     # head-foot or front-back removes where an organ lies relative to the others, the cue that tells unenhanced
-    # spleen from kidney (similar HU). Without mirroring the unenhanced matrix rows pass far more often over three
-    # training seeds (results.md, session 6); TotalSegmentator trains without mirroring for the same reason. None:
-    # every axis except left-right (the default until session 5; configs written then say null and keep it).
+    # spleen from kidney (similar HU). Without mirroring the unenhanced matrix rows swapped the two in none of six
+    # runs (three training seeds each), with it in four of six (results.md, session 6); TotalSegmentator's models are
+    # trained with nnU-Net's NoMirroring trainer too. None: every axis except left-right (the default until session
+    # 5; configs written then say null and keep it).
     mirror_axes: list[int] | None = field(default_factory=list)
     # Runtime.
     device: str = "auto"  # auto | cpu | cuda

@@ -148,11 +148,10 @@ def make_variant(name: str, k: int, arch: dict, batch: int, patch: list[int], ar
             annotation = partial_pairs(batch, k, args.datasets, device)
         elif name == "text_exclusion":
             # The trainer's default with label exclusion (config.label_exclusion, on since commit ef85908) on
-            # classes without hierarchy links: every class a sample's dataset does not label is a known negative on
-            # the voxels of the classes it does label (PatchSampler's known_excluded_by), so every pair is computed
-            # and the loss is the voxel-masked one (PartialAnnotation.known: a K x K product per voxel).
-            # Since session 5 an item excludes at most config.max_excluded_classes of them (a random subset per
-            # item, PatchSampler._excluded_for_item), so the pairs computed are the annotated ones plus <= 8 per item.
+            # classes without hierarchy links: a class a sample's dataset does not label is a known negative on the
+            # voxels of the classes it does label (PatchSampler's known_excluded_by), for at most
+            # config.max_excluded_classes such classes per item (a random subset, PatchSampler._excluded_for_item);
+            # the loss is the voxel-masked one (PartialAnnotation.known: a K x K product per voxel).
             annotated = partial_pairs(batch, k, args.datasets, device)
             excluding = capped_exclusion(~annotated, config.max_excluded_classes, gen).to(device)
             annotation = PartialAnnotation(annotated, torch.full((batch, k), -1, dtype=torch.long, device=device),

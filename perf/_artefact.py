@@ -42,9 +42,10 @@ def git_state(paths=("textnnunet", "perf")) -> dict:
     """The commit and the files under `paths` that differ from it (the measured code is the commit plus these)."""
     def git(*args):
         try:
-            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout.strip()
+            return subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True).stdout
         except OSError:
             return ""
 
-    return {"commit": git("rev-parse", "HEAD"),
-            "dirty_files": [line[3:] for line in git("status", "--porcelain", "--", *paths).splitlines()]}
+    # Porcelain lines are "XY path": the status columns may be blank, so the output is not stripped on the left.
+    return {"commit": git("rev-parse", "HEAD").strip(),
+            "dirty_files": [line[3:] for line in git("status", "--porcelain", "--", *paths).splitlines() if line]}

@@ -174,6 +174,8 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
                      # epoch's val_iters_per_epoch (5) forward-only validation batches; not the whole-case checks.
                      "seconds_per_iteration": float(sum(history["epoch_seconds"])) / max(iterations, 1),
                      "peak_memory": training_peak,
+                     # what the fold was trained with (mirroring, exclusion, augmentation, seed...), as saved with it
+                     "config": json.loads((fold / "training_config.json").read_text()),
                      "whole_case_checks": history.get("whole_case", [])},
         "validation_fold0": _class_table(json.loads((fold / "validation" / "summary.json").read_text())),
         "tests": tests,

@@ -132,6 +132,21 @@ def matrix_seeds() -> dict:
             "groups": MATRIX_SEED_GROUPS, "sources": sources, "values": values}
 
 
+def benchmark_seeds_time() -> dict:
+    """Per seed of the three-seed benchmark: the baselines' training seconds together and universal / baselines."""
+    path = REPO / "documentation" / "benchmark_seeds_cpu" / "benchmark_seeds.json"
+    walls = json.loads(path.read_text())["wall_seconds"]
+    values = {}
+    for seed, models in walls.items():
+        baselines = sum(v for m, v in models.items() if m.startswith("baseline"))
+        values[seed] = {"baselines_total_s": baselines, "universal_s": models["universal"],
+                        "universal_over_baselines": models["universal"] / baselines}
+    return {"what": "training wall time per seed: the baselines together against the universal model (equal iterations)",
+            "formula": "sum of wall_seconds[seed]['baseline *']; universal_over_baselines = wall_seconds[seed]"
+                       "['universal'] / that sum",
+            "sources": [str(path.relative_to(REPO))], "values": values}
+
+
 def predict_clinical_ct_gb() -> dict:
     """Peak memory of predict_clinical_ct.json in GB as benchmarks.md prints it (the script's MB / 1000)."""
     path = MEASUREMENTS / "predict_clinical_ct.json"
@@ -149,6 +164,7 @@ DERIVED_FILES = {"generalization_matrix_fp_fn.json": matrix_fp_fn,
                  "predict_clinical_ct_gb.json": predict_clinical_ct_gb,
                  "generalization_matrix_train_minutes.json": matrix_train_minutes,
                  "generalization_matrix_seeds.json": matrix_seeds,
+                 "benchmark_seeds_time.json": benchmark_seeds_time,
                  **{f"{folder}.json": (lambda folder=folder: benchmark_figures(folder))
                     for folder in ("benchmark_demo_cpu", "benchmark_demo_cpu_ablation", "benchmark_demo_cpu_nnunet")}}
 

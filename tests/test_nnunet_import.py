@@ -250,3 +250,29 @@ def test_parameter_count_counts_the_shared_encoder_once(tmp_path):
     checkpoint = torch.load(tmp_path / "c.pth", weights_only=False)
     assert len(checkpoint["network_weights"]) == 6
     assert parameter_count(checkpoint) == (4 * 27 + 4) + (2 * 4 + 2)
+
+
+def test_test_set_predictions_are_given_per_test_set(tmp_path, raw):
+    from textnnunet.benchmark.run import BenchmarkOptions, nnunet_test_prediction_folders
+
+    labels = {"background": 0, "liver": [1, 2], "liver_tumor": 2}
+    write_raw_dataset(raw, ABDOMEN, labels, {"abd_000": liver_label()}, SPACING, test=True)
+    write_raw_dataset(raw, "Dataset010_AbdomenSealed", labels, {"sealed_000": liver_label()}, SPACING, test=True)
+
+    def folders(*entries, test_dataset=4, more=(10,)):
+        options = BenchmarkOptions(dataset_ids=[1], test_dataset=test_dataset, more_test_datasets=list(more),
+                                   nnunet_test_predictions=list(entries))
+        return nnunet_test_prediction_folders(options, raw, [LIVER])
+
+    assert folders(("1", "p4"), ("1", "p10", "10")) == {(LIVER, ABDOMEN): Path("p4"),
+                                                       (LIVER, "Dataset010_AbdomenSealed"): Path("p10")}
+    assert folders(("1", "p4", "4")) == {(LIVER, ABDOMEN): Path("p4")}
+    for entries, message in (
+            ([("1", "p", "10"), ("1", "q", "10")], "given twice for Dataset001_Liver on Dataset010_AbdomenSealed"),
+            ([("1", "p", "1")], "Dataset001_Liver is not one of the test sets"),
+            ([("1",)], "give DATASET_ID FOLDER"),
+    ):
+        with pytest.raises(UserError, match=message):
+            folders(*entries)
+    with pytest.raises(UserError, match="needs --test_dataset"):
+        folders(("1", "p"), test_dataset=None, more=())

@@ -64,7 +64,8 @@ class BenchmarkOptions:
     command: str = ""
     # genuine nnU-Net v2 models: (dataset id or name, <nnUNet_results>/DatasetXXX_Name/<Trainer>__<Plans>__<config>)
     nnunet_models: list[tuple[str, str]] = field(default_factory=list)
-    nnunet_test_predictions: list[tuple[str, str]] = field(default_factory=list)  # (dataset, folder of label maps)
+    # (dataset, folder of label maps[, test dataset]): without the test dataset, the first test set
+    nnunet_test_predictions: list[tuple[str, ...]] = field(default_factory=list)
     nnunet_predict_exe: str | None = None  # nnUNetv2_predict_from_modelfolder (default: the one on PATH)
 
 
@@ -252,16 +253,31 @@ def open_nnunet_imports(options: BenchmarkOptions, raw: Path | None,
     return list(imports.values())
 
 
-def nnunet_test_prediction_folders(options: BenchmarkOptions, raw: Path | None, imported: list[str]) -> dict[str, Path]:
-    """Dataset name -> the folder of nnU-Net test-set predictions the user gave for that dataset's model."""
+def nnunet_test_prediction_folders(options: BenchmarkOptions, raw: Path | None,
+                                   imported: list[str]) -> dict[tuple[str, str], Path]:
+    """(model's dataset name, test set name) -> the folder of nnU-Net predictions of that test set the user gave.
+
+    Each entry is (DATASET_ID, FOLDER) for the first test set or (DATASET_ID, FOLDER, TEST_DATASET_ID)."""
+    entries = options.nnunet_test_predictions
+    if entries and options.test_dataset is None:
+        raise UserError("--nnunet_test_predictions: needs --test_dataset")
+    test_names = [find_dataset_folder(raw, i).name for i in test_dataset_ids(options)] if entries else []
     folders = {}
-    for identifier, folder in options.nnunet_test_predictions:
+    for entry in entries:
+        if len(entry) not in (2, 3):
+            raise UserError(f"--nnunet_test_predictions {' '.join(map(str, entry))}: give DATASET_ID FOLDER "
+                            "[TEST_DATASET_ID]")
+        identifier, folder = entry[0], entry[1]
         name = find_dataset_folder(raw, identifier).name
         if name not in imported:
             raise UserError(f"--nnunet_test_predictions {identifier}: no --nnunet_model given for {name}")
-        folders[name] = Path(folder)
-    if folders and options.test_dataset is None:
-        raise UserError("--nnunet_test_predictions: needs --test_dataset")
+        test_name = find_dataset_folder(raw, entry[2]).name if len(entry) == 3 else test_names[0]
+        if test_name not in test_names:
+            raise UserError(f"--nnunet_test_predictions {' '.join(map(str, entry))}: {test_name} is not one of the "
+                            f"test sets (--test_dataset {' '.join(map(str, test_dataset_ids(options)))})")
+        if (name, test_name) in folders:
+            raise UserError(f"--nnunet_test_predictions: given twice for {name} on {test_name}")
+        folders[(name, test_name)] = Path(folder)
     return folders
 
 
@@ -361,7 +377,7 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
         for i, (test_desc, test_cases_, test_summaries) in enumerate(test_sets):
             if not any(c in model.regions for c in test_desc.classes):
                 continue
-            predictions = nnunet_predictions.get(model.dataset) if i == 0 else None
+            predictions = nnunet_predictions.get((model.dataset, test_desc.name))
             if predictions is None and nnunet_executable is None:
                 skipped[f"{model.name} on {test_desc.name}"] = (
                     f"no predictions: pass --nnunet_test_predictions {model.dataset} FOLDER, or make "

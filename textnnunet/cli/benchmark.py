@@ -45,9 +45,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "MODEL_FOLDER is <nnUNet_results>/DatasetXXX_Name/<Trainer>__<Plans>__<configuration>. Its "
                         "fold_<k>/validation predictions are scored on our held-out cases of that dataset (nnU-Net "
                         "must have trained with our splits) and, with --test_dataset, its test-set predictions")
-    p.add_argument("--nnunet_test_predictions", nargs=2, action="append", default=[], metavar=("DATASET_ID", "FOLDER"),
-                   help="that nnU-Net model's predictions of the test set's imagesTs (<case><file_ending> label maps), "
-                        "read instead of running nnUNetv2_predict_from_modelfolder")
+    p.add_argument("--nnunet_test_predictions", nargs="+", action="append", default=[],
+                   metavar="DATASET_ID FOLDER [TEST_DATASET_ID]",
+                   help="that nnU-Net model's predictions of a test set's imagesTs (<case><file_ending> label maps), "
+                        "read instead of running nnUNetv2_predict_from_modelfolder; of the first --test_dataset "
+                        "unless TEST_DATASET_ID names another (repeatable)")
     p.add_argument("--nnunet_predict_exe", default=None, metavar="PATH",
                    help="nnUNetv2_predict_from_modelfolder to run on the test set (default: the one on PATH; "
                         "without either, an imported model is scored on validation only)")

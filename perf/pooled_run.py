@@ -29,6 +29,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generalization_matrix import _call, _class_table, _versions  # noqa: E402  (one set of helpers for both)
 
@@ -173,6 +175,8 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
                      # epoch time / training iterations: includes data loading and augmentation (in-process) and the
                      # epoch's val_iters_per_epoch (5) forward-only validation batches; not the whole-case checks.
                      "seconds_per_iteration": float(sum(history["epoch_seconds"])) / max(iterations, 1),
+                     # the median epoch's: robust to a run that was paused or shared the cores for a while
+                     "median_seconds_per_iteration": float(np.median(history["epoch_seconds"])) / max(iters, 1),
                      "peak_memory": training_peak,
                      # what the fold was trained with (mirroring, exclusion, augmentation, seed...), as saved with it
                      "config": json.loads((fold / "training_config.json").read_text()),

@@ -87,6 +87,8 @@ def summarise(cases: dict[str, dict]) -> dict:
             "FP_bands": fp_bands, "FN_bands": fn_bands,
             "FP_share": {band: (v / fp if fp else 0.0) for band, v in fp_bands.items()},
             "FP_beyond_rim_over_FN": (fp - fp_bands["rim_1"]) / max(fn, 1.0),
+            # > 1: the boundary errs outwards (the organ drawn too large by up to a network voxel), < 1 inwards
+            "FP_rim_over_FN_rim": fp_bands["rim_1"] / max(fn_bands["rim_1"], 1.0),
             "cases": cases}
 
 

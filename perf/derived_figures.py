@@ -97,6 +97,9 @@ def benchmark_figures(folder: str) -> dict:
 MATRIX_SEED_GROUPS = {
     "mirroring (session-5 defaults)": ["session5_default", "session5_default_seed1", "session6_default_seed2"],
     "no mirroring (session 6)": ["session6_nomirror", "session6_nomirror_seed1", "session6_nomirror_seed2"],
+    # the session-6 defaults with augmentation nnunet_intensity (no per-structure intensity offset)
+    "no mirroring, no region shift (session 7)": ["session7_no_region_shift", "session7_no_region_shift_seed1",
+                                                  "session7_no_region_shift_seed2"],
 }
 DICE_BAR, FP_OVER_FN_BAR = 0.85, 2.0
 

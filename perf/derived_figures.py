@@ -171,8 +171,10 @@ def benchmark_seeds_time() -> dict:
     for seed, models in walls.items():
         baselines = sum(v for m, v in models.items() if m.startswith("baseline"))
         values[seed] = {"baselines_total_s": baselines, "universal_s": models["universal"],
-                        "universal_over_baselines": models["universal"] / baselines}
-    return {"what": "training wall time per seed: the baselines together against the universal model (equal iterations)",
+                        "universal_over_baselines": models["universal"] / baselines,
+                        "all_models_s": sum(models.values())}
+    return {"what": "training wall time per seed: the baselines together against the universal model (equal "
+                    "iterations), and every model of the seed together (ablations included)",
             "formula": "sum of wall_seconds[seed]['baseline *']; universal_over_baselines = wall_seconds[seed]"
                        "['universal'] / that sum",
             "sources": [str(path.relative_to(REPO))], "values": values}

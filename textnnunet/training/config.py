@@ -53,8 +53,8 @@ class TrainingConfig:
     # "nnunet_regions" (the default since session 5) adds an intensity offset per labelled structure, so that a
     # prompt cannot separate organs by absolute intensity alone (datasets differ by scanner calibration and phase).
     # Its effect on the unenhanced matrix rows is within the spread of two training seeds (results.md, session 5);
-    # the demo, clinical and orientation rows hold with it. Without it (session 7) the liver loses a one-voxel rim of
-    # false positives but unenhanced spleen and kidney were confused again in one seed of two: kept (design.md).
+    # the demo, clinical and orientation rows hold with it. Without it (session 7) the liver's one-voxel rim of false
+    # positives thins but unenhanced spleen and kidney were confused again in one seed of two: kept (design.md).
     augmentation: str = "nnunet_regions"
     # Axes of the patch to mirror in training and in test-time augmentation; [] (the default since session 6): none.
     # Preprocessing reorients every image to LPS, so the anatomy always arrives the same way up: mirroring the

@@ -27,6 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _artefact import git_state, machine, package_versions  # noqa: E402
 from generalization_matrix import ORGANS, PLAN_ROWS  # noqa: E402
 
+from textnnunet.utils.files import atomic_write_json  # noqa: E402
+
 BANDS = {"rim_1": (0.0, 1.0), "near_1_3": (1.0, 3.0), "gross_over_3": (3.0, np.inf)}  # network voxels
 
 
@@ -109,10 +111,7 @@ def main() -> int:
                    "bands": {k: [lo, None if hi == np.inf else hi] for k, (lo, hi) in BANDS.items()},
                    "command": " ".join([sys.executable, *sys.argv]), "versions": package_versions(),
                    "machine": machine(), "git": git_state()})
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(args.out)
+    atomic_write_json(args.out, record, indent=1)
     return 0
 
 

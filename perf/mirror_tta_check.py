@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _artefact import git_state, machine, package_versions  # noqa: E402
 from generalization_matrix import ORGANS, _call  # noqa: E402
+from textnnunet.utils.files import atomic_write_json  # noqa: E402
 
 
 def predict_without_tta(work: Path, variant: str) -> dict:
@@ -53,9 +54,7 @@ def main(argv=None) -> int:
         print(label, {c: round(v["Dice"], 3) for c, v in rows[label]["test_Dataset004_no_tta"].items()}, flush=True)
     record = {"what": __doc__.split("\n\n")[0], "command": " ".join([sys.executable, *sys.argv]), "rows": rows,
               "git": git_state(), "versions": package_versions(), "machine": machine()}
-    tmp = args.json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(args.json)
+    atomic_write_json(args.json, record, indent=1)
     return 0
 
 

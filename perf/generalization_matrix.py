@@ -129,6 +129,7 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
         "training": {"epochs": config.epochs, "iters_per_epoch": config.iters_per_epoch,
                      "label_exclusion": config.label_exclusion, "augmentation": config.augmentation,
                      "training_seed": config.seed,
+                     "region_shift_sigma": config.region_shift_sigma,
                      "mirror_axes": config.resolved_mirror_axes(len(cfg["patch_size"])),
                      "seconds": float(sum(history["epoch_seconds"])),
                      "final_pseudo_dice": history["pseudo_dice"][-1], "whole_case_checks": history.get("whole_case", [])},
@@ -224,6 +225,8 @@ def _config_overrides(args: argparse.Namespace) -> dict:
     overrides = {"label_exclusion": False} if args.no_label_exclusion else {}
     if args.augmentation:
         overrides["augmentation"] = args.augmentation
+    if args.region_shift_sigma is not None:
+        overrides["region_shift_sigma"] = args.region_shift_sigma
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.mirror_axes is not None:
@@ -243,6 +246,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--force", action="store_true", help="re-evaluate variants whose JSON exists")
     p.add_argument("--augmentation", default=None, help="an augmentation preset other than the default")
+    p.add_argument("--region_shift_sigma", type=float, default=None,
+                   help="sd of nnunet_regions' per-structure offset other than the preset's")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: TrainingConfig's; use another --out)")
     p.add_argument("--mirror_axes", type=int, nargs="*", default=None,
                    help="patch axes mirrored in training and TTA (none given: no mirroring; default: the config's)")

@@ -192,6 +192,8 @@ def test_augmentation_flag_reaches_the_training_config():
     assert config_from_args(parser.parse_args([])).augmentation == "nnunet_regions"
     assert config_from_args(parser.parse_args(["--augmentation", "nnunet"])).augmentation == "nnunet"
     assert config_from_args(parser.parse_args(["--no_augmentation"])).augmentation == "none"
+    assert config_from_args(parser.parse_args([])).region_shift_sigma is None
+    assert config_from_args(parser.parse_args(["--region_shift_sigma", "0.15"])).region_shift_sigma == 0.15
     with pytest.raises(SystemExit):
         parser.parse_args(["--augmentation", "heavy"])
 
@@ -215,3 +217,13 @@ def test_labelled_region_shift_moves_each_labelled_structure_by_its_own_offset_a
     assert not untouched["data"].any()
     assert augmentation_preset("nnunet_regions", [8, 16, 16]).p_region_shift > 0
     assert augmentation_preset("nnunet_intensity", [8, 16, 16]).p_region_shift == 0
+
+
+def test_region_shift_sigma_replaces_the_presets_offset_sd():
+    from textnnunet.training.augmentation import augmentation_preset
+
+    assert augmentation_preset("nnunet_regions", [8, 16, 16]).region_shift_sigma == 0.3
+    smaller = augmentation_preset("nnunet_regions", [8, 16, 16], region_shift_sigma=0.15)
+    assert smaller.region_shift_sigma == 0.15 and smaller.p_region_shift > 0
+    with pytest.raises(UserError, match="region_shift_sigma"):
+        augmentation_preset("nnunet_regions", [8, 16, 16], region_shift_sigma=-1.0)

@@ -22,6 +22,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                         "(nnU-Net's DA5 intensity transforms), for datasets from several contrast phases; "
                         "nnunet_regions (default): plus an intensity offset per labelled structure; none: off")
     p.add_argument("--no_augmentation", action="store_true", help="same as --augmentation none")
+    p.add_argument("--region_shift_sigma", type=float, default=d.region_shift_sigma, metavar="SD",
+                   help="sd of the per-structure intensity offset of nnunet_regions, in normalised units "
+                        "(default: the preset's, 0.3)")
     p.add_argument("--mirror_axes", type=int, nargs="*", default=d.mirror_axes,
                    help="patch axes to mirror in training and TTA (default: none; the axes are those of the LPS-"
                         "reoriented array, the last one left-right; nnU-Net mirrors all: --mirror_axes 0 1 2)")
@@ -46,6 +49,7 @@ def config_from_args(args) -> TrainingConfig:
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=args.val_iters_per_epoch,
         batch_size=args.batch_size, initial_lr=args.initial_lr, backbone=args.backbone, batch_dice=args.batch_dice,
         augmentation="none" if args.no_augmentation else args.augmentation, mirror_axes=args.mirror_axes,
+        region_shift_sigma=args.region_shift_sigma,
         deep_supervision=not args.no_deep_supervision, device=args.device, amp=not args.no_amp,
         memory_format=args.memory_format, num_workers=args.num_workers, seed=args.seed,
         case_val_every=args.case_val_every, case_val_cases_per_dataset=args.case_val_cases)

@@ -192,10 +192,17 @@ def augmentation_preset_names() -> tuple[str, ...]:
     return tuple(AUGMENTATION_PRESETS)
 
 
-def augmentation_preset(name: str, patch_size: Sequence[int]) -> AugmentationConfig:
+def augmentation_preset(name: str, patch_size: Sequence[int], region_shift_sigma: float | None = None
+                        ) -> AugmentationConfig:
+    """The preset `name` for `patch_size`; `region_shift_sigma` (not None) replaces its per-structure offset's sd."""
     if name not in AUGMENTATION_PRESETS:
         raise UserError(f"augmentation preset '{name}': unknown (choose from {', '.join(AUGMENTATION_PRESETS)})")
-    return AUGMENTATION_PRESETS[name](patch_size)
+    config = AUGMENTATION_PRESETS[name](patch_size)
+    if region_shift_sigma is not None:
+        if region_shift_sigma < 0:
+            raise UserError(f"--region_shift_sigma {region_shift_sigma}: must be >= 0")
+        config = replace(config, region_shift_sigma=float(region_shift_sigma))
+    return config
 
 
 class Convert3DTo2D(AbstractTransform):

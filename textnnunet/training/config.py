@@ -56,6 +56,10 @@ class TrainingConfig:
     # the demo, clinical and orientation rows hold with it. Without it (session 7) the liver's one-voxel rim of false
     # positives thins but unenhanced spleen and kidney were confused again in one seed of two: kept (design.md).
     augmentation: str = "nnunet_regions"
+    # The per-structure offset's sd (normalised units) for presets that shift labelled structures; None: the
+    # preset's (0.3). Session 7 found the default may draw a one-voxel rim around the liver; a smaller sd is the
+    # next thing to measure (design.md).
+    region_shift_sigma: float | None = None
     # Axes of the patch to mirror in training and in test-time augmentation; [] (the default since session 6): none.
     # Preprocessing reorients every image to LPS, so the anatomy always arrives the same way up: mirroring the
     # left-right axis teaches that liver and spleen, left and right kidney, sit on either side, and mirroring

@@ -180,7 +180,7 @@ class Trainer:
 
     def _build_iterators(self):
         patch = list(self.cfg_plan.patch_size)
-        aug = augmentation_preset(self.config.augmentation, patch)
+        aug = augmentation_preset(self.config.augmentation, patch, region_shift_sigma=self.config.region_shift_sigma)
         if aug.mirror_axes:
             aug = dataclasses.replace(aug, mirror_axes=tuple(self.config.resolved_mirror_axes(len(patch))))
         # Sampled larger so that rotation/scaling never pull in padding; the spatial transform crops back.

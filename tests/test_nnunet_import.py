@@ -267,6 +267,7 @@ def test_test_set_predictions_are_given_per_test_set(tmp_path, raw):
     assert folders(("1", "p4"), ("1", "p10", "10")) == {(LIVER, ABDOMEN): Path("p4"),
                                                        (LIVER, "Dataset010_AbdomenSealed"): Path("p10")}
     assert folders(("1", "p4", "4")) == {(LIVER, ABDOMEN): Path("p4")}
+    assert folders(("1", "p10", "Dataset010_AbdomenSealed")) == {(LIVER, "Dataset010_AbdomenSealed"): Path("p10")}
     for entries, message in (
             ([("1", "p", "10"), ("1", "q", "10")], "given twice for Dataset001_Liver on Dataset010_AbdomenSealed"),
             ([("1", "p", "1")], "Dataset001_Liver is not one of the test sets"),

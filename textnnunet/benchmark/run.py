@@ -380,7 +380,8 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
             predictions = nnunet_predictions.get((model.dataset, test_desc.name))
             if predictions is None and nnunet_executable is None:
                 skipped[f"{model.name} on {test_desc.name}"] = (
-                    f"no predictions: pass --nnunet_test_predictions {model.dataset} FOLDER, or make "
+                    f"no predictions: pass --nnunet_test_predictions {model.dataset} FOLDER"
+                    f"{'' if i == 0 else ' ' + test_desc.name}, or make "
                     "nnUNetv2_predict_from_modelfolder available (PATH or --nnunet_predict_exe)")
             else:
                 log(f"{model.name} on {test_desc.name}: " + (f"reading {predictions}" if predictions else

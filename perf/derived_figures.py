@@ -19,6 +19,9 @@ MEASUREMENTS = REPO / "documentation" / "measurements"
 DERIVED = MEASUREMENTS / "derived"
 ORGANS = ["liver", "spleen", "kidney"]
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from generalization_matrix import SEEDS  # noqa: E402  (the matrix's variant names)
+
 
 def _rel(path: Path) -> str:
     return str(path.relative_to(MEASUREMENTS))
@@ -26,9 +29,6 @@ def _rel(path: Path) -> str:
 
 def matrix_rows(folder: Path) -> list[Path]:
     """The row artefacts of one matrix folder (one JSON per variant), not the analyses kept beside them."""
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from generalization_matrix import SEEDS  # the variant names
-
     return sorted(q for q in folder.glob("*.json") if q.stem in SEEDS)
 
 

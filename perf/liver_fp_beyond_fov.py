@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _artefact import git_state, machine, package_versions  # noqa: E402
+from textnnunet.utils.files import atomic_write_json  # noqa: E402
 
 LIVER_VALUES = (1, 2)  # Dataset004: liver and its tumour
 
@@ -79,10 +80,7 @@ def main(argv=None) -> int:
               "raw": str(args.raw), "universal_predictions": str(args.universal_predictions),
               "baseline": str(args.baseline), "cases": cases, "totals": totals,
               "git": git_state(), "versions": package_versions(), "machine": machine()}
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=1))
-    tmp.replace(args.json)
+    atomic_write_json(args.json, record, indent=1)
     print(json.dumps(totals, indent=1))
     return 0
 

@@ -47,5 +47,6 @@ def git_state(paths=("textnnunet", "perf")) -> dict:
             return ""
 
     # Porcelain lines are "XY path": the status columns may be blank, so the output is not stripped on the left.
-    return {"commit": git("rev-parse", "HEAD").strip(),
+    # A copy of the tree without .git (the lent GPU machine's) names its commit in GIT_COMMIT (perf/gpu_check.sh).
+    return {"commit": git("rev-parse", "HEAD").strip() or os.environ.get("GIT_COMMIT", ""),
             "dirty_files": [line[3:] for line in git("status", "--porcelain", "--", *paths).splitlines() if line]}

@@ -11,6 +11,12 @@ stopped (generation, preprocessing and training all resume).
 
     .venv/bin/python perf/generalization_matrix.py --work /tmp/matrix_work            # every variant
     .venv/bin/python perf/generalization_matrix.py --work /tmp/matrix_work -v clinical
+
+On a GPU machine, the same row with nnU-Net's GPU plan (`--preset gpu`), more processes and background augmentation
+(records the device, its peak memory and the plan; use another --out):
+
+    python perf/generalization_matrix.py --work /tmp/w -v clinical --preset gpu -np 16 --num_workers 12 \
+        --epochs 4 --iters_per_epoch 50 --out gpu_out
 """
 from __future__ import annotations
 
@@ -18,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "perf"))
 OUT = REPO / "documentation" / "measurements" / "generalization_matrix"
 PROMPTS = ["liver", "spleen", "kidney", "liver tumor", "kidney tumor"]
 ORGANS = ["liver", "spleen", "kidney"]
@@ -50,9 +56,11 @@ def _call(entry, argv: list[str]) -> None:
 
 
 def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: int,
-                overrides: dict | None = None) -> dict:
+                overrides: dict | None = None, preset: str = "cpu", num_processes: int = 2,
+                encoder: str = "auto") -> dict:
     """One row; `overrides`: TrainingConfig fields other than the defaults (--no_label_exclusion, --augmentation,
-    --seed), recorded in the row's JSON."""
+    --seed, --device, --num_workers), recorded in the row's JSON; `preset`: the planning preset (the matrix's is the
+    CPU one); `encoder`: the text encoder kind (auto = MiniLM here)."""
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
     from textnnunet.cli.predict import main as predict_main
@@ -66,13 +74,14 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     t = time.time()
     if not (raw / "Dataset004_Abdomen" / "dataset.json").is_file():
         variant = "" if data_name == "demo" else data_name
-        generate_phantom_datasets(raw, size="default", seed=SEEDS[name], num_processes=2, variant=variant,
+        generate_phantom_datasets(raw, size="default", seed=SEEDS[name], num_processes=num_processes, variant=variant,
                                   progress=True)
     timings["generate_s"] = time.time() - t
 
     t = time.time()
-    _call(plan_and_preprocess_entry, ["-d", "1", "2", "3", "-np", "2", "-c", "3d_fullres", "--raw", str(raw),
-                                      "--preprocessed", str(pre), "--no_baselines", *plan_args])
+    _call(plan_and_preprocess_entry, ["-d", "1", "2", "3", "-np", str(num_processes), "-c", "3d_fullres",
+                                      "--raw", str(raw), "--preprocessed", str(pre), "--no_baselines",
+                                      "--preset", preset, *plan_args])
     timings["plan_and_preprocess_s"] = time.time() - t
 
     t = time.time()
@@ -82,18 +91,22 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     fold = res / "TextPlans_001_002_003" / "3d_fullres" / "fold_0"
     if not (fold / "checkpoint_final.pth").is_file():
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
-                   resume=(fold / "checkpoint_latest.pth").is_file(), validate=not cheap,
+                   resume=(fold / "checkpoint_latest.pth").is_file(), validate=not cheap, encoder=encoder,
                    model_tag="")  # one model per work folder: keep the default folder name whatever the options
     timings["train_and_validate_s"] = time.time() - t
 
     t = time.time()
     out = work / name / "predictions_Dataset004"
     _call(predict_main, ["-i", str(raw / "Dataset004_Abdomen" / "imagesTs"), "-o", str(out), "-p", *PROMPTS,
-                         "-m", str(fold.parent), "-f", "0", "--continue", *(["--disable_tta"] if cheap else [])])
+                         "-m", str(fold.parent), "-f", "0", "--continue", "-npp", str(max(1, num_processes // 2)),
+                         "-nps", str(max(1, num_processes // 2)), "--device", config.device,
+                         *(["--disable_tta"] if cheap else [])])
     timings["predict_s"] = time.time() - t
     _call(evaluate_main, ["-ref", str(raw / "Dataset004_Abdomen" / "labelsTs"), "-pred", str(out),
                           "-djfile", str(raw / "Dataset004_Abdomen" / "dataset.json"), "--partial"])
-    return _record(name, raw, pre, fold, out, timings, config)
+    record = _record(name, raw, pre, fold, out, timings, config)
+    record["preset"], record["encoder"] = preset, encoder
+    return record
 
 
 def _class_table(summary: dict) -> dict:
@@ -132,6 +145,8 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
                      "region_shift_sigma": config.region_shift_sigma,
                      "mirror_axes": config.resolved_mirror_axes(len(cfg["patch_size"])),
                      "seconds": float(sum(history["epoch_seconds"])),
+                     "median_epoch_seconds": float(np.median(history["epoch_seconds"])),
+                     "device": config.device, "num_workers": config.num_workers,
                      "final_pseudo_dice": history["pseudo_dice"][-1], "whole_case_checks": history.get("whole_case", [])},
         "validation_fold0": _class_table(validation) if validation else "not run (CHEAP_ROWS)",
         "test_time_augmentation": name not in CHEAP_ROWS,
@@ -139,8 +154,18 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
         "timings": {k: round(v, 1) for k, v in timings.items()},
         "versions": _versions(),
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads()},
+                    "torch_threads": torch.get_num_threads(), **_gpu()},
     }
+
+
+def _gpu() -> dict:
+    """The GPU and the peak memory PyTorch allocated on it in this process (training, validation, prediction)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return {}
+    return {"gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
+            "gpu_peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
 def _versions() -> dict:
@@ -148,13 +173,12 @@ def _versions() -> dict:
     import torch
 
     import textnnunet
+    from _artefact import git_state
 
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    dirty = bool(subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "textnnunet"],
-                                capture_output=True, text=True).stdout.strip())
-    return {"textnnunet": textnnunet.__version__, "git_commit": commit, "uncommitted_changes": dirty,
-            "torch": torch.__version__, "numpy": np.__version__, "SimpleITK": SimpleITK.Version_VersionString(),
-            "python": platform.python_version()}
+    state = git_state(("textnnunet",))
+    return {"textnnunet": textnnunet.__version__, "git_commit": state["commit"],
+            "uncommitted_changes": bool(state["dirty_files"]), "torch": torch.__version__, "numpy": np.__version__,
+            "SimpleITK": SimpleITK.Version_VersionString(), "python": platform.python_version()}
 
 
 def error_overlay(name: str, work: Path, path: Path) -> None:
@@ -231,6 +255,10 @@ def _config_overrides(args: argparse.Namespace) -> dict:
         overrides["seed"] = args.seed
     if args.mirror_axes is not None:
         overrides["mirror_axes"] = args.mirror_axes
+    if args.device != "auto":
+        overrides["device"] = args.device
+    if args.num_workers:
+        overrides["num_workers"] = args.num_workers
     return overrides
 
 
@@ -253,6 +281,12 @@ def main() -> int:
                    help="patch axes mirrored in training and TTA (none given: no mirroring; default: the config's)")
     p.add_argument("--no_label_exclusion", action="store_true",
                    help="train with --no_label_exclusion (the default before session 5; use another --out)")
+    p.add_argument("--preset", choices=("cpu", "gpu"), default="cpu",
+                   help="planning preset (the matrix's: cpu; gpu = nnU-Net's budget; use another --out)")
+    p.add_argument("-np", "--num_processes", type=int, default=2, help="generation, preprocessing and export processes")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--num_workers", type=int, default=0, help="background augmentation workers")
+    p.add_argument("--encoder", default="auto", help="text encoder kind (auto: MiniLM without local CLIP weights)")
     p.add_argument("--report", action="store_true", help="print the Markdown table of the existing artefacts, run nothing")
     args = p.parse_args()
     if args.report:
@@ -267,7 +301,7 @@ def main() -> int:
             print(f"{name}: {target} exists, skipped")
             continue
         record = run_variant(name, args.work.resolve(), args.epochs, args.iters_per_epoch, args.case_val_every,
-                             _config_overrides(args))
+                             _config_overrides(args), args.preset, args.num_processes, args.encoder)
         error_overlay(name, args.work.resolve(), args.out / f"{name}_errors.png")
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))

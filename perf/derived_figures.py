@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -193,11 +195,45 @@ def predict_clinical_ct_gb() -> dict:
             "sources": [_rel(path)], "values": values}
 
 
+_EPOCH_LINE = re.compile(r"epoch (\d+): train loss ([\d.]+) \| val loss ([\d.]+) \| pseudo Dice (.*?) \| EMA .* \| ([\d.]+) s$")
+_CASE_LINE = re.compile(r"epoch (\d+): whole-case validation \((\d+) cases, ([\d.]+) s\): (.*)$")
+_CASE_CLASS = re.compile(r"([a-z ]+) Dice ([\d.]+|nan) FP (\d+) FN (\d+)")
+
+
+def training_log(path: Path) -> dict:
+    """Per epoch of a training log (the trainer's lines as printed): seconds, pseudo Dice and whole-case checks."""
+    epochs, checks = [], []
+    for line in path.read_text().splitlines():
+        if m := _EPOCH_LINE.search(line):
+            dice = {name.strip(): float(v) for name, v in (part.rsplit(" ", 1) for part in m.group(4).split(", "))}
+            epochs.append({"epoch": int(m.group(1)), "train_loss": float(m.group(2)), "val_loss": float(m.group(3)),
+                           "pseudo_dice": dice, "seconds": float(m.group(5))})
+        elif m := _CASE_LINE.search(line):
+            checks.append({"epoch": int(m.group(1)), "cases": int(m.group(2)), "seconds": float(m.group(3)),
+                           "scores": {c.strip(): {"Dice": float(d), "FP": int(fp), "FN": int(fn)}
+                                      for c, d, fp, fn in _CASE_CLASS.findall(m.group(4))}})
+    seconds = [e["seconds"] for e in epochs]
+    return {"epochs": epochs, "whole_case_checks": checks,
+            "median_epoch_seconds": statistics.median(seconds) if seconds else None,
+            "median_epoch_seconds_after_first": statistics.median(seconds[1:]) if len(seconds) > 1 else None}
+
+
+def gpu_h200_logs() -> dict:
+    """The lent H200's training logs parsed (the 700-iteration run was stopped by its time limit in the fold
+    validation, so its log and progress plot are its only artefacts)."""
+    folder = MEASUREMENTS / "gpu_h200"
+    logs = sorted(folder.glob("full_plan_*.log"))
+    return {"what": "per epoch: train/val loss, pseudo Dice, seconds (50 training + 5 validation iterations); "
+                    "whole-case checks (Dice, FP, FN voxels on 3 validation cases, one per dataset)",
+            "sources": [_rel(p) for p in logs], "values": {p.stem: training_log(p) for p in logs}}
+
+
 DERIVED_FILES = {"generalization_matrix_fp_fn.json": matrix_fp_fn,
                  "predict_clinical_ct_gb.json": predict_clinical_ct_gb,
                  "generalization_matrix_train_minutes.json": matrix_train_minutes,
                  "generalization_matrix_seeds.json": matrix_seeds,
                  "benchmark_seeds_time.json": benchmark_seeds_time,
+                 "gpu_h200_training_logs.json": gpu_h200_logs,
                  **{f"{folder}.json": (lambda folder=folder: benchmark_figures(folder))
                     for folder in ("benchmark_demo_cpu", "benchmark_demo_cpu_ablation", "benchmark_demo_cpu_nnunet")}}
 

@@ -6,7 +6,8 @@
 # The machine has PyTorch but not this package's other dependencies and no registry: they travel as wheels in the
 # git-ignored .gpu/ (made here with `pip download --python-version 3.12 ...`; SimpleITK as an xz tarball, its wheel
 # is too large to travel). MiniLM's weights are too large as well: the full-plan run uses the one-hot text encoder.
-# GIT_COMMIT names the commit the copied tree (which has no .git) was made from.
+# GIT_COMMIT names the commit where the copied tree has no .git (the lent machine's copy has the session's first
+# commit in .git and the later changes as uncommitted files: git_state records both).
 set -u
 OUT="${OUT:-/tmp/gpu_check_out}"
 mkdir -p "$OUT"

@@ -12,6 +12,11 @@ predictions and references a `perf/generalization_matrix.py` run left in its wor
 
     .venv/bin/python perf/matrix_error_distances.py --work /work/m7/s1 -v demo clinical \
         --out documentation/measurements/generalization_matrix/session6_nomirror_seed1/error_distances.json
+
+A test set of a pooled run (perf/pooled_run.py) instead, its classes by name (network voxel: that run's plan):
+
+    .venv/bin/python perf/matrix_error_distances.py --pooled_run /work/p7/eight_datasets --dataset 14 \
+        --organs kidney spleen liver --out documentation/measurements/pooled_runs/session6/eight_datasets_error_distances.json
 """
 from __future__ import annotations
 
@@ -57,20 +62,35 @@ def _organ_values(dataset_json: dict, organ: str) -> list[int]:
 
 
 def variant_errors(work: Path, variant: str) -> dict:
+    raw = work / PLAN_ROWS.get(variant, (variant, []))[0] / "raw" / "Dataset004_Abdomen"
+    plans = json.loads((work / variant / "preprocessed" / "TextPlans_001_002_003" / "plans.json").read_text())
+    return test_set_errors(raw, work / variant / "predictions_Dataset004", plans, ORGANS)
+
+
+def pooled_errors(run_folder: Path, dataset_id: int, organs: list[str]) -> dict:
+    """The same for one test set of a pooled run (its joint plan is the only plan in its preprocessed folder)."""
+    from textnnunet.demo.phantoms import phantom_spec
+
+    name = phantom_spec(dataset_id).name
+    plans_files = sorted((run_folder / "preprocessed").glob("TextPlans_*/plans.json"))
+    if not plans_files:  # runs that share another run's data keep no preprocessed folder of their own
+        raise SystemExit(f"{run_folder}: no preprocessed/TextPlans_*/plans.json")
+    plans = json.loads(plans_files[0].read_text())
+    return test_set_errors(run_folder / "raw" / name, run_folder / f"predictions_{name}", plans, organs)
+
+
+def test_set_errors(raw: Path, predictions: Path, plans: dict, organs: list[str]) -> dict:
     from textnnunet.imageio.sitk_io import read_label
 
-    raw = work / PLAN_ROWS.get(variant, (variant, []))[0] / "raw" / "Dataset004_Abdomen"
-    predictions = work / variant / "predictions_Dataset004"
     meta = json.loads((raw / "dataset.json").read_text())
-    plans = json.loads((work / variant / "preprocessed" / "TextPlans_001_002_003" / "plans.json").read_text())
     unit = float(max(plans["configurations"]["3d_fullres"]["spacing"]))
     cases = sorted(p.name[: -len(".nii.gz")] for p in (raw / "labelsTs").glob("*.nii.gz"))
     if not cases or not predictions.is_dir():
-        raise SystemExit(f"{work / variant}: no test predictions or references (run perf/generalization_matrix.py)")
-    per_case: dict[str, dict] = {organ: {} for organ in ORGANS}
+        raise SystemExit(f"{predictions}: no test predictions or references (run the matrix or pooled run first)")
+    per_case: dict[str, dict] = {organ: {} for organ in organs}
     for case in cases:
         labels, geometry = read_label(raw / "labelsTs" / f"{case}.nii.gz")
-        for organ in ORGANS:
+        for organ in organs:
             reference = np.isin(labels, _organ_values(meta, organ))
             predicted = read_label(predictions / f"{case}_{organ}.nii.gz")[0] > 0
             per_case[organ][case] = case_errors(reference, predicted, geometry.spacing,
@@ -96,17 +116,30 @@ def summarise(cases: dict[str, dict]) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--work", type=Path, required=True, help="the matrix run's work folder (its --work)")
-    p.add_argument("-v", "--variants", nargs="+", required=True)
-    p.add_argument("--out", type=Path, required=True, help="JSON artefact to write (updated variant by variant)")
+    p.add_argument("--work", type=Path, help="the matrix run's work folder (its --work)")
+    p.add_argument("-v", "--variants", nargs="+")
+    p.add_argument("--pooled_run", type=Path, help="a pooled run's folder (perf/pooled_run.py's --work / run name)")
+    p.add_argument("--dataset", type=int, help="with --pooled_run: the test set's dataset id")
+    p.add_argument("--organs", nargs="+", help="with --pooled_run: the classes (names in the test set's dataset.json)")
+    p.add_argument("--out", type=Path, required=True, help="JSON artefact to write (updated row by row)")
     args = p.parse_args()
+    if args.pooled_run is not None:
+        if args.dataset is None or not args.organs:
+            p.error("--pooled_run needs --dataset and --organs")
+        rows_to_run = {f"{args.pooled_run.name}/Dataset{args.dataset:03d}":
+                       (lambda: pooled_errors(args.pooled_run.resolve(), args.dataset, args.organs), args.organs)}
+        what = "pooled-run test set"
+    else:
+        if args.work is None or not args.variants:
+            p.error("a matrix run needs --work and -v (or use --pooled_run)")
+        rows_to_run = {v: (lambda v=v: variant_errors(args.work.resolve(), v), ORGANS) for v in args.variants}
+        what = "test Dataset004"
     record = json.loads(args.out.read_text()) if args.out.is_file() else {"variants": {}}
-    for variant in args.variants:
-        record["variants"][variant] = variant_errors(args.work.resolve(), variant)
-        rows = record["variants"][variant]
-        print(variant, {o: f"FP/FN {rows[o]['FP_over_FN']:.2f}, rim share {rows[o]['FP_share']['rim_1']:.2f}, "
-                           f"beyond rim/FN {rows[o]['FP_beyond_rim_over_FN']:.2f}" for o in ORGANS})
-    record.update({"what": "test Dataset004 errors per organ by distance to the reference organ (FP) or the prediction (FN), "
+    for name, (compute, organs) in rows_to_run.items():
+        record["variants"][name] = rows = compute()
+        print(name, {o: f"FP/FN {rows[o]['FP_over_FN']:.2f}, rim share {rows[o]['FP_share']['rim_1']:.2f}, "
+                        f"beyond rim/FN {rows[o]['FP_beyond_rim_over_FN']:.2f}" for o in organs})
+    record.update({"what": f"{what} errors per organ by distance to the reference organ (FP) or the prediction (FN), "
                            "in network voxels (network_voxel_mm: the plan's largest spacing); means over cases",
                    "bands": {k: [lo, None if hi == np.inf else hi] for k, (lo, hi) in BANDS.items()},
                    "command": " ".join([sys.executable, *sys.argv]), "versions": package_versions(),

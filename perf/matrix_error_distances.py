@@ -93,8 +93,10 @@ def test_set_errors(raw: Path, predictions: Path, plans: dict, organs: list[str]
         for organ in organs:
             reference = np.isin(labels, _organ_values(meta, organ))
             predicted = read_label(predictions / f"{case}_{organ}.nii.gz")[0] > 0
-            per_case[organ][case] = case_errors(reference, predicted, geometry.spacing,
-                                                 max(unit, float(max(geometry.spacing))))
+            per_case[organ][case] = {**case_errors(reference, predicted, geometry.spacing,
+                                                    max(unit, float(max(geometry.spacing)))),
+                                     "reference_voxels": int(reference.sum()),
+                                     "spacing_mm": [round(float(x), 3) for x in geometry.spacing]}
     return {"network_voxel_mm": unit, **{organ: summarise(c) for organ, c in per_case.items()}}
 
 

@@ -102,6 +102,9 @@ MATRIX_SEED_GROUPS = {
     # the session-6 defaults with augmentation nnunet_intensity (no per-structure intensity offset)
     "no mirroring, no region shift (session 7)": ["session7_no_region_shift", "session7_no_region_shift_seed1",
                                                   "session7_no_region_shift_seed2"],
+    # the session-6 defaults with the per-structure offset's sd halved (--region_shift_sigma 0.15)
+    "no mirroring, region shift sd 0.15 (session 8)": ["session8_sigma015", "session8_sigma015_seed1",
+                                                       "session8_sigma015_seed2"],
 }
 DICE_BAR, FP_OVER_FN_BAR = 0.85, 2.0
 
@@ -152,10 +155,14 @@ def matrix_seeds() -> dict:
             for c in ORGANS:
                 dice = [t[c]["Dice"] for t in tests]
                 entry[c] = {"mean": statistics.mean(dice), "min": min(dice),
-                            "sd": statistics.stdev(dice) if len(dice) > 1 else None}
+                            "sd": statistics.stdev(dice) if len(dice) > 1 else None,
+                            "median_fp_over_fn": statistics.median(t[c]["FP"] / max(t[c]["FN"], 1) for t in tests)}
+                if len(bands_of.get(variant, [])) == len(tests):
+                    entry[c]["median_fp_rim_over_fn_rim"] = statistics.median(
+                        b[c]["FP_rim_over_FN_rim"] for b in bands_of[variant])
             values.setdefault(setting, {})[variant] = entry
     return {"what": "generalization matrix over training seeds: test Dataset004 Dice per organ (mean, sample sd, "
-                    "min over seeds) and how many seeds pass issue 10's bar, its Dice part, its FP part, and the FP "
+                    "min over seeds; the median FP/FN and rim FP/rim FN over seeds) and how many seeds pass issue 10's bar, its Dice part, its FP part, and the FP "
                     "part counting only FP beyond one network voxel of the organ (where error_distances.json exists "
                     "for every seed)",
             "formula": f"mean/stdev/min of test_Dataset004[organ]['Dice'] over the setting's folders; passing = seeds "

@@ -51,3 +51,30 @@ def test_missed_organ_counts_as_gross_and_summary_ratios():
                                  "FN_bands": {"rim_1": 10, "near_1_3": 0, "gross_over_3": 0}}})
     assert summary["FP_over_FN"] == 3.0 and summary["FP_beyond_rim_over_FN"] == 1.0
     assert abs(summary["FP_share"]["rim_1"] - 2 / 3) < 1e-9
+
+
+def test_a_test_set_is_read_from_files_with_its_network_voxel_and_case_facts(tmp_path):
+    """The pooled-run path (test_set_errors): references and per-prompt predictions as NIfTI, unit from the plan."""
+    import json
+
+    import SimpleITK as sitk
+
+    m = _load()
+    raw, predictions = tmp_path / "raw", tmp_path / "pred"
+    (raw / "labelsTs").mkdir(parents=True)
+    predictions.mkdir()
+    (raw / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "right_kidney": 2}}))
+    reference = _ball()
+    labels = np.where(reference, 2, 0).astype(np.uint8)
+    predicted = (ndimage.binary_dilation(reference) | (labels == 1)).astype(np.uint8)  # the kidney one voxel too big
+    for array, path in ((labels, raw / "labelsTs" / "case_000.nii.gz"),
+                        (predicted, predictions / "case_000_right_kidney.nii.gz")):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing((2.0, 2.0, 2.0))
+        sitk.WriteImage(image, str(path))
+    plans = {"configurations": {"3d_fullres": {"spacing": [3.0, 1.5, 1.5]}}}
+    result = m.test_set_errors(raw, predictions, plans, ["right_kidney"])
+    assert result["network_voxel_mm"] == 3.0
+    case = result["right_kidney"]["cases"]["case_000"]
+    assert case["reference_voxels"] == int(reference.sum()) and case["spacing_mm"] == [2.0, 2.0, 2.0]
+    assert case["FN"] == 0 and case["FP_bands"]["rim_1"] == case["FP"] > 0  # 2 mm out: within one 3 mm voxel

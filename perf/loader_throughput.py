@@ -8,6 +8,8 @@ one thread (as a worker runs), the parts of making one training batch from a pre
 - `sample_cached`: the sampler's batch (case choice, crop, per-class targets, hierarchy) with every case in memory;
 - `sample_default_cache`: the same with the trainer's cache (PatchSampler's default, 8 cases per worker) starting
   empty, so that misses happen as often as in training on a dataset of more cases than that;
+- `sample_unpacked_default_cache`: the same sampler reading the cases unpacked into memory-mapped .npy
+  (training/unpacking.py; what the trainer does with background workers), after `unpack_s` per case to unpack them;
 - `augment`: the training transforms of `--augmentation` (default the trainer's) on those batches.
 
 Repeats are interleaved (sample, augment, sample, ...); each part's median and min-max over its batches are kept,
@@ -51,6 +53,7 @@ def measure(preprocessed: Path, plans_name: str, configuration: str, batches: in
     from textnnunet.training.run import preprocessed_case_ids
     from textnnunet.training.sampling import PatchSampler, _load_case_arrays
     from textnnunet.training.trainer import collect_case_refs
+    from textnnunet.training.unpacking import unpack_case
     from textnnunet.utils.plans import Plans
 
     plans_path = preprocessed / plans_name / "plans.json"
@@ -65,19 +68,21 @@ def measure(preprocessed: Path, plans_name: str, configuration: str, batches: in
     transforms = get_training_transforms(patch, aug)
     DEFAULT_CACHE = inspect.signature(PatchSampler).parameters["cache_size"].default
 
-    def sampler(cache_size: int) -> PatchSampler:
+    def sampler(cache_size: int, use_unpacked: bool = False) -> PatchSampler:
         return PatchSampler(refs, plans, configuration, patch_size=patch, initial_patch_size=initial,
                             oversample_foreground_percent=defaults.oversample_foreground,
                             rng=np.random.default_rng(seed), cache_size=cache_size,
                             use_hierarchy=defaults.label_hierarchy, use_exclusion=defaults.label_exclusion,
-                            max_excluded_classes=defaults.max_excluded_classes)
+                            max_excluded_classes=defaults.max_excluded_classes, use_unpacked=use_unpacked)
 
     loads = []
     for ref in refs:
         arrays, wall, cpu = _timed(lambda ref=ref: _load_case_arrays(ref))
         loads.append({"case": f"{ref.dataset}/{ref.case_id}", "wall_s": wall, "cpu_s": cpu,
                       "npz_mb": ref.npz_path.stat().st_size / 2**20, "shape": list(arrays.data.shape)})
+    unpack_seconds = [_timed(lambda ref=ref: unpack_case(ref.npz_path))[1] for ref in refs]
     cached, default = sampler(len(refs)), sampler(DEFAULT_CACHE)
+    unpacked = sampler(DEFAULT_CACHE, use_unpacked=True)
     for ref in refs:  # fill the all-cases cache before timing
         cached._load(ref)
     rounds = []
@@ -85,11 +90,14 @@ def measure(preprocessed: Path, plans_name: str, configuration: str, batches: in
     for _ in range(batches):
         batch, cached_wall, _ = _timed(cached.next_batch)
         _, default_wall, _ = _timed(default.next_batch)
+        _, unpacked_wall, _ = _timed(unpacked.next_batch)
         _, aug_wall, aug_cpu = _timed(lambda: transforms(data=batch["data"].copy(), seg=batch["target"].copy()))
-        rounds.append({"sample_cached_s": cached_wall, "sample_default_cache_s": default_wall, "augment_s": aug_wall,
+        rounds.append({"sample_cached_s": cached_wall, "sample_default_cache_s": default_wall,
+                       "sample_unpacked_default_cache_s": unpacked_wall, "augment_s": aug_wall,
                        "augment_cpu_s": aug_cpu})
     summary = {key: _stats([r[key] for r in rounds]) for key in rounds[0]}
     summary["load_case_s"] = _stats([x["wall_s"] for x in loads])
+    summary["unpack_s"] = _stats(unpack_seconds)
     return {"plan": {"plans": plans_name, "configuration": configuration, "patch_size": patch,
                      "initial_patch_size": initial, "batch_size": int(config.batch_size), "classes": len(plans.label_space.class_names),
                      "cases": len(refs), "sampler_default_cache_cases": DEFAULT_CACHE,

@@ -35,6 +35,9 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="tensor layout (auto: channels-last on CPU, where 3D convolutions are faster)")
     p.add_argument("--num_workers", type=int, default=d.num_workers,
                    help="background augmentation worker processes (0: in-process, exactly resumable)")
+    p.add_argument("--unpack", choices=("auto", "yes", "no"), default=d.unpack,
+                   help="decompress the npz caches once into memory-mapped .npy beside them (auto: with --num_workers "
+                        "> 0; costs the cases' uncompressed size on disk)")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--case_val_every", type=int, default=d.case_val_every, metavar="N",
                    help="whole-case validation every N epochs (sliding window, Dice/FP/FN in the log and progress.png; "
@@ -51,5 +54,5 @@ def config_from_args(args) -> TrainingConfig:
         augmentation="none" if args.no_augmentation else args.augmentation, mirror_axes=args.mirror_axes,
         region_shift_sigma=args.region_shift_sigma,
         deep_supervision=not args.no_deep_supervision, device=args.device, amp=not args.no_amp,
-        memory_format=args.memory_format, num_workers=args.num_workers, seed=args.seed,
+        memory_format=args.memory_format, num_workers=args.num_workers, unpack=args.unpack, seed=args.seed,
         case_val_every=args.case_val_every, case_val_cases_per_dataset=args.case_val_cases)

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 
 import torch
 
+from textnnunet.errors import UserError
 from textnnunet.network.settings import memory_format_for, resolve_mirror_axes
 from textnnunet.text.encoders import encoder_tags_model_folder
 
@@ -77,6 +78,10 @@ class TrainingConfig:
     # the demo plan); channels-first on CUDA, as nnU-Net. Any choice gives the same numbers up to rounding.
     memory_format: str = "auto"  # auto | channels_first | channels_last
     num_workers: int = 0
+    # Decompress each case's npz cache once into memory-mapped .npy files beside it (training/unpacking.py) and crop
+    # patches from those: "auto" does so with background workers (num_workers > 0, the GPU path), where per-case
+    # decompression held the loader back on an H200 (results.md, session 8); "yes" / "no" force it. Same batches.
+    unpack: str = "auto"  # auto | yes | no
     seed: int = 12345
     ema_alpha: float = 0.9  # nnU-Net's EMA of the pseudo Dice
     save_every: int = 1
@@ -99,6 +104,11 @@ class TrainingConfig:
 
     def resolved_memory_format(self, device_type: str, conv_dims: int) -> torch.memory_format:
         return memory_format_for(device_type, conv_dims, self.memory_format)
+
+    def resolved_unpack(self) -> bool:
+        if self.unpack not in ("auto", "yes", "no"):
+            raise UserError(f"unpack '{self.unpack}': choose auto, yes or no")
+        return self.unpack == "yes" or (self.unpack == "auto" and self.num_workers > 0)
 
     def resolved_mirror_axes(self, patch_dims: int) -> list[int]:
         return resolve_mirror_axes(self.mirror_axes, patch_dims)

@@ -25,6 +25,7 @@ import numpy as np
 from acvl_utils.cropping_and_padding.bounding_boxes import crop_and_pad_nd
 
 from textnnunet.errors import UserError
+from textnnunet.training.unpacking import load_unpacked
 from textnnunet.utils.files import load_json
 from textnnunet.utils.plans import Plans
 
@@ -96,6 +97,8 @@ class PatchSampler:
     patch_size / batch_size: default to the configuration's. initial_patch_size: the larger patch
     the augmentation needs (see AugmentationConfig.initial_patch_size); default = patch_size.
     cache_size: how many decompressed cases to keep in memory (LRU); 0 disables caching.
+    use_unpacked: read cases that training.unpacking has unpacked as memory-mapped .npy (a crop reads only its
+        pages) instead of decompressing the npz; cases not unpacked (or stale) are read from the npz. Same batches.
     use_hierarchy: derive targets and voxel-wise knowledge from label_space.hierarchy (DatasetKnowledge).
     use_exclusion: with the hierarchy, voxels a dataset labels as a structure are known negatives of every class
         that is neither that structure's ancestor nor its part (distinct organs do not overlap).
@@ -119,6 +122,7 @@ class PatchSampler:
         use_hierarchy: bool = True,
         use_exclusion: bool = False,
         max_excluded_classes: int = 8,
+        use_unpacked: bool = False,
     ):
         plans = Plans.of(plans)
         if not plans.has_configuration(configuration):
@@ -133,6 +137,7 @@ class PatchSampler:
         self.oversample_foreground_percent = float(oversample_foreground_percent)
         self.rng = rng if rng is not None else np.random.default_rng()
         self.cache_size = int(cache_size)
+        self.use_unpacked = bool(use_unpacked)
 
         self.class_names, self.class_values = _parse_label_space(plans)
         hierarchy = plans.label_space.hierarchy if use_hierarchy else {}
@@ -190,7 +195,7 @@ class PatchSampler:
         if cached is not None:
             self._cache.move_to_end(case.npz_path)
             return cached
-        arrays = _load_case_arrays(case)
+        arrays = _load_case_arrays(case, self.use_unpacked)
         if self.cache_size > 0:
             self._cache[case.npz_path] = arrays
             while len(self._cache) > self.cache_size:
@@ -445,14 +450,18 @@ def _group_cases(cases: Sequence[CaseRef], class_values: Mapping[str, object]) -
     return grouped
 
 
-def _load_case_arrays(case: CaseRef) -> _CaseArrays:
-    try:
-        with np.load(case.npz_path) as npz:
-            if "seg" not in npz.files:
-                raise UserError(f"{case.npz_path}: no 'seg' array (a training case needs labels)")
-            data, seg = npz["data"], npz["seg"]
-    except (OSError, ValueError) as e:
-        raise UserError(f"{case.npz_path}: cannot read preprocessed case ({e})") from None
+def _load_case_arrays(case: CaseRef, use_unpacked: bool = False) -> _CaseArrays:
+    unpacked = load_unpacked(case.npz_path) if use_unpacked else None
+    if unpacked is not None:
+        data, seg = unpacked
+    else:
+        try:
+            with np.load(case.npz_path) as npz:
+                if "seg" not in npz.files:
+                    raise UserError(f"{case.npz_path}: no 'seg' array (a training case needs labels)")
+                data, seg = npz["data"], npz["seg"]
+        except (OSError, ValueError) as e:
+            raise UserError(f"{case.npz_path}: cannot read preprocessed case ({e})") from None
     if data.ndim != 4 or seg.ndim != 4 or seg.shape[0] != 1 or data.shape[1:] != seg.shape[1:]:
         raise UserError(f"{case.npz_path}: expected data (c,z,y,x) and seg (1,z,y,x), got {data.shape}, {seg.shape}")
     data = data.astype(np.float32, copy=False)

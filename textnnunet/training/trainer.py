@@ -27,6 +27,7 @@ from textnnunet.training.loss import DeepSupervisionLoss, downsample_targets
 from textnnunet.training.progress import TextLog, TrainingHistory, mean_ignoring_nan, plot_progress, update_ema
 from textnnunet.training.sampling import CaseRef
 from textnnunet.training.step import TrainingStep, as_step, class_names_of, pseudo_dice_counts
+from textnnunet.training.unpacking import unpack_cases
 from textnnunet.utils.files import atomic_path, atomic_write_json
 from textnnunet.utils.plans import Plans
 
@@ -124,7 +125,7 @@ class Trainer:
                             f"(available: {', '.join(plans.configuration_names)})")
         self.plans, self.configuration_name, self.fold = plans, configuration, fold
         self.cfg_plan = plans.configuration(configuration)
-        self.config, self.dist = config, dist
+        self.config, self.dist, self.echo = config, dist, echo
         self.output_folder = Path(output_folder)
         self.class_names = class_names_of(plans)
         self.device = resolve_device(config.device, dist)
@@ -187,12 +188,17 @@ class Trainer:
         big_patch = list(aug.initial_patch_size(patch))
         bs = self.batch_size_per_process()
         seed = self.config.seed + 1000 * self.dist.rank
+        unpacked = self.config.resolved_unpack()
+        if unpacked:  # every rank unpacks what is missing: atomic and idempotent, so concurrent ranks are safe
+            unpack_cases([r.npz_path for r in [*self.train_refs, *self.val_refs]],
+                         num_processes=max(1, self.config.num_workers), progress=self.echo and self.dist.is_main)
 
         def sampler(refs, initial_patch, rng_seed):
             return self.step.sampler(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch,
                                      oversample_foreground_percent=self.config.oversample_foreground,
                                      dataset_weighting=self.config.dataset_weighting,
-                                     rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch)
+                                     rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch,
+                                     use_unpacked=unpacked)
 
         train = TrainingBatchIterator(sampler(self.train_refs, big_patch, seed), get_training_transforms(patch, aug),
                                       num_workers=self.config.num_workers, seed=seed)

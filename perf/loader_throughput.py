@@ -10,7 +10,10 @@ one thread (as a worker runs), the parts of making one training batch from a pre
   empty, so that misses happen as often as in training on a dataset of more cases than that;
 - `sample_unpacked_default_cache`: the same sampler reading the cases unpacked into memory-mapped .npy
   (training/unpacking.py; what the trainer does with background workers), after `unpack_s` per case to unpack them;
-- `augment`: the training transforms of `--augmentation` (default the trainer's) on those batches.
+- `augment`: the training transforms of `--augmentation` (default the trainer's) on those batches;
+- `augment_targets_K` (with `--target_channels K ...`): the same transforms with the batch's targets replaced by K
+  channels (the first classes' targets, then copies), since every class travels through the spatial transform as its
+  own channel: how the augmentation's cost grows with the number of classes.
 
 Repeats are interleaved (sample, augment, sample, ...); each part's median and min-max over its batches are kept,
 with every batch's seconds, the command, versions and machine:
@@ -46,14 +49,14 @@ def _timed(fn):
 
 
 def measure(preprocessed: Path, plans_name: str, configuration: str, batches: int, augmentation: str,
-            seed: int) -> dict:
+            seed: int, target_channels: list[int] = ()) -> dict:
     from textnnunet.paths import PlanFolder
     from textnnunet.training.augmentation import augmentation_preset, get_training_transforms
     from textnnunet.training.config import TrainingConfig
     from textnnunet.training.run import preprocessed_case_ids
     from textnnunet.training.sampling import PatchSampler, _load_case_arrays
     from textnnunet.training.trainer import collect_case_refs
-    from textnnunet.training.unpacking import unpack_case
+    from textnnunet.training.unpacking import is_unpacked, unpack_case
     from textnnunet.utils.plans import Plans
 
     plans_path = preprocessed / plans_name / "plans.json"
@@ -80,7 +83,9 @@ def measure(preprocessed: Path, plans_name: str, configuration: str, batches: in
         arrays, wall, cpu = _timed(lambda ref=ref: _load_case_arrays(ref))
         loads.append({"case": f"{ref.dataset}/{ref.case_id}", "wall_s": wall, "cpu_s": cpu,
                       "npz_mb": ref.npz_path.stat().st_size / 2**20, "shape": list(arrays.data.shape)})
-    unpack_seconds = [_timed(lambda ref=ref: unpack_case(ref.npz_path))[1] for ref in refs]
+    # Cases unpacked by an earlier run (or by training) are not re-made: their unpack time is not measured then.
+    unpack_seconds = [_timed(lambda ref=ref: unpack_case(ref.npz_path))[1] for ref in refs
+                      if not is_unpacked(ref.npz_path)]
     cached, default = sampler(len(refs)), sampler(DEFAULT_CACHE)
     unpacked = sampler(DEFAULT_CACHE, use_unpacked=True)
     for ref in refs:  # fill the all-cases cache before timing
@@ -92,12 +97,18 @@ def measure(preprocessed: Path, plans_name: str, configuration: str, batches: in
         _, default_wall, _ = _timed(default.next_batch)
         _, unpacked_wall, _ = _timed(unpacked.next_batch)
         _, aug_wall, aug_cpu = _timed(lambda: transforms(data=batch["data"].copy(), seg=batch["target"].copy()))
-        rounds.append({"sample_cached_s": cached_wall, "sample_default_cache_s": default_wall,
+        by_k = {}
+        for k in target_channels:
+            reps = -(-k // batch["target"].shape[1])  # each item's own classes, repeated up to k channels
+            targets = np.concatenate([batch["target"]] * reps, axis=1)[:, :k]
+            by_k[f"augment_targets_{k}_s"] = _timed(
+                lambda targets=targets: transforms(data=batch["data"].copy(), seg=targets.copy()))[1]
+        rounds.append({**by_k, "sample_cached_s": cached_wall, "sample_default_cache_s": default_wall,
                        "sample_unpacked_default_cache_s": unpacked_wall, "augment_s": aug_wall,
                        "augment_cpu_s": aug_cpu})
     summary = {key: _stats([r[key] for r in rounds]) for key in rounds[0]}
     summary["load_case_s"] = _stats([x["wall_s"] for x in loads])
-    summary["unpack_s"] = _stats(unpack_seconds)
+    summary["unpack_s"] = _stats(unpack_seconds) if unpack_seconds else "not measured: every case was unpacked already"
     return {"plan": {"plans": plans_name, "configuration": configuration, "patch_size": patch,
                      "initial_patch_size": initial, "batch_size": int(config.batch_size), "classes": len(plans.label_space.class_names),
                      "cases": len(refs), "sampler_default_cache_cases": DEFAULT_CACHE,
@@ -113,6 +124,8 @@ def main() -> int:
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--augmentation", default="nnunet_regions")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target_channels", type=int, nargs="*", default=[],
+                   help="also time the augmentation with this many target channels (classes)")
     p.add_argument("--json", type=Path)
     args = p.parse_args()
     import torch
@@ -121,7 +134,8 @@ def main() -> int:
     torch.set_num_threads(1)
     started = datetime.datetime.now().isoformat(timespec="seconds")
     with threadpool_limits(1):
-        result = measure(args.preprocessed, args.plans, args.configuration, args.batches, args.augmentation, args.seed)
+        result = measure(args.preprocessed, args.plans, args.configuration, args.batches, args.augmentation, args.seed,
+                         args.target_channels)
     record = {"what": "seconds per training batch in one worker (one thread): case loading, sampling, augmentation",
               "command": " ".join([sys.executable, *sys.argv]), "started": started,
               "finished": datetime.datetime.now().isoformat(timespec="seconds"), "git": git_state(),
@@ -129,7 +143,11 @@ def main() -> int:
     s = result["summary"]
     print(json.dumps(result["plan"]))
     for key, stats in s.items():
-        print(f"{key:>24}: median {stats['median']:.3f} s (min {stats['min']:.3f}, max {stats['max']:.3f}, n {stats['n']})")
+        if isinstance(stats, dict):
+            print(f"{key:>24}: median {stats['median']:.3f} s (min {stats['min']:.3f}, max {stats['max']:.3f}, "
+                  f"n {stats['n']})")
+        else:
+            print(f"{key:>24}: {stats}")
     if args.json:
         from textnnunet.utils.files import atomic_write_json
 

@@ -209,3 +209,17 @@ def test_no_mirroring_is_the_default_and_older_configs_keep_their_axes():
     assert TrainingConfig.from_json({"epochs": 3, "mirror_axes": None}).resolved_mirror_axes(3) == [0, 1]
     assert TrainingConfig.from_json({"epochs": 3}).resolved_mirror_axes(3) == [0, 1]
     assert TrainingConfig(mirror_axes=[0, 1, 2]).resolved_mirror_axes(3) == [0, 1, 2]
+
+
+def test_training_from_unpacked_caches_is_the_same_training(preprocessed, tmp_path):
+    """--unpack yes: the trainer unpacks the fold's cases beside their npz and trains on exactly the same batches."""
+    losses = {}
+    for unpack in ("no", "yes"):
+        trainer = _trainer(preprocessed, tmp_path / unpack, epochs=2)
+        trainer.config.unpack = unpack
+        trainer.train_iter, trainer.val_iter = trainer._build_iterators()
+        trainer.run()
+        losses[unpack] = trainer.history.train_loss
+    assert losses["yes"] == losses["no"]
+    cases = preprocessed / "TextPlans_001_002" / "3d_fullres" / LIVER
+    assert (cases / "liver_000.data.npy").is_file() and (cases / "liver_002.seg.npy").is_file()

@@ -11,6 +11,9 @@ one thread (as a worker runs), the parts of making one training batch from a pre
 - `sample_unpacked_default_cache`: the same sampler reading the cases unpacked into memory-mapped .npy
   (training/unpacking.py; what the trainer does with background workers), after `unpack_s` per case to unpack them;
 - `augment`: the training transforms of `--augmentation` (default the trainer's) on those batches;
+- `augment_deferred`: what the trainer does since session 8: the sampler's label map through the spatial transform
+  and the class targets built after it (`PatchSampler.defer_targets`, augmentation.TargetsFromLabelMap), on the
+  same patches (a second sampler with the same seed);
 - `augment_targets_K` (with `--target_channels K ...`): the same transforms with the batch's targets replaced by K
   channels (the first classes' targets, then copies), since every class travels through the spatial transform as its
   own channel: how the augmentation's cost grows with the number of classes.
@@ -27,6 +30,7 @@ import argparse
 import datetime
 import inspect
 import json
+import random
 import statistics
 import sys
 import time
@@ -88,15 +92,27 @@ def measure(preprocessed: Path, plans_name: str, configuration: str, batches: in
                       if not is_unpacked(ref.npz_path)]
     cached, default = sampler(len(refs)), sampler(DEFAULT_CACHE)
     unpacked = sampler(DEFAULT_CACHE, use_unpacked=True)
+    deferred = sampler(len(refs))
+    deferred.defer_targets = True
+    for ref in refs:
+        deferred._load(ref)
+    transforms_deferred = get_training_transforms(patch, aug, targets_from_labels=deferred.targets_for)
     for ref in refs:  # fill the all-cases cache before timing
         cached._load(ref)
     rounds = []
     np.random.seed(seed)  # batchgenerators' transforms draw from numpy's global generator
     for _ in range(batches):
         batch, cached_wall, _ = _timed(cached.next_batch)
+        labels = deferred.next_batch()  # the same patches as `batch`, their label maps
+        state, py_state = np.random.get_state(), random.getstate()
+        out_deferred, deferred_wall, _ = _timed(lambda: transforms_deferred(
+            data=labels["data"].copy(), seg=labels["seg"].copy(), datasets=[d for d, _ in labels["keys"]]))
+        np.random.set_state(state)  # the same augmentation draws for the per-class run below
+        random.setstate(py_state)
         _, default_wall, _ = _timed(default.next_batch)
         _, unpacked_wall, _ = _timed(unpacked.next_batch)
-        _, aug_wall, aug_cpu = _timed(lambda: transforms(data=batch["data"].copy(), seg=batch["target"].copy()))
+        out, aug_wall, aug_cpu = _timed(lambda: transforms(data=batch["data"].copy(), seg=batch["target"].copy()))
+        same = bool(np.array_equal(out["seg"], out_deferred["seg"]) and np.array_equal(out["data"], out_deferred["data"]))
         by_k = {}
         for k in target_channels:
             reps = -(-k // batch["target"].shape[1])  # each item's own classes, repeated up to k channels
@@ -104,9 +120,12 @@ def measure(preprocessed: Path, plans_name: str, configuration: str, batches: in
             by_k[f"augment_targets_{k}_s"] = _timed(
                 lambda targets=targets: transforms(data=batch["data"].copy(), seg=targets.copy()))[1]
         rounds.append({**by_k, "sample_cached_s": cached_wall, "sample_default_cache_s": default_wall,
-                       "sample_unpacked_default_cache_s": unpacked_wall, "augment_s": aug_wall,
+                       "sample_unpacked_default_cache_s": unpacked_wall, "augment_deferred_s": deferred_wall,
+                       "deferred_batch_identical": same,
+                       "augment_s": aug_wall,
                        "augment_cpu_s": aug_cpu})
-    summary = {key: _stats([r[key] for r in rounds]) for key in rounds[0]}
+    summary = {key: _stats([r[key] for r in rounds]) for key in rounds[0] if key.endswith("_s")}
+    summary["deferred_batches_identical"] = f"{sum(r['deferred_batch_identical'] for r in rounds)} of {len(rounds)}"
     summary["load_case_s"] = _stats([x["wall_s"] for x in loads])
     summary["unpack_s"] = _stats(unpack_seconds) if unpack_seconds else "not measured: every case was unpacked already"
     return {"plan": {"plans": plans_name, "configuration": configuration, "patch_size": patch,

@@ -227,3 +227,32 @@ def test_region_shift_sigma_replaces_the_presets_offset_sd():
     assert smaller.region_shift_sigma == 0.15 and smaller.p_region_shift > 0
     with pytest.raises(UserError, match="region_shift_sigma"):
         augmentation_preset("nnunet_regions", [8, 16, 16], region_shift_sigma=-1.0)
+
+
+@pytest.mark.parametrize("preset", ["nnunet_regions", "nnunet"])
+def test_targets_built_after_the_spatial_transform_give_the_same_batches(tmp_path, preset):
+    """Deferred targets (the label map through the spatial transform, the class targets after it; what the trainer
+    does) against the targets through the transform channel by channel: the same batches, hierarchy included."""
+    from test_hierarchy import KIDNEY_DS, SIDES_DS, _case, _plans
+
+    shape = (10, 14, 14)
+    sides = np.zeros(shape, np.int16)
+    sides[2:8, 3:9, 1:5], sides[2:8, 3:9, 8:12] = 2, 1
+    liver_and_sides = [_case(tmp_path / "a", SIDES_DS, sides, {"left kidney": [1], "right kidney": [2]}),
+                       _case(tmp_path / "b", KIDNEY_DS, (sides > 0).astype(np.int16), {"kidney": [1]})]
+    patch = (6, 8, 8)
+    config = _always(augmentation_preset(preset, patch))
+
+    def batches(defer):
+        sampler = PatchSampler(liver_and_sides, _plans(patch), "3d_fullres", batch_size=2,
+                               rng=np.random.default_rng(3), initial_patch_size=config.initial_patch_size(patch))
+        sampler.defer_targets = defer
+        transforms = get_training_transforms(patch, config, targets_from_labels=sampler.targets_for if defer else None)
+        with TrainingBatchIterator(sampler, transforms, num_workers=0, seed=11) as iterator:
+            return [next(iterator) for _ in range(4)]
+
+    for a, b in zip(batches(False), batches(True)):
+        _assert_batches_equal(a, b)
+        assert b["target"].shape == (2, 3, *patch)
+        for key in ("known_outside_of", "known_where_positive", "known_excluded_by"):
+            assert (key in a) == (key in b) and (key not in a or torch.equal(a[key], b[key]))

@@ -223,3 +223,19 @@ def test_training_from_unpacked_caches_is_the_same_training(preprocessed, tmp_pa
     assert losses["yes"] == losses["no"]
     cases = preprocessed / "TextPlans_001_002" / "3d_fullres" / LIVER
     assert (cases / "liver_000.data.npy").is_file() and (cases / "liver_002.seg.npy").is_file()
+
+
+def test_training_with_a_background_worker_unpacks_and_builds_targets_in_the_worker(preprocessed, tmp_path):
+    """num_workers > 0: unpack "auto" unpacks the cases, and the worker builds the class targets after its spatial
+    transform (deferred targets) - an epoch runs and learns from real targets."""
+    trainer = _trainer(preprocessed, tmp_path / "worker", epochs=1)
+    trainer.config.num_workers = 1
+    trainer.train_iter, trainer.val_iter = trainer._build_iterators()
+    try:
+        batch = next(trainer.train_iter)
+        assert batch["target"].shape[1] == 3 and batch["target"].max() == 1.0
+        trainer.run()
+    finally:
+        trainer.close()
+    assert np.isfinite(trainer.history.train_loss).all()
+    assert (preprocessed / "TextPlans_001_002" / "3d_fullres" / LIVER / "liver_000.data.npy").is_file()

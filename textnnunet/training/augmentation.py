@@ -262,8 +262,14 @@ def _spatial_transform(patch_size: Sequence[int], cfg: AugmentationConfig) -> Sp
     )
 
 
-def get_training_transforms(patch_size: Sequence[int], config: AugmentationConfig) -> Compose:
-    """nnU-Net's training pipeline for final patch `patch_size` ((z, y, x) or (y, x))."""
+def get_training_transforms(patch_size: Sequence[int], config: AugmentationConfig,
+                            targets_from_labels: Callable | None = None) -> Compose:
+    """nnU-Net's training pipeline for final patch `patch_size` ((z, y, x) or (y, x)).
+
+    targets_from_labels: the sampler's `targets_for` when its batches carry the label map as "seg" (one channel,
+    `defer_targets`) instead of one target channel per class: the spatial transform then moves one channel
+    whatever the number of classes, and the class targets are built right after it (the same targets as building
+    them first: nearest-neighbour picks the same source voxel for every channel)."""
     patch_size = [int(p) for p in patch_size]
     dim = len(patch_size)
     if dim not in (2, 3):
@@ -278,6 +284,8 @@ def get_training_transforms(patch_size: Sequence[int], config: AugmentationConfi
         transforms.append(Convert2DTo3D())
     else:
         transforms.append(_spatial_transform(patch_size, config))
+    if targets_from_labels is not None:
+        transforms.append(TargetsFromLabelMap(targets_from_labels))
 
     # intensity transforms only touch "data"; each is skipped when its probability is 0
     if config.p_region_shift > 0:
@@ -336,6 +344,18 @@ def get_training_transforms(patch_size: Sequence[int], config: AugmentationConfi
         transforms.append(MirrorTransform(tuple(config.mirror_axes)))
     transforms.extend(_local_intensity_transforms(config))
     return Compose(transforms)
+
+
+class TargetsFromLabelMap(AbstractTransform):
+    """Replace the batch's label map "seg" (B, 1, ...) by the class targets (B, K, ...) that `build(datasets, seg)`
+    makes; the batch's "datasets" name each item's dataset."""
+
+    def __init__(self, build: Callable):
+        self.build = build
+
+    def __call__(self, **batch):
+        batch["seg"] = self.build(batch["datasets"], batch["seg"])
+        return batch
 
 
 class LabelledRegionShiftTransform(AbstractTransform):

@@ -26,10 +26,16 @@ HIERARCHY_KEYS = ("known_outside_of", "known_where_positive", "known_excluded_by
 
 
 def _augment(batch: dict, transforms: AbstractTransform | None) -> dict:
-    """Run batchgenerators transforms; targets travel as the 'seg' key."""
+    """Run batchgenerators transforms; targets travel as the 'seg' key. A batch whose sampler deferred its targets
+    carries the label map as "seg" instead, and its transforms build the targets (augmentation.TargetsFromLabelMap)."""
     if transforms is None:
+        if "seg" in batch:
+            raise ValueError("a batch with deferred targets needs transforms that build them")
         return batch
-    out = transforms(data=batch["data"], seg=batch["target"])
+    if "seg" in batch:
+        out = transforms(data=batch["data"], seg=batch["seg"], datasets=[dataset for dataset, _ in batch["keys"]])
+    else:
+        out = transforms(data=batch["data"], seg=batch["target"])
     augmented = {
         "data": np.ascontiguousarray(out["data"], dtype=np.float32),
         "target": np.ascontiguousarray(out["seg"], dtype=np.float32),

@@ -73,6 +73,11 @@ def dataset_sampling_weights(case_counts: Mapping[str, int], mode: str = "unifor
     return {ds: raw.get(ds, 0.0) / total for ds in case_counts}
 
 
+class _DatasetOnly(NamedTuple):
+    """What `_targets` reads of a case: its dataset."""
+    dataset: str
+
+
 class _CaseArrays(NamedTuple):
     data: np.ndarray  # (C, Z, Y, X) float32
     seg: np.ndarray  # (Z, Y, X) int
@@ -138,6 +143,9 @@ class PatchSampler:
         self.rng = rng if rng is not None else np.random.default_rng()
         self.cache_size = int(cache_size)
         self.use_unpacked = bool(use_unpacked)
+        # True: batches carry the label map ("seg", one channel) instead of the class targets, and the augmentation
+        # builds the targets after its spatial transform (`targets_for`; augmentation.TargetsFromLabelMap).
+        self.defer_targets = False
 
         self.class_names, self.class_values = _parse_label_space(plans)
         hierarchy = plans.label_space.hierarchy if use_hierarchy else {}
@@ -278,8 +286,18 @@ class PatchSampler:
         bbox = [[s, s + p] for s, p in zip(start, self.initial_patch_size)]
         data = crop_and_pad_channels(data_img, bbox, arrays.pad_values)
         seg = crop_and_pad_nd(seg_img, bbox, pad_value=0)
+        if self.defer_targets:  # the label map now, the targets after the spatial augmentation
+            return data.astype(np.float32, copy=False), seg[None], self._annotated(case)
         target, annotated = self._targets(case, seg)
         return data.astype(np.float32, copy=False), target, annotated
+
+    def _annotated(self, case: CaseRef) -> np.ndarray:
+        """The (K,) annotated flags `_targets` gives this case's dataset (they do not depend on the voxels)."""
+        return self._targets(case, np.zeros((1,) * (len(self.patch_size)), dtype=np.int16))[1]
+
+    def targets_for(self, datasets: Sequence[str], seg: np.ndarray) -> np.ndarray:
+        """Class targets (B, K, ...) float32 of a batch of label maps (B, 1, ...) from the datasets named."""
+        return np.stack([self._targets(_DatasetOnly(ds), item[0])[0] for ds, item in zip(datasets, seg)])
 
     def next_batch(self) -> dict:
         """{"data" (B, C, *patch) float32, "target" (B, K, *patch) float32, "annotated" (B, K) bool, "keys"}."""
@@ -292,6 +310,8 @@ class PatchSampler:
             annotated.append(a)
             keys.append((case.dataset, case.case_id))
         batch = {"data": np.stack(data), "target": np.stack(target), "annotated": np.stack(annotated), "keys": keys}
+        if self.defer_targets:
+            batch["seg"] = batch.pop("target")
         if self.knowledge:  # the label hierarchy makes some unannotated pairs known voxel by voxel
             batch["known_outside_of"] = np.stack([self.knowledge[ds].outside_of if ds in self.knowledge
                                                   else np.full(self.num_classes, -1, np.int64) for ds, _ in keys])

@@ -200,7 +200,12 @@ class Trainer:
                                      rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch,
                                      use_unpacked=unpacked)
 
-        train = TrainingBatchIterator(sampler(self.train_refs, big_patch, seed), get_training_transforms(patch, aug),
+        train_sampler = sampler(self.train_refs, big_patch, seed)
+        # The label map, not one target channel per class, goes through the spatial augmentation (its cost would
+        # otherwise grow with the number of classes; results.md, session 8); the same batches either way.
+        train_sampler.defer_targets = True
+        train = TrainingBatchIterator(train_sampler,
+                                      get_training_transforms(patch, aug, targets_from_labels=train_sampler.targets_for),
                                       num_workers=self.config.num_workers, seed=seed)
         val = None
         if self.val_refs:

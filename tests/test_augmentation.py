@@ -229,8 +229,8 @@ def test_region_shift_sigma_replaces_the_presets_offset_sd():
         augmentation_preset("nnunet_regions", [8, 16, 16], region_shift_sigma=-1.0)
 
 
-@pytest.mark.parametrize("preset", ["nnunet_regions", "nnunet"])
-def test_targets_built_after_the_spatial_transform_give_the_same_batches(tmp_path, preset):
+@pytest.mark.parametrize("preset,dummy_2d", [("nnunet_regions", False), ("nnunet", False), ("nnunet_regions", True)])
+def test_targets_built_after_the_spatial_transform_give_the_same_batches(tmp_path, preset, dummy_2d):
     """Deferred targets (the label map through the spatial transform, the class targets after it; what the trainer
     does) against the targets through the transform channel by channel: the same batches, hierarchy included."""
     from test_hierarchy import KIDNEY_DS, SIDES_DS, _case, _plans
@@ -241,7 +241,7 @@ def test_targets_built_after_the_spatial_transform_give_the_same_batches(tmp_pat
     liver_and_sides = [_case(tmp_path / "a", SIDES_DS, sides, {"left kidney": [1], "right kidney": [2]}),
                        _case(tmp_path / "b", KIDNEY_DS, (sides > 0).astype(np.int16), {"kidney": [1]})]
     patch = (6, 8, 8)
-    config = _always(augmentation_preset(preset, patch))
+    config = replace(_always(augmentation_preset(preset, patch)), dummy_2d=dummy_2d)
 
     def batches(defer):
         sampler = PatchSampler(liver_and_sides, _plans(patch), "3d_fullres", batch_size=2,

@@ -75,12 +75,13 @@ def measure(preprocessed: Path, plans_name: str, configuration: str, batches: in
     transforms = get_training_transforms(patch, aug)
     DEFAULT_CACHE = inspect.signature(PatchSampler).parameters["cache_size"].default
 
-    def sampler(cache_size: int, use_unpacked: bool = False) -> PatchSampler:
+    def sampler(cache_size: int, use_unpacked: bool = False, defer_targets: bool = False) -> PatchSampler:
         return PatchSampler(refs, plans, configuration, patch_size=patch, initial_patch_size=initial,
                             oversample_foreground_percent=defaults.oversample_foreground,
                             rng=np.random.default_rng(seed), cache_size=cache_size,
                             use_hierarchy=defaults.label_hierarchy, use_exclusion=defaults.label_exclusion,
-                            max_excluded_classes=defaults.max_excluded_classes, use_unpacked=use_unpacked)
+                            max_excluded_classes=defaults.max_excluded_classes, use_unpacked=use_unpacked,
+                            defer_targets=defer_targets)
 
     loads = []
     for ref in refs:
@@ -92,8 +93,7 @@ def measure(preprocessed: Path, plans_name: str, configuration: str, batches: in
                       if not is_unpacked(ref.npz_path)]
     cached, default = sampler(len(refs)), sampler(DEFAULT_CACHE)
     unpacked = sampler(DEFAULT_CACHE, use_unpacked=True)
-    deferred = sampler(len(refs))
-    deferred.defer_targets = True
+    deferred = sampler(len(refs), defer_targets=True)
     for ref in refs:
         deferred._load(ref)
     transforms_deferred = get_training_transforms(patch, aug, targets_from_labels=deferred.targets_for)

@@ -16,16 +16,18 @@ def test_unpacked_arrays_equal_the_npz_and_go_stale_when_the_npz_is_rewritten(tm
     assert not is_unpacked(case.npz_path) and load_unpacked(case.npz_path) is None
     unpack_case(case.npz_path)
     assert is_unpacked(case.npz_path)
-    data, seg = load_unpacked(case.npz_path)
+    data, seg, pad_values = load_unpacked(case.npz_path)
     with np.load(case.npz_path) as npz:
         np.testing.assert_array_equal(data, npz["data"].astype(np.float32))
         np.testing.assert_array_equal(seg, npz["seg"])
+        np.testing.assert_array_equal(pad_values, npz["data"].astype(np.float32).reshape(1, -1).min(axis=1))
     assert isinstance(data, np.memmap) and not data.flags.writeable  # read-only: a crop can never write back
-    # a re-preprocessed case (newer npz) makes the pair stale: not read, re-made on the next unpack
-    earlier = case.npz_path.stat().st_mtime_ns - 10**9
-    for path in unpacked_paths(case.npz_path):
-        os.utime(path, ns=(earlier, earlier))
+    # an npz rewritten since (re-preprocessed, or copied in with an older time) makes the pair stale: not read,
+    # re-made on the next unpack
+    older = case.npz_path.stat().st_mtime_ns - 10**9
+    os.utime(case.npz_path, ns=(older, older))
     assert not is_unpacked(case.npz_path) and load_unpacked(case.npz_path) is None
+    assert all(p.is_file() for p in unpacked_paths(case.npz_path))  # the files are there, only stale
     unpack_cases([case.npz_path], num_processes=1, progress=False)
     assert is_unpacked(case.npz_path)
 

@@ -79,7 +79,7 @@ class TrainingConfig:
     memory_format: str = "auto"  # auto | channels_first | channels_last
     num_workers: int = 0
     # Decompress each case's npz cache once into memory-mapped .npy files beside it (training/unpacking.py) and crop
-    # patches from those: "auto" does so with background workers (num_workers > 0, the GPU path), where per-case
+    # patches from those: "auto" does so with background workers (num_workers > 0, as on a GPU machine), where per-case
     # decompression held the loader back on an H200 (results.md, session 8); "yes" / "no" force it. Same batches.
     unpack: str = "auto"  # auto | yes | no
     seed: int = 12345

@@ -104,6 +104,9 @@ class PatchSampler:
     cache_size: how many decompressed cases to keep in memory (LRU); 0 disables caching.
     use_unpacked: read cases that training.unpacking has unpacked as memory-mapped .npy (a crop reads only its
         pages) instead of decompressing the npz; cases not unpacked (or stale) are read from the npz. Same batches.
+    defer_targets: batches carry the label map as "seg" (B, 1, ...) instead of "target" (B, K, ...); the training
+        transforms build the targets after their spatial transform (`targets_for`, augmentation.TargetsFromLabelMap),
+        so that transform moves one channel whatever K. The same batches.
     use_hierarchy: derive targets and voxel-wise knowledge from label_space.hierarchy (DatasetKnowledge).
     use_exclusion: with the hierarchy, voxels a dataset labels as a structure are known negatives of every class
         that is neither that structure's ancestor nor its part (distinct organs do not overlap).
@@ -128,6 +131,7 @@ class PatchSampler:
         use_exclusion: bool = False,
         max_excluded_classes: int = 8,
         use_unpacked: bool = False,
+        defer_targets: bool = False,
     ):
         plans = Plans.of(plans)
         if not plans.has_configuration(configuration):
@@ -143,9 +147,7 @@ class PatchSampler:
         self.rng = rng if rng is not None else np.random.default_rng()
         self.cache_size = int(cache_size)
         self.use_unpacked = bool(use_unpacked)
-        # True: batches carry the label map ("seg", one channel) instead of the class targets, and the augmentation
-        # builds the targets after its spatial transform (`targets_for`; augmentation.TargetsFromLabelMap).
-        self.defer_targets = False
+        self.defer_targets = bool(defer_targets)
 
         self.class_names, self.class_values = _parse_label_space(plans)
         hierarchy = plans.label_space.hierarchy if use_hierarchy else {}
@@ -300,7 +302,8 @@ class PatchSampler:
         return np.stack([self._targets(_DatasetOnly(ds), item[0])[0] for ds, item in zip(datasets, seg)])
 
     def next_batch(self) -> dict:
-        """{"data" (B, C, *patch) float32, "target" (B, K, *patch) float32, "annotated" (B, K) bool, "keys"}."""
+        """{"data" (B, C, *patch) float32, "target" (B, K, *patch) float32, "annotated" (B, K) bool, "keys"}; with
+        defer_targets "seg" (B, 1, *patch), the label map, in place of "target"."""
         data, target, annotated, keys = [], [], [], []
         for i in range(self.batch_size):
             case = self._choose_case()
@@ -472,8 +475,12 @@ def _group_cases(cases: Sequence[CaseRef], class_values: Mapping[str, object]) -
 
 def _load_case_arrays(case: CaseRef, use_unpacked: bool = False) -> _CaseArrays:
     unpacked = load_unpacked(case.npz_path) if use_unpacked else None
-    if unpacked is not None:
-        data, seg = unpacked
+    if unpacked is not None:  # memory-mapped: the padding values come from the unpacking, not a read of every voxel
+        data, seg = unpacked.data, unpacked.seg
+        if data.ndim != 4 or seg.ndim != 4 or seg.shape[0] != 1 or data.shape[1:] != seg.shape[1:]:
+            raise UserError(f"{case.npz_path}: unpacked arrays (c,z,y,x) and (1,z,y,x) expected, got {data.shape}, "
+                            f"{seg.shape}")
+        return _CaseArrays(data, seg[0], unpacked.pad_values)
     else:
         try:
             with np.load(case.npz_path) as npz:

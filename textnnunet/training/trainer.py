@@ -179,6 +179,14 @@ class Trainer:
         # nnU-Net splits the global batch over GPUs; remainders go to the first ranks.
         return total // self.dist.world_size + (1 if self.dist.rank < total % self.dist.world_size else 0)
 
+    def _unpack_cases(self) -> None:
+        """Unpack the fold's cases once (training/unpacking.py): the main process does it while the others wait."""
+        if self.dist.is_main:
+            unpack_cases([r.npz_path for r in [*self.train_refs, *self.val_refs]],
+                         num_processes=max(1, self.config.num_workers), progress=self.echo)
+        if self.dist.enabled:
+            torch.distributed.barrier()
+
     def _build_iterators(self):
         patch = list(self.cfg_plan.patch_size)
         aug = augmentation_preset(self.config.augmentation, patch, region_shift_sigma=self.config.region_shift_sigma)
@@ -189,21 +197,19 @@ class Trainer:
         bs = self.batch_size_per_process()
         seed = self.config.seed + 1000 * self.dist.rank
         unpacked = self.config.resolved_unpack()
-        if unpacked:  # every rank unpacks what is missing: atomic and idempotent, so concurrent ranks are safe
-            unpack_cases([r.npz_path for r in [*self.train_refs, *self.val_refs]],
-                         num_processes=max(1, self.config.num_workers), progress=self.echo and self.dist.is_main)
+        if unpacked:
+            self._unpack_cases()
 
-        def sampler(refs, initial_patch, rng_seed):
+        def sampler(refs, initial_patch, rng_seed, **kwargs):
             return self.step.sampler(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch,
                                      oversample_foreground_percent=self.config.oversample_foreground,
                                      dataset_weighting=self.config.dataset_weighting,
                                      rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch,
-                                     use_unpacked=unpacked)
+                                     use_unpacked=unpacked, **kwargs)
 
-        train_sampler = sampler(self.train_refs, big_patch, seed)
         # The label map, not one target channel per class, goes through the spatial augmentation (its cost would
         # otherwise grow with the number of classes; results.md, session 8); the same batches either way.
-        train_sampler.defer_targets = True
+        train_sampler = sampler(self.train_refs, big_patch, seed, defer_targets=True)
         train = TrainingBatchIterator(train_sampler,
                                       get_training_transforms(patch, aug, targets_from_labels=train_sampler.targets_for),
                                       num_workers=self.config.num_workers, seed=seed)

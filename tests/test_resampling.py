@@ -143,3 +143,21 @@ def test_preprocessing_anti_aliases_only_when_the_plan_says_so(tmp_path):
 
     assert _resampling_settings({"resampling": {"image_order": 3}})["anti_aliasing"] is False  # older plans
     assert _resampling_settings({"resampling": {"anti_aliasing": True}})["anti_aliasing"] is True
+
+
+def test_export_of_ideal_probabilities_errs_inwards_not_outwards_on_a_convex_organ():
+    """Issue 10's matrix: the liver's boundary errs outwards by up to a network voxel. The export is not the cause:
+    a convex organ's exact partial-volume probabilities on a 4x coarser grid, resampled back (linear in-plane, as
+    inference does) and thresholded at 0.5, lose voxels at the boundary rather than gain them."""
+    from textnnunet.preprocessing.resampling import resample_and_threshold
+
+    f, fine_shape = 4, (48, 160, 160)  # fine spacing (2, 1, 1) mm, coarse (8, 4, 4) mm
+    z, y, x = (np.indices(fine_shape).astype(np.float32) + 0.5) * np.array([2.0, 1.0, 1.0])[:, None, None, None]
+    for centre, radii in (((48, 80, 80), (36, 50, 40)), ((60, 70, 90), (40, 30, 55))):
+        organ = sum(((c - m) / r) ** 2 for c, m, r in zip((z, y, x), centre, radii)) <= 1
+        coarse = tuple(s // f for s in fine_shape)
+        prob = organ.reshape(coarse[0], f, coarse[1], f, coarse[2], f).mean(axis=(1, 3, 5)).astype(np.float32)
+        mask = resample_and_threshold(prob, fine_shape, (8.0, 4.0, 4.0), (2.0, 1.0, 1.0), 0.5) > 0
+        fp, fn = int((mask & ~organ).sum()), int((~mask & organ).sum())
+        assert fp < fn, (fp, fn)
+        assert fp + fn < 0.05 * organ.sum()  # and the round trip is close

@@ -129,8 +129,6 @@ def _fp_beyond_rim_passes(bands: dict) -> bool:
 
 def matrix_seeds() -> dict:
     """Per setting and variant: test Dice per organ over training seeds (mean, sample sd, min) and rows passing."""
-    import statistics
-
     values, sources = {}, []
     for setting, folders in MATRIX_SEED_GROUPS.items():
         rows: dict[str, list[dict]] = {}

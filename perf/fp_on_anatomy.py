@@ -22,6 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generalization_matrix import ORGAN_VALUES, ORGANS, SEEDS, _versions  # noqa: E402
+from matrix_error_distances import _organ_values  # noqa: E402
 
 
 
@@ -65,8 +66,8 @@ def pooled_fp_on_anatomy(run_folder: Path, dataset_id: int, organs: list[str], c
     from textnnunet.demo.phantoms import phantom_spec
 
     spec = phantom_spec(dataset_id)
-    labels = json.loads((run_folder / "raw" / spec.name / "dataset.json").read_text())["labels"]
-    values = {o: labels[o] if isinstance(labels[o], list) else [labels[o]] for o in organs}
+    meta = json.loads((run_folder / "raw" / spec.name / "dataset.json").read_text())
+    values = {o: _organ_values(meta, o) for o in organs}
     return fp_on_anatomy_of(spec, run_folder / f"predictions_{spec.name}", values, cases, size="default", seed=0)
 
 

@@ -476,11 +476,7 @@ def _group_cases(cases: Sequence[CaseRef], class_values: Mapping[str, object]) -
 def _load_case_arrays(case: CaseRef, use_unpacked: bool = False) -> _CaseArrays:
     unpacked = load_unpacked(case.npz_path) if use_unpacked else None
     if unpacked is not None:  # memory-mapped: the padding values come from the unpacking, not a read of every voxel
-        data, seg = unpacked.data, unpacked.seg
-        if data.ndim != 4 or seg.ndim != 4 or seg.shape[0] != 1 or data.shape[1:] != seg.shape[1:]:
-            raise UserError(f"{case.npz_path}: unpacked arrays (c,z,y,x) and (1,z,y,x) expected, got {data.shape}, "
-                            f"{seg.shape}")
-        return _CaseArrays(data, seg[0], unpacked.pad_values)
+        data, seg, pad_values = unpacked
     else:
         try:
             with np.load(case.npz_path) as npz:
@@ -489,7 +485,10 @@ def _load_case_arrays(case: CaseRef, use_unpacked: bool = False) -> _CaseArrays:
                 data, seg = npz["data"], npz["seg"]
         except (OSError, ValueError) as e:
             raise UserError(f"{case.npz_path}: cannot read preprocessed case ({e})") from None
+        pad_values = None
     if data.ndim != 4 or seg.ndim != 4 or seg.shape[0] != 1 or data.shape[1:] != seg.shape[1:]:
         raise UserError(f"{case.npz_path}: expected data (c,z,y,x) and seg (1,z,y,x), got {data.shape}, {seg.shape}")
     data = data.astype(np.float32, copy=False)
-    return _CaseArrays(data, seg[0], data.reshape(data.shape[0], -1).min(axis=1))
+    if pad_values is None:
+        pad_values = data.reshape(data.shape[0], -1).min(axis=1)
+    return _CaseArrays(data, seg[0], pad_values)

@@ -200,7 +200,8 @@ def predict_clinical_ct_gb() -> dict:
             "sources": [_rel(path)], "values": values}
 
 
-_EPOCH_LINE = re.compile(r"epoch (\d+): train loss ([\d.]+) \| val loss ([\d.]+) \| pseudo Dice (.*?) \| EMA .* \| ([\d.]+) s$")
+_EPOCH_LINE = re.compile(r"epoch (\d+): train loss ([\d.]+) \| val loss ([\d.]+) \| pseudo Dice (.*?) \| EMA .* \| "
+                         r"([\d.]+) s(?: \(waiting for batches ([\d.]+) s\))?$")
 _CASE_LINE = re.compile(r"epoch (\d+): whole-case validation \((\d+) cases, ([\d.]+) s\): (.*)$")
 _CASE_CLASS = re.compile(r"([a-z ]+) Dice ([\d.]+|nan) FP (\d+) FN (\d+)")
 
@@ -212,7 +213,8 @@ def training_log(path: Path) -> dict:
         if m := _EPOCH_LINE.search(line):
             dice = {name.strip(): float(v) for name, v in (part.rsplit(" ", 1) for part in m.group(4).split(", "))}
             epochs.append({"epoch": int(m.group(1)), "train_loss": float(m.group(2)), "val_loss": float(m.group(3)),
-                           "pseudo_dice": dice, "seconds": float(m.group(5))})
+                           "pseudo_dice": dice, "seconds": float(m.group(5)),
+                           **({"waiting_for_batches_seconds": float(m.group(6))} if m.group(6) else {})})
         elif m := _CASE_LINE.search(line):
             checks.append({"epoch": int(m.group(1)), "cases": int(m.group(2)), "seconds": float(m.group(3)),
                            "scores": {c.strip(): {"Dice": float(d), "FP": int(fp), "FN": int(fn)}

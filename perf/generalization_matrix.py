@@ -146,6 +146,8 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
                      "mirror_axes": config.resolved_mirror_axes(len(cfg["patch_size"])),
                      "seconds": float(sum(history["epoch_seconds"])),
                      "median_epoch_seconds": float(np.median(history["epoch_seconds"])),
+                     **({"median_seconds_waiting_for_batches": float(np.median(history["data_wait_seconds"]))}
+                        if history.get("data_wait_seconds") else {}),
                      "device": config.device, "num_workers": config.num_workers,
                      "final_pseudo_dice": history["pseudo_dice"][-1], "whole_case_checks": history.get("whole_case", [])},
         "validation_fold0": _class_table(validation) if validation else "not run (CHEAP_ROWS)",

@@ -5,7 +5,8 @@
 #   bash perf/gpu_check.sh full_plan  # stage 2: the clinical matrix row with the GPU plan, CUDA + bf16 autocast
 # The machine has PyTorch but not this package's other dependencies and no registry: they travel as wheels in the
 # git-ignored .gpu/ (made here with `pip download --python-version 3.12 ...`; SimpleITK as an xz tarball, its wheel
-# is too large to travel). MiniLM's weights are too large as well: the full-plan run uses the one-hot text encoder.
+# is too large to travel; blosc2 without its import-time-unneeded pydantic/httpx extras, so that the tree and the
+# wheels stay under the 64 MiB that travels). MiniLM's weights are too large as well: the full-plan run uses the one-hot text encoder.
 # GIT_COMMIT names the commit where the copied tree has no .git (the lent machine's copy has the session's first
 # commit in .git and the later changes as uncommitted files: git_state records both).
 set -u

@@ -82,6 +82,8 @@ def test_training_reduces_the_loss_on_a_learnable_task(preprocessed, tmp_path):
     trainer.run()
     losses = trainer.history.train_loss
     assert losses[-1] < losses[0] - 0.05, losses
+    waits, epochs = trainer.history.data_wait_seconds, trainer.history.epoch_seconds
+    assert len(waits) == len(epochs) == 3 and all(0 < w < e for w, e in zip(waits, epochs))
 
 
 def test_splits_are_seeded_disjoint_and_cover_every_case(tmp_path):

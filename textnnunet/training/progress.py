@@ -18,6 +18,9 @@ class TrainingHistory:
     ema_pseudo_dice: list[float] = field(default_factory=list)
     learning_rate: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
+    # Of each epoch's seconds, those spent waiting for training batches: an epoch far above its steps' time with
+    # little waiting is the network; with much waiting, the loader (more --num_workers, or a lighter augmentation).
+    data_wait_seconds: list[float] = field(default_factory=list)
     # Whole-case validation, when enabled: {"epoch": e, "scores": {class: {"Dice", "FP", "FN"}}} per check.
     whole_case: list[dict] = field(default_factory=list)
 
@@ -94,6 +97,10 @@ def plot_progress(history: TrainingHistory, path: Path) -> None:
     axes[2].set_ylabel("learning rate")
     ax_t = axes[2].twinx()
     ax_t.plot(epochs, history.epoch_seconds, "k:", label="epoch seconds")
+    if history.data_wait_seconds:
+        ax_t.plot(epochs[: len(history.data_wait_seconds)], history.data_wait_seconds, "k--",
+                  label="waiting for batches")
+        ax_t.legend(loc="upper right", fontsize="small")
     ax_t.set_ylabel("seconds")
     axes[2].set_xlabel("epoch")
     fig.tight_layout()

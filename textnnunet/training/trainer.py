@@ -265,7 +265,13 @@ class Trainer:
         lr = poly_lr(epoch, self.config.epochs, self.config.initial_lr, self.config.poly_exponent)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        losses = [self.train_step(next(self.train_iter)) for _ in range(self.config.iters_per_epoch)]
+        losses, waited = [], 0.0
+        for _ in range(self.config.iters_per_epoch):
+            before = time.perf_counter()
+            batch = next(self.train_iter)
+            waited += time.perf_counter() - before
+            losses.append(self.train_step(batch))
+        self.history.data_wait_seconds.append(waited)
         self.history.train_loss.append(mean_ignoring_nan(self._all_reduce_mean(losses)))
         self.history.learning_rate.append(lr)
         self._validate_epoch()
@@ -273,7 +279,8 @@ class Trainer:
         h = self.history
         self.log(f"epoch {epoch}: train loss {h.train_loss[-1]:.4f} | val loss {h.val_loss[-1]:.4f} | pseudo Dice "
                  + ", ".join(f"{k} {v:.3f}" for k, v in h.pseudo_dice[-1].items())
-                 + f" | EMA {h.ema_pseudo_dice[-1]:.4f} | lr {lr:.5f} | {h.epoch_seconds[-1]:.1f} s")
+                 + f" | EMA {h.ema_pseudo_dice[-1]:.4f} | lr {lr:.5f} | {h.epoch_seconds[-1]:.1f} s"
+                 + f" (waiting for batches {waited:.1f} s)")
         every = self.config.case_val_every
         if every and (epoch + 1) % every == 0 and self.dist.is_main and self.val_refs:
             self._validate_whole_cases(epoch)

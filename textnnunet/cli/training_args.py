@@ -31,6 +31,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no_deep_supervision", action="store_true")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no_amp", action="store_true", help="disable mixed precision on CUDA")
+    p.add_argument("--no_cudnn_benchmark", action="store_true",
+                   help="CUDA: do not let cuDNN pick the fastest convolution algorithms (nnU-Net lets it)")
     p.add_argument("--memory_format", choices=("auto", "channels_first", "channels_last"), default=d.memory_format,
                    help="tensor layout (auto: channels-last on CPU, where 3D convolutions are faster)")
     p.add_argument("--num_workers", type=int, default=d.num_workers,
@@ -54,5 +56,6 @@ def config_from_args(args) -> TrainingConfig:
         augmentation="none" if args.no_augmentation else args.augmentation, mirror_axes=args.mirror_axes,
         region_shift_sigma=args.region_shift_sigma,
         deep_supervision=not args.no_deep_supervision, device=args.device, amp=not args.no_amp,
+        cudnn_benchmark=not args.no_cudnn_benchmark,
         memory_format=args.memory_format, num_workers=args.num_workers, unpack=args.unpack, seed=args.seed,
         case_val_every=args.case_val_every, case_val_cases_per_dataset=args.case_val_cases)

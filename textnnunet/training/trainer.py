@@ -152,6 +152,8 @@ class Trainer:
             self.device.type, self.cfg_plan.architecture["conv_dims"])
         net = self.step.build_network(self.cfg_plan.architecture, self.plans.num_channels)
         net = net.to(self.device, memory_format=self.memory_format)
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = self.config.cudnn_benchmark
         self.raw_network = net
         if self.config.compile and self.device.type == "cuda":
             net = torch.compile(net)

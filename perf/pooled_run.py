@@ -76,6 +76,11 @@ RUNS = {r.name: r for r in (
               (1, 2, 3, 11, 12),
               (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
                TestSet(14, ("liver", "spleen", "kidney"), "T2"))),
+    PooledRun("ct_mr_modality", "ct_mr with prompts that name the image's modality (TrainingConfig.prompt_modality: "
+              "'liver on CT', 'liver on T1-weighted MRI', ...; each test set predicted with its --modality)",
+              (1, 2, 3, 11, 12),
+              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
+               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"prompt_modality": True}, data="ct_mr"),
     PooledRun("ct_mr_long", "ct_mr at twice the demo's budget (100 x 25 iterations): five datasets share the batches",
               (1, 2, 3, 11, 12),
               (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
@@ -104,7 +109,7 @@ RUNS = {r.name: r for r in (
 )}
 
 
-def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
+def run(spec: PooledRun, work: Path, epochs: int, iters: int, seed: int | None = None) -> dict:
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry
     from textnnunet.cli.predict import main as predict_main
@@ -130,7 +135,8 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int) -> dict:
     timings["plan_and_preprocess_s"] = time.time() - t
     t = time.time()
     config = TrainingConfig(epochs=epochs, iters_per_epoch=iters,
-                            **{"val_iters_per_epoch": 5, "case_val_every": 10, **spec.extra_train_args})
+                            **{"val_iters_per_epoch": 5, "case_val_every": 10, **spec.extra_train_args,
+                               **({"seed": seed} if seed is not None else {})})
     plans_name = joint_plans_name(list(spec.train_ids))
     tag = config.model_tag("auto")
     fold = res / plans_name / ("3d_fullres" + (f"__{tag}" if tag else "")) / "fold_0"
@@ -252,6 +258,8 @@ def main() -> int:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--iters_per_epoch", type=int, default=25)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed (default: TrainingConfig's); give each seed its own --work and --out")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.runs:
@@ -259,7 +267,8 @@ def main() -> int:
         if target.is_file():
             print(f"{name}: {target} exists, skipped")
             continue
-        record = run(RUNS[name], args.work.resolve(), args.epochs * RUNS[name].epochs_factor, args.iters_per_epoch)
+        record = run(RUNS[name], args.work.resolve(), args.epochs * RUNS[name].epochs_factor, args.iters_per_epoch,
+                     args.seed)
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))
         tmp.replace(target)

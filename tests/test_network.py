@@ -347,3 +347,30 @@ def test_computing_only_annotated_pairs_gives_the_same_loss_and_gradients(condit
             assert not part[~pairs].any()
     with pytest.raises(ValueError, match="pairs"):
         net(x, text, pairs[:, :2])
+
+
+def test_per_item_prompts_equal_each_image_with_its_own_table():
+    """(B, K, E) text (prompts naming each image's modality): item b's logits are those of image b alone with
+    table b, with and without a pairs mask."""
+    net = make_net("controller").double()
+    x, text = inputs(b=2, k=3, dtype=torch.float64)
+    other = text.flip(0) * 0.5 + 0.1
+    per_item = torch.stack([text, other])
+    pairs = torch.tensor([[True, False, True], [False, True, True]])
+    with torch.no_grad():
+        both = net(x, per_item)
+        masked = net(x, per_item, pairs)
+        alone = [net(x[[0]], text), net(x[[1]], other)]
+    for s in range(net.n_scales):
+        assert torch.allclose(both[s][0], alone[0][s][0], atol=1e-10)
+        assert torch.allclose(both[s][1], alone[1][s][0], atol=1e-10)
+        assert torch.allclose(masked[s][pairs], both[s][pairs], atol=1e-10)
+    assert not torch.allclose(both[0][1], net(x, text)[0][1])  # the second table really changed image 1's maps
+
+
+def test_per_item_prompts_are_refused_where_a_head_shares_one_table():
+    x, text = inputs(b=2, k=3)
+    with pytest.raises(ValueError, match="FiLMHeads conditioning takes one prompt table"):
+        make_net("film")(x, torch.stack([text, text]))
+    with pytest.raises(ValueError, match=r"expected \(B, K >= 1, E\)"):
+        make_net("controller")(x, torch.stack([text, text, text]))

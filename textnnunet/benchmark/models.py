@@ -100,8 +100,12 @@ class UniversalModel(BenchmarkModel):
             return load_json(path)
         from textnnunet.training.validation import validate_fold
 
+        from textnnunet.text.embedding import dataset_prompt_tables
+
         vocab = self.predictor.vocabulary
-        embeddings = torch.from_numpy(np.asarray(vocab.class_embeddings, dtype=np.float32))
+        tables = dataset_prompt_tables(self.plans, vocab)
+        embeddings = ({d: torch.from_numpy(t) for d, t in tables.items()} if tables is not None
+                      else torch.from_numpy(np.asarray(vocab.class_embeddings, dtype=np.float32)))
         return validate_fold(self.network, self.plans, self.configuration, self.cases_folder(preprocessed),
                              self.validation_cases(), self.fold_folder, embeddings, list(vocab.classes),
                              self.predictor.device, raw_root=raw_root, settings=self.predictor.settings)

@@ -30,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="text encoder (auto: CLIP if its weights are available locally, else MiniLM)")
     p.add_argument("--text_model", default=None, help="CLIP model id or local folder (with --encoder clip/auto)")
     p.add_argument("--template", default=None, help="prompt template, e.g. 'A computerized tomography of a {}.'")
+    p.add_argument("--prompt_modality", action="store_true",
+                   help="prompts name the image's modality ('liver on T1-weighted MRI'): one text vector per class and "
+                        "intensity group; prediction then uses the input's (--modality) (model tag 'modalityprompt')")
     p.add_argument("--dataset_weighting", choices=("uniform", "sqrt", "proportional"), default=d.dataset_weighting)
     p.add_argument("--no_partial_label_masking", action="store_true",
                    help="ablation: treat classes a dataset does not label as background (naive union)")
@@ -61,7 +64,7 @@ def universal_config_from_args(args) -> TrainingConfig:
                                dataset_weighting=args.dataset_weighting,
                                mask_unannotated=not args.no_partial_label_masking, compile=args.compile,
                                label_hierarchy=not args.no_label_hierarchy,
-                               label_exclusion=not args.no_label_exclusion)
+                               label_exclusion=not args.no_label_exclusion, prompt_modality=args.prompt_modality)
 
 
 def _relaunch_with_torchrun(num_gpus: int, argv: list[str]) -> int:

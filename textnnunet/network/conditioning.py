@@ -40,3 +40,9 @@ def build_conditioning_heads(name: str, shape: HeadShape) -> PromptHeads:
     if name not in CONDITIONING_HEADS:
         raise UserError(f"conditioning: unknown {name!r}, expected one of {list(CONDITIONING_HEADS)}")
     return CONDITIONING_HEADS[name](shape)
+
+
+def takes_per_item_text(name: str) -> bool:
+    """Whether the registered heads take one prompt table per image (PromptHeads.per_item_text); asked before a
+    model folder is written, so a small head is built to read it."""
+    return bool(build_conditioning_heads(name, HeadShape((4, 4), 4, 4, 3)).per_item_text)

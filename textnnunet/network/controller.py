@@ -69,6 +69,8 @@ def _block_diagonal(w: torch.Tensor) -> torch.Tensor:
 class ControllerHeads(PromptHeads):
     """Universal-Model heads over decoder features at `n_scales` resolutions (highest first)."""
 
+    per_item_text = True  # the controller generates each (image, prompt) pair's parameters anyway
+
     def __init__(
         self, decoder_channels: Sequence[int], bottleneck_channels: int, embed_dim: int, conv_dims: int
     ):
@@ -103,11 +105,13 @@ class ControllerHeads(PromptHeads):
         return self.image_proj(pooled)  # (B, 256)
 
     def dynamic_params(self, bottleneck: torch.Tensor, text_embeddings: torch.Tensor) -> torch.Tensor:
-        """(B, K, P) head parameters, one vector per (image, prompt) pair."""
+        """(B, K, P) head parameters, one vector per (image, prompt) pair; text (K, E) shared by the batch or
+        (B, K, E) per image."""
         image = self.image_features(bottleneck)
         text = self.text_proj(text_embeddings.to(self.controller.weight.dtype))
-        b, k = image.shape[0], text.shape[0]
-        pairs = torch.cat((image[:, None].expand(b, k, -1), text[None].expand(b, k, -1)), dim=2)
+        b, k = image.shape[0], text.shape[-2]
+        text = text.expand(b, k, -1) if text.dim() == 3 else text[None].expand(b, k, -1)
+        pairs = torch.cat((image[:, None].expand(b, k, -1), text), dim=2)
         return self.controller(pairs)
 
     def apply_heads(self, head_inputs: torch.Tensor, params: torch.Tensor) -> torch.Tensor:

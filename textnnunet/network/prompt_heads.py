@@ -27,6 +27,10 @@ class HeadShape:
 class PromptHeads(nn.Module):
     """Base class of the conditioning heads; subclasses implement the three methods below."""
 
+    # True for heads that take one prompt table per batch item, text (B, K, E) (prompts naming each image's
+    # modality); every head takes one table shared by the batch, (K, E).
+    per_item_text: bool = False
+
     def initialize_output_bias(self, logit: float) -> None:
         """Start every prompt's output at this logit (the foreground prior)."""
         raise NotImplementedError

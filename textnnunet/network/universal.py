@@ -61,8 +61,9 @@ class TextPromptedUNet(nn.Module):
         self.register_buffer("text_scale", torch.ones(()))
 
     def set_text_normalization(self, class_embeddings: torch.Tensor) -> None:
-        """Standardise prompts on these (training vocabulary) embeddings; call before training."""
-        vocab = torch.as_tensor(class_embeddings, dtype=torch.float32)
+        """Standardise prompts on these (training vocabulary) embeddings, (K, E) or (..., K, E); call before
+        training."""
+        vocab = torch.as_tensor(class_embeddings, dtype=torch.float32).reshape(-1, self.embed_dim)
         center = vocab.mean(dim=0)
         rms = (vocab - center).pow(2).mean().sqrt()
         self.text_center.copy_(center)
@@ -85,12 +86,14 @@ class TextPromptedUNet(nn.Module):
     def decode_heads(
         self, features: BackboneFeatures, text_embeddings: torch.Tensor, pairs: torch.Tensor | None = None
     ) -> list[torch.Tensor] | torch.Tensor:
-        """pairs: optional (B, K) bool; only those (image, prompt) logits are computed, the rest are 0 (training
-        with the partial-label loss, which reads no other pair)."""
-        self._check_text(text_embeddings)
-        if pairs is not None and tuple(pairs.shape) != (features.bottleneck.shape[0], text_embeddings.shape[0]):
-            raise ValueError(f"pairs of shape {tuple(pairs.shape)}: expected (B, K) = "
-                             f"{(features.bottleneck.shape[0], text_embeddings.shape[0])}")
+        """text_embeddings: (K, E), the same prompts for every image, or (B, K, E), each image's own (prompts that
+        name its modality; heads with `per_item_text`). pairs: optional (B, K) bool; only those (image, prompt)
+        logits are computed, the rest are 0 (training with the partial-label loss, which reads no other pair)."""
+        batch = features.bottleneck.shape[0]
+        self._check_text(text_embeddings, batch)
+        k = text_embeddings.shape[-2]
+        if pairs is not None and tuple(pairs.shape) != (batch, k):
+            raise ValueError(f"pairs of shape {tuple(pairs.shape)}: expected (B, K) = {(batch, k)}")
         text = text_embeddings.to(features.bottleneck.device)
         text = (text - self.text_center.to(text.dtype)) * self.text_scale.to(text.dtype)
         n = self.n_scales if self.deep_supervision else 1
@@ -101,8 +104,15 @@ class TextPromptedUNet(nn.Module):
                 pairs: torch.Tensor | None = None) -> list[torch.Tensor] | torch.Tensor:
         return self.decode_heads(self.encode(x), text_embeddings, pairs)
 
-    def _check_text(self, text_embeddings: torch.Tensor) -> None:
-        if text_embeddings.dim() != 2 or text_embeddings.shape[0] < 1 or text_embeddings.shape[1] != self.embed_dim:
-            raise ValueError(
-                f"text_embeddings of shape {tuple(text_embeddings.shape)}: expected (K >= 1, {self.embed_dim})"
-            )
+    def _check_text(self, text_embeddings: torch.Tensor, batch: int) -> None:
+        shape = tuple(text_embeddings.shape)
+        if text_embeddings.dim() == 3 and self.heads.per_item_text:
+            if shape[0] != batch or shape[1] < 1 or shape[2] != self.embed_dim:
+                raise ValueError(f"text_embeddings of shape {shape}: expected (B, K >= 1, E) = "
+                                 f"({batch}, K, {self.embed_dim})")
+            return
+        if text_embeddings.dim() == 3:
+            raise ValueError(f"text_embeddings of shape {shape}: the {type(self.heads).__name__} conditioning takes "
+                             f"one prompt table for the batch, (K, {self.embed_dim})")
+        if text_embeddings.dim() != 2 or shape[0] < 1 or shape[1] != self.embed_dim:
+            raise ValueError(f"text_embeddings of shape {shape}: expected (K >= 1, {self.embed_dim})")

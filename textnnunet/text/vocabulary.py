@@ -20,6 +20,7 @@ from textnnunet.errors import UserError
 from textnnunet.paths import VOCABULARY_FILE  # noqa: F401 - importable from here as before
 from textnnunet.text.cache import EmbeddingCache
 from textnnunet.text.encoders import TextEncoder, encoder_from_identity
+from textnnunet.text.modality import modality_phrase, modality_prompt
 from textnnunet.text.prompts import PromptResolver, Resolution, resolve_or_refuse
 from textnnunet.utils.files import atomic_write_text, load_json
 from textnnunet.utils.plans import Plans
@@ -44,7 +45,8 @@ def _as_matrix(value: Any, rows: int, what: str, where: str) -> np.ndarray:
 class Vocabulary:
     def __init__(self, classes: list[str], synonyms: dict[str, list[str]] | None = None,
                  encoder_identity: dict[str, Any] | None = None, class_embeddings: np.ndarray | None = None,
-                 synonym_embeddings: dict[str, np.ndarray] | None = None, where: str = "vocabulary") -> None:
+                 synonym_embeddings: dict[str, np.ndarray] | None = None, where: str = "vocabulary",
+                 modality_embeddings: dict[str, np.ndarray] | None = None) -> None:
         self.classes = [normalise_class_name(c) for c in classes]
         if not self.classes:
             raise UserError(f"{where}: the vocabulary has no classes")
@@ -56,6 +58,10 @@ class Vocabulary:
         self.encoder_identity = encoder_identity
         self.class_embeddings = class_embeddings
         self.synonym_embeddings = synonym_embeddings or {}
+        # With modality prompts (TrainingConfig.prompt_modality): per intensity group ("CT", "T1", ...) the (K, E)
+        # vectors of "<class> on <modality phrase>", what the network is conditioned on; class_embeddings stay the
+        # plain names', what typed prompts are matched against.
+        self.modality_embeddings = dict(modality_embeddings or {})
         self._encoder: TextEncoder | None = None
         self._embedded_copy: Vocabulary | None = None  # vectors computed on demand, kept for reuse
 
@@ -106,6 +112,62 @@ class Vocabulary:
         result._encoder = encoder
         return result
 
+    def embed_modalities(self, groups: list[str], encoder: TextEncoder,
+                         cache: EmbeddingCache | None = None) -> "Vocabulary":
+        """A copy (of an embedded vocabulary) that also holds each class's vector per intensity group, embedded as
+        "<class> on <modality phrase>" (textnnunet.text.modality)."""
+        if self.class_embeddings is None:
+            raise UserError("vocabulary: embed the classes before their modality prompts")
+        if not encoder.semantic:
+            raise UserError(f"modality prompts: the {encoder.name} text encoder cannot embed a class with its "
+                            f"modality ('liver on T1-weighted MRI'); use a sentence encoder (minilm, clip)")
+        if not groups:
+            raise UserError("modality prompts: the plan records no intensity groups (re-plan with this version)")
+        encode = (lambda prompts: cache.get(encoder, prompts)) if cache is not None else encoder.encode
+        tables = {g: encode([modality_prompt(c, modality_phrase(g)) for c in self.classes]) for g in groups}
+        result = Vocabulary(self.classes, self.synonyms, self.encoder_identity, self.class_embeddings,
+                            self.synonym_embeddings, modality_embeddings=tables)
+        result._encoder = self._encoder
+        return result
+
+    @property
+    def modality_prompts(self) -> bool:
+        return bool(self.modality_embeddings)
+
+    def _modality_key(self, group: str | None) -> str:
+        groups = list(self.modality_embeddings)
+        if group is None:
+            if len(groups) == 1:
+                return groups[0]
+            raise UserError(f"this model's prompts name the image's modality ({', '.join(groups)}); say which one "
+                            f"the input is with --modality")
+        matches = [g for g in groups if g.strip().lower() == group.strip().lower()]
+        if not matches:
+            raise UserError(f"--modality {group}: not one of this model's image types ({', '.join(groups)})")
+        return matches[0]
+
+    def prompt_table(self, group: str | None = None) -> np.ndarray:
+        """(K, E) vectors the network is conditioned on for images of intensity group `group`: the modality
+        prompts' when the model was trained with them (group None: the only one), else the class names'."""
+        if self.class_embeddings is None:
+            raise UserError("vocabulary: has no stored embeddings")
+        if not self.modality_prompts:
+            return np.asarray(self.class_embeddings, dtype=np.float32)
+        return np.asarray(self.modality_embeddings[self._modality_key(group)], dtype=np.float32)
+
+    def all_prompt_vectors(self) -> np.ndarray:
+        """Every vector the network is conditioned on in training (what its text standardisation is fitted to)."""
+        if not self.modality_prompts:
+            return np.asarray(self.class_embeddings, dtype=np.float32)
+        return np.concatenate([np.asarray(v, dtype=np.float32) for v in self.modality_embeddings.values()])
+
+    def zero_shot_vector(self, text: str, group: str | None = None, encoder: TextEncoder | None = None,
+                         cache: EmbeddingCache | None = None) -> np.ndarray:
+        """An untrained prompt's vector, phrased as the trained ones were (with the modality when they had it)."""
+        if self.modality_prompts:
+            text = modality_prompt(text, modality_phrase(self._modality_key(group)))
+        return self._embed_prompt(text, encoder, cache)
+
     # -- persistence ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -114,6 +176,10 @@ class Vocabulary:
             embeddings = {"classes": np.asarray(self.class_embeddings, dtype=np.float32).tolist(),
                           "synonyms": {c: np.asarray(v, dtype=np.float32).tolist()
                                        for c, v in self.synonym_embeddings.items()}}
+            if self.modality_embeddings:
+                embeddings["modalities"] = {g: {"phrase": modality_phrase(g),
+                                                "classes": np.asarray(v, dtype=np.float32).tolist()}
+                                            for g, v in self.modality_embeddings.items()}
         return {"classes": self.classes, "synonyms": self.synonyms, "encoder": self.encoder_identity,
                 "embeddings": embeddings}
 
@@ -145,8 +211,12 @@ class Vocabulary:
             for name, vectors in (embeddings.get("synonyms") or {}).items():
                 count = len((data.get("synonyms") or {}).get(name, []))
                 synonym_vectors[name] = _as_matrix(vectors, count, f"synonym embeddings of '{name}'", where)
+        modality_vectors = {}
+        for group, entry in ((embeddings or {}).get("modalities") or {}).items():
+            vectors = entry.get("classes") if isinstance(entry, dict) else None
+            modality_vectors[group] = _as_matrix(vectors, len(classes), f"modality '{group}' embeddings", where)
         return cls(classes, data.get("synonyms") or {}, data.get("encoder"), class_vectors, synonym_vectors,
-                   where=where)
+                   where=where, modality_embeddings=modality_vectors)
 
     # -- lookup ---------------------------------------------------------------------------------
 

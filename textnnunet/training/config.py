@@ -27,6 +27,12 @@ class TrainingConfig:
     dataset_weighting: str = "uniform"  # uniform | sqrt | proportional
     # Model.
     conditioning: str = "controller"  # controller | film
+    # Prompts that name the image's modality: each class is embedded once per intensity group of the plan ("liver
+    # on CT", "liver on T1-weighted MRI") and each training image is prompted with its dataset's; prediction uses
+    # the input's (--modality, or the plan's only group). Off by default: "liver" is one class whatever the
+    # scanner and the image shows CT from MR (design.md; measured against it in results.md, session 9). Needs a
+    # sentence encoder and the controller conditioning. Model tag "modalityprompt".
+    prompt_modality: bool = False
     backbone: str = "PlainConvUNet"
     deep_supervision: bool = True
     # Loss.
@@ -121,6 +127,8 @@ class TrainingConfig:
         parts = []
         if self.conditioning != "controller":
             parts.append(self.conditioning)
+        if self.prompt_modality:
+            parts.append("modalityprompt")
         if encoder_tags_model_folder(encoder_kind):
             parts.append(encoder_kind)
         if not self.mask_unannotated:

@@ -154,7 +154,8 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
     validation_only: re-run the validation of a finished fold (its checkpoint_final.pth, its own training_config.json;
     `config` then only contributes the device), e.g. with save_probabilities to score ensembles later.
     """
-    from textnnunet.text.embedding import class_embeddings_for_plans
+    from textnnunet.network.conditioning import takes_per_item_text
+    from textnnunet.text.embedding import class_embeddings_for_plans, dataset_prompt_tables
 
     config = config or TrainingConfig()
     folders = resolve_folders(raw, preprocessed, results, required=("preprocessed", "results"))
@@ -166,14 +167,17 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
     if validation_only:
         return _validate_finished_fold(data, model.fold(data.fold).path, config, folders.raw, save_probabilities,
                                        echo)
+    if config.prompt_modality and not takes_per_item_text(config.conditioning):
+        raise UserError(f"--prompt_modality: prompts that name the modality need a conditioning that takes each "
+                        f"image's own prompts (controller); '{config.conditioning}' shares one table across the batch")
     embeddings, vocabulary = class_embeddings_for_plans(
         data.plans, encoder=encoder, text_model=text_model, template=template,
-        cache_folder=folders.preprocessed / "text_embedding_cache")
+        cache_folder=folders.preprocessed / "text_embedding_cache", prompt_modality=config.prompt_modality)
     fold_folder = model.fold(data.fold).path
     if dist.is_main:
         start_fold_folder(data, out, config, resume, overwrite,
                           {model.vocabulary_file.name: (vocabulary.to_dict(), "vocabulary / text encoder")})
-    step = UniversalStep(np.asarray(embeddings, dtype=np.float32))
+    step = UniversalStep(np.asarray(embeddings, dtype=np.float32), dataset_prompt_tables(data.plans, vocabulary))
     run_fold(data, fold_folder, config, step, resume=resume,
              validate=(lambda t: _validate(t, data, config, folders.raw, save_probabilities)) if validate else None,
              dist=dist, echo=echo)
@@ -209,9 +213,13 @@ def _validate_finished_fold(data: FoldData, fold_folder: Path, config: TrainingC
     vocabulary_file = ModelFolder(fold_folder.parent).vocabulary_file
     if not vocabulary_file.is_file():
         raise UserError(f"{vocabulary_file}: not found (the model folder is incomplete)")
-    embeddings = np.asarray(Vocabulary.load(vocabulary_file).class_embeddings, dtype=np.float32)
+    from textnnunet.text.embedding import dataset_prompt_tables
+
+    vocabulary = Vocabulary.load(vocabulary_file)
+    step = UniversalStep(np.asarray(vocabulary.class_embeddings, dtype=np.float32),
+                         dataset_prompt_tables(data.plans, vocabulary))
     trainer = Trainer(data.plans, data.configuration, data.fold, data.cases_folder, data.train_cases,
-                      data.val_cases, fold_folder, trained, UniversalStep(embeddings), echo=echo)
+                      data.val_cases, fold_folder, trained, step, echo=echo)
     trainer.load_network_weights(final)
     _validate(trainer, data, trained, raw_root, save_probabilities)
     return fold_folder
@@ -223,7 +231,7 @@ def _validate(trainer: Trainer, data: FoldData, config: TrainingConfig, raw_root
     from textnnunet.training.validation import validate_fold
 
     validate_fold(trainer.raw_network, data.plans, data.configuration, data.cases_folder, data.val_cases,
-                  trainer.output_folder, trainer.step.embeddings, trainer.class_names, device=trainer.device,
+                  trainer.output_folder, trainer.step.prompt_tables, trainer.class_names, device=trainer.device,
                   raw_root=raw_root, mirror_axes=config.resolved_mirror_axes(data.patch_dims),
                   save_probabilities=save_probabilities)
 

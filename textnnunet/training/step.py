@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from textnnunet.errors import UserError
 from textnnunet.network.universal import TextPromptedUNet
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.loss import annotated_pairs, batch_annotation, fully_annotated, masked_bce_dice_loss
@@ -36,8 +37,10 @@ class TrainingStep(Protocol):
     def annotation(self, batch: dict) -> Any:
         """What the loss and the pseudo Dice know about the batch's targets, on the device."""
 
-    def outputs(self, network: nn.Module, data: torch.Tensor, annotation: Any) -> list[torch.Tensor] | torch.Tensor:
-        """The network's outputs for `data` (a list, highest resolution first, with deep supervision)."""
+    def outputs(self, network: nn.Module, data: torch.Tensor, annotation: Any,
+                batch: dict) -> list[torch.Tensor] | torch.Tensor:
+        """The network's outputs for `data` (a list, highest resolution first, with deep supervision); `batch` is
+        the batch `data` came from (its `keys`: each item's (dataset, case))."""
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, annotation: Any) -> torch.Tensor:
         """The loss of one output resolution."""
@@ -67,18 +70,40 @@ def pseudo_dice_counts(logits: torch.Tensor, target: torch.Tensor, annotated: to
 
 class UniversalStep:
     """The text-prompted universal model: one sigmoid per class of the label space, generated from `class_embeddings`
-    (K, E), masked BCE + Dice over the (case, class) pairs a case's dataset annotates."""
+    (K, E), masked BCE + Dice over the (case, class) pairs a case's dataset annotates.
 
-    def __init__(self, class_embeddings: np.ndarray):
+    dataset_tables: per dataset, the (K, E) vectors its images are prompted with instead (prompts naming the
+    dataset's modality, `text.embedding.dataset_prompt_tables`); each batch item then gets its own dataset's."""
+
+    def __init__(self, class_embeddings: np.ndarray, dataset_tables: dict[str, np.ndarray] | None = None):
         self.class_embeddings = np.asarray(class_embeddings, dtype=np.float32)
+        self.dataset_tables = ({d: np.asarray(t, dtype=np.float32) for d, t in dataset_tables.items()}
+                               if dataset_tables else None)
 
     def setup(self, plans: Plans, configuration: str, config: TrainingConfig, class_names: list[str],
               device: torch.device) -> None:
-        if self.class_embeddings.shape[0] != len(class_names):
+        tables = [self.class_embeddings, *(self.dataset_tables or {}).values()]
+        if any(t.shape != (len(class_names), self.class_embeddings.shape[1]) for t in tables):
             raise ValueError("one embedding per class of the label space is needed")
+        missing = sorted(set(plans.datasets) - set(self.dataset_tables or plans.datasets))
+        if missing:
+            raise ValueError(f"no prompt table for dataset(s) {', '.join(missing)}")
         self.plans, self.configuration, self.config = plans, configuration, config
         self.class_names, self.device = class_names, device
         self.embeddings = torch.from_numpy(self.class_embeddings).to(device)
+        self.tables = ({d: torch.from_numpy(t).to(device) for d, t in self.dataset_tables.items()}
+                       if self.dataset_tables else None)
+
+    @property
+    def prompt_tables(self):
+        """What validation conditions each case on: the shared (K, E) table, or one per dataset."""
+        return self.tables if self.tables is not None else self.embeddings
+
+    def batch_text(self, batch: dict) -> torch.Tensor:
+        """(K, E) for the whole batch, or (B, K, E) with each item's dataset's prompts."""
+        if self.tables is None:
+            return self.embeddings
+        return torch.stack([self.tables[dataset] for dataset, _ in batch["keys"]])
 
     def sampler(self, refs: list[CaseRef], plans: Plans, configuration: str, **kwargs) -> PatchSampler:
         return PatchSampler(refs, plans, configuration, use_hierarchy=self.config.label_hierarchy,
@@ -89,7 +114,11 @@ class UniversalStep:
         net = TextPromptedUNet(architecture, in_channels=in_channels, embed_dim=self.class_embeddings.shape[1],
                                conditioning=self.config.conditioning, deep_supervision=self.config.deep_supervision,
                                backbone=self.config.backbone)
-        net.set_text_normalization(self.embeddings)
+        if self.tables is not None and not net.heads.per_item_text:
+            raise UserError(f"prompts that name the modality need a conditioning that takes each image's own prompts "
+                            f"(controller); '{self.config.conditioning}' shares one table across the batch")
+        tables = list(self.tables.values()) if self.tables is not None else [self.embeddings]
+        net.set_text_normalization(torch.cat(tables))
         return net
 
     def annotation(self, batch: dict) -> Any:
@@ -97,10 +126,11 @@ class UniversalStep:
             return torch.ones_like(batch["annotated"], device=self.device)
         return batch_annotation(batch, self.device)  # with the label hierarchy: voxel-wise knowledge too
 
-    def outputs(self, network: nn.Module, data: torch.Tensor, annotation: Any) -> list[torch.Tensor] | torch.Tensor:
+    def outputs(self, network: nn.Module, data: torch.Tensor, annotation: Any,
+                batch: dict) -> list[torch.Tensor] | torch.Tensor:
         # With partial-label masking the loss (and the pseudo Dice) read only annotated pairs: compute only those.
         pairs = annotated_pairs(annotation) if self.config.mask_unannotated else None
-        return network(data, self.embeddings, pairs)
+        return network(data, self.batch_text(batch), pairs)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, annotation: Any) -> torch.Tensor:
         return masked_bce_dice_loss(logits, target, annotation, batch_dice=self.config.batch_dice)
@@ -114,8 +144,8 @@ class UniversalStep:
                           ) -> dict[str, dict[str, float]]:
         from textnnunet.training.validation import whole_case_scores
 
-        return whole_case_scores(network, self.plans, self.configuration, cases, self.embeddings, self.class_names,
-                                 self.device)
+        return whole_case_scores(network, self.plans, self.configuration, cases, self.prompt_tables,
+                                 self.class_names, self.device)
 
     def checkpoint_entries(self) -> dict:
         return {}

@@ -228,7 +228,7 @@ class Trainer:
         target = batch["target"].to(self.device, non_blocking=True)
         annotation = self.step.annotation(batch)
         with torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            outputs = self.step.outputs(self.network, data, annotation)
+            outputs = self.step.outputs(self.network, data, annotation, batch)
             if self.config.deep_supervision:
                 shapes = [o.shape[2:] for o in outputs]
                 loss = self.loss(outputs, downsample_targets(target, shapes), annotation)

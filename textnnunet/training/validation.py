@@ -1,6 +1,7 @@
 """Sliding-window validation of a trained fold on its held-out cases, scored in original geometry."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,17 @@ from textnnunet.utils.files import atomic_savez_compressed
 from textnnunet.utils.plans import Plans
 
 
+# What the network is conditioned on: one (K, E) table for every case, or one per dataset (prompts that name the
+# dataset's modality, TrainingConfig.prompt_modality).
+PromptTables = torch.Tensor | Mapping[str, torch.Tensor]
+
+
+def text_for_dataset(tables: PromptTables, dataset: str) -> torch.Tensor:
+    return tables[dataset] if isinstance(tables, Mapping) else tables
+
+
 def whole_case_scores(network: torch.nn.Module, plans: Plans | dict, configuration: str,
-                      cases: list[tuple[str, np.ndarray, np.ndarray]], class_embeddings: torch.Tensor,
+                      cases: list[tuple[str, np.ndarray, np.ndarray]], class_embeddings: PromptTables,
                       class_names: list[str], device: torch.device) -> dict[str, dict[str, float]]:
     """Dice, FP and FN voxels per class over whole preprocessed cases (dataset, data, seg), sliding window
     without mirroring: the cheap in-training check of what patch pseudo Dice cannot show (false positives far from
@@ -32,7 +42,8 @@ def whole_case_scores(network: torch.nn.Module, plans: Plans | dict, configurati
     try:
         for dataset, data, seg in cases:
             annotated = plans.label_space.annotated(dataset)
-            probs = predict_probabilities([network], data, class_embeddings, patch, settings, device)
+            probs = predict_probabilities([network], data, text_for_dataset(class_embeddings, dataset), patch,
+                                          settings, device)
             for name, reference in label_map_to_masks(seg[0], annotated).items():
                 pred = probs[class_names.index(name)] > settings.threshold
                 tp, fp = np.count_nonzero(pred & reference), np.count_nonzero(pred & ~reference)
@@ -46,7 +57,7 @@ def whole_case_scores(network: torch.nn.Module, plans: Plans | dict, configurati
 
 
 def validate_fold(network: torch.nn.Module, plans: Plans | dict, configuration: str, cases_folder: Path,
-                  val_cases: dict[str, list[str]], fold_folder: Path, class_embeddings: torch.Tensor,
+                  val_cases: dict[str, list[str]], fold_folder: Path, class_embeddings: PromptTables,
                   class_names: list[str], device: torch.device, raw_root: Path | None = None,
                   settings: PredictionSettings | None = None, nsd_tolerance_mm: float = 2.0,
                   mirror_axes: list[int] | None = None, save_probabilities: bool = False) -> dict:
@@ -71,7 +82,8 @@ def validate_fold(network: torch.nn.Module, plans: Plans | dict, configuration: 
             annotated = plans.label_space.annotated(dataset)
             for case_id in ids:
                 data, seg, properties = load_case(cases_folder / dataset, case_id)
-                probs = predict_probabilities([network], data, class_embeddings, patch, settings, device)
+                probs = predict_probabilities([network], data, text_for_dataset(class_embeddings, dataset), patch,
+                                              settings, device)
                 restored = restore_to_original(probs, properties)
                 masks = restored > settings.threshold
                 atomic_savez_compressed(out / dataset / f"{case_id}.npz", masks=masks.astype(np.uint8),

@@ -45,7 +45,6 @@ def test_vocabulary_keeps_one_table_per_modality_through_save_and_load(tmp_path)
         "T1-weighted MRI"
     for group in ("CT", "T1"):
         np.testing.assert_allclose(loaded.prompt_table(group), vocab.prompt_table(group), atol=1e-7)
-    assert loaded.all_prompt_vectors().shape == (4, encoder.dim)
     np.testing.assert_allclose(loaded.class_embeddings, vocab.class_embeddings, atol=1e-7)  # typed prompts match these
     with pytest.raises(UserError, match=r"modality \(CT, T1\).*--modality"):
         loaded.prompt_table()
@@ -56,17 +55,20 @@ def test_vocabulary_keeps_one_table_per_modality_through_save_and_load(tmp_path)
     np.testing.assert_allclose(plain.prompt_table("T1"), plain.class_embeddings)
 
 
-def test_one_hot_vectors_cannot_carry_a_modality():
+def test_one_hot_vectors_and_a_ct_template_cannot_carry_a_modality():
     encoder = OneHotEncoder(["liver"])
     with pytest.raises(UserError, match="onehot text encoder cannot embed a class with its modality"):
         Vocabulary(["liver"]).embed(encoder).embed_modalities(["CT"], encoder)
+    ct_template = ToyEncoder("A computerized tomography of a {}.")
+    with pytest.raises(UserError, match="names CT for every image"):
+        Vocabulary(["liver"]).embed(ct_template).embed_modalities(["CT", "T1"], ct_template)
 
 
 @pytest.fixture
 def ct_and_t2(tmp_path):
     raw, pre = tmp_path / "raw", tmp_path / "pre"
     make_dataset(raw, "Dataset001_Liver", {"0": "CT"}, {"background": 0, "liver": 1},
-                 {f"l{i}": blob_case(seed=i, value=60.0) for i in range(5)})
+                 {f"l{i}": blob_case(seed=i, value=60.0) for i in range(5)}, synonyms={"liver": ["hepar"]})
     make_dataset(raw, "Dataset002_SpleenT2", {"0": "T2"}, {"background": 0, "spleen": 1},
                  {f"s{i}": blob_case(seed=10 + i, value=900.0) for i in range(5)})
     joint, _ = plan_datasets(raw, pre, [1, 2], memory_target_gb=0.08, base_features=8, progress=False)
@@ -114,6 +116,12 @@ def test_training_prompts_each_image_with_its_datasets_modality_and_prediction_w
     predictor.settings.modality = "t2"
     vectors, groups = predictor.heads_for(predictor.resolve_prompts(["spleen", "liver"]))
     np.testing.assert_allclose(vectors.numpy(), tables["Dataset002_SpleenT2"][[1, 0]], atol=1e-6)
+    # A synonym or a misspelling of a trained class asks that class's trained head, from the stored vectors.
+    monkeypatch.setattr(TextPredictor, "_zero_shot_vector", lambda *a: pytest.fail("re-encoded a trained class"))
+    resolutions = predictor.resolve_prompts(["hepar", "livr", "Spleen"])
+    assert [r.class_name for r in resolutions] == ["liver", "liver", "spleen"]
+    vectors, _ = predictor.heads_for(resolutions)
+    np.testing.assert_allclose(vectors.numpy(), tables["Dataset002_SpleenT2"][[0, 0, 1]], atol=1e-6)
     image = raw / "Dataset002_SpleenT2" / "imagesTr" / "s0_0000.nii.gz"
     probabilities, _ = predictor.predict_case_probabilities([image], predictor.resolve_prompts(["spleen"]))
     assert probabilities.shape[0] == 1 and np.isfinite(probabilities).all()

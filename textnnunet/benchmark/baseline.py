@@ -155,7 +155,7 @@ class SoftmaxStep:
     def annotation(self, batch: dict) -> None:
         return None  # every voxel of the label map is known
 
-    def outputs(self, network: nn.Module, data: torch.Tensor, annotation: None, batch: dict):
+    def outputs(self, network: nn.Module, data: torch.Tensor, annotation: None, batch: dict | None = None):
         return network(data)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, annotation: None) -> torch.Tensor:

@@ -169,7 +169,8 @@ class TextPredictor:
         vectors: list[np.ndarray] = []
         groups: list[list[int]] = []
         for r in resolutions:
-            own = [self._class_vector(p) for p in r.parts] or [self._zero_shot_vector(r)]
+            trained = r.parts or ((r.class_name,) if r.class_name else ())
+            own = [self._class_vector(p) for p in trained] or [self._zero_shot_vector(r)]
             groups.append(list(range(len(vectors), len(vectors) + len(own))))
             vectors += own
         return torch.from_numpy(np.stack(vectors)), groups

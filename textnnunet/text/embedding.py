@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
+from textnnunet.errors import UserError
 from textnnunet.text.cache import EmbeddingCache
 from textnnunet.text.encoders import build_encoder
 from textnnunet.text.vocabulary import Vocabulary
@@ -32,5 +33,8 @@ def dataset_prompt_tables(plans: Plans | dict, vocabulary: Vocabulary) -> dict[s
     if not vocabulary.modality_prompts:
         return None
     plans = Plans.of(plans)
-    return {dataset: vocabulary.prompt_table(plans.dataset_intensity_group.get(dataset))
-            for dataset in plans.datasets}
+    missing = [d for d in plans.datasets if d not in plans.dataset_intensity_group]
+    if missing:
+        raise UserError(f"plans '{plans.display_name}': no intensity group recorded for {', '.join(missing)}; "
+                        f"re-plan with this version to train with modality prompts")
+    return {dataset: vocabulary.prompt_table(plans.dataset_intensity_group[dataset]) for dataset in plans.datasets}

@@ -19,7 +19,7 @@ from textnnunet.dataset.description import normalise_class_name
 from textnnunet.errors import UserError
 from textnnunet.paths import VOCABULARY_FILE  # noqa: F401 - importable from here as before
 from textnnunet.text.cache import EmbeddingCache
-from textnnunet.text.encoders import TextEncoder, encoder_from_identity
+from textnnunet.text.encoders import DEFAULT_CLIP_TEMPLATE, TextEncoder, encoder_from_identity
 from textnnunet.text.modality import modality_phrase, modality_prompt
 from textnnunet.text.prompts import PromptResolver, Resolution, resolve_or_refuse
 from textnnunet.utils.files import atomic_write_text, load_json
@@ -123,6 +123,9 @@ class Vocabulary:
                             f"modality ('liver on T1-weighted MRI'); use a sentence encoder (minilm, clip)")
         if not groups:
             raise UserError("modality prompts: the plan records no intensity groups (re-plan with this version)")
+        if encoder.template == DEFAULT_CLIP_TEMPLATE:
+            raise UserError(f"modality prompts: the template '{encoder.template}' names CT for every image; give one "
+                            f"that names no modality (e.g. --template 'A medical image of a {{}}.')")
         encode = (lambda prompts: cache.get(encoder, prompts)) if cache is not None else encoder.encode
         tables = {g: encode([modality_prompt(c, modality_phrase(g)) for c in self.classes]) for g in groups}
         result = Vocabulary(self.classes, self.synonyms, self.encoder_identity, self.class_embeddings,
@@ -154,12 +157,6 @@ class Vocabulary:
         if not self.modality_prompts:
             return np.asarray(self.class_embeddings, dtype=np.float32)
         return np.asarray(self.modality_embeddings[self._modality_key(group)], dtype=np.float32)
-
-    def all_prompt_vectors(self) -> np.ndarray:
-        """Every vector the network is conditioned on in training (what its text standardisation is fitted to)."""
-        if not self.modality_prompts:
-            return np.asarray(self.class_embeddings, dtype=np.float32)
-        return np.concatenate([np.asarray(v, dtype=np.float32) for v in self.modality_embeddings.values()])
 
     def zero_shot_vector(self, text: str, group: str | None = None, encoder: TextEncoder | None = None,
                          cache: EmbeddingCache | None = None) -> np.ndarray:

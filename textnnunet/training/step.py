@@ -38,9 +38,9 @@ class TrainingStep(Protocol):
         """What the loss and the pseudo Dice know about the batch's targets, on the device."""
 
     def outputs(self, network: nn.Module, data: torch.Tensor, annotation: Any,
-                batch: dict) -> list[torch.Tensor] | torch.Tensor:
+                batch: dict | None = None) -> list[torch.Tensor] | torch.Tensor:
         """The network's outputs for `data` (a list, highest resolution first, with deep supervision); `batch` is
-        the batch `data` came from (its `keys`: each item's (dataset, case))."""
+        the batch `data` came from (its `keys`: each item's (dataset, case)), for steps that condition on it."""
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, annotation: Any) -> torch.Tensor:
         """The loss of one output resolution."""
@@ -99,10 +99,12 @@ class UniversalStep:
         """What validation conditions each case on: the shared (K, E) table, or one per dataset."""
         return self.tables if self.tables is not None else self.embeddings
 
-    def batch_text(self, batch: dict) -> torch.Tensor:
+    def batch_text(self, batch: dict | None) -> torch.Tensor:
         """(K, E) for the whole batch, or (B, K, E) with each item's dataset's prompts."""
         if self.tables is None:
             return self.embeddings
+        if batch is None or "keys" not in batch:
+            raise ValueError("modality prompts need the batch's keys (each item's dataset)")
         return torch.stack([self.tables[dataset] for dataset, _ in batch["keys"]])
 
     def sampler(self, refs: list[CaseRef], plans: Plans, configuration: str, **kwargs) -> PatchSampler:
@@ -117,8 +119,9 @@ class UniversalStep:
         if self.tables is not None and not net.heads.per_item_text:
             raise UserError(f"prompts that name the modality need a conditioning that takes each image's own prompts "
                             f"(controller); '{self.config.conditioning}' shares one table across the batch")
-        tables = list(self.tables.values()) if self.tables is not None else [self.embeddings]
-        net.set_text_normalization(torch.cat(tables))
+        # With modality prompts: fitted on each distinct prompt once (datasets of one modality share a table).
+        net.set_text_normalization(self.embeddings if self.tables is None
+                                   else torch.unique(torch.cat(list(self.tables.values())), dim=0))
         return net
 
     def annotation(self, batch: dict) -> Any:
@@ -127,7 +130,7 @@ class UniversalStep:
         return batch_annotation(batch, self.device)  # with the label hierarchy: voxel-wise knowledge too
 
     def outputs(self, network: nn.Module, data: torch.Tensor, annotation: Any,
-                batch: dict) -> list[torch.Tensor] | torch.Tensor:
+                batch: dict | None = None) -> list[torch.Tensor] | torch.Tensor:
         # With partial-label masking the loss (and the pseudo Dice) read only annotated pairs: compute only those.
         pairs = annotated_pairs(annotation) if self.config.mask_unannotated else None
         return network(data, self.batch_text(batch), pairs)

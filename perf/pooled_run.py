@@ -81,6 +81,12 @@ RUNS = {r.name: r for r in (
               (1, 2, 3, 11, 12),
               (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
                TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"prompt_modality": True}, data="ct_mr"),
+    PooledRun("ct_mr_mr2x", "ct_mr with the two MR datasets drawn twice as often as uniform sampling says "
+              "(--dataset_weights 11=2 12=2): 2/7 of the batches each instead of 1/5",
+              (1, 2, 3, 11, 12),
+              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
+               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"dataset_weights": {"11": 2.0, "12": 2.0}},
+              data="ct_mr"),
     PooledRun("ct_mr_long", "ct_mr at twice the demo's budget (100 x 25 iterations): five datasets share the batches",
               (1, 2, 3, 11, 12),
               (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
@@ -174,7 +180,7 @@ def run(spec: PooledRun, work: Path, epochs: int, iters: int, seed: int | None =
         "label_space": label_space,
         "num_classes": len(label_space["classes"]),
         "dataset_classes": {ds: list(classes) for ds, classes in label_space["datasets"].items()},
-        "dataset_sampling": _sampling(pre / plans_name, config.dataset_weighting),
+        "dataset_sampling": _sampling(pre / plans_name, config.dataset_weighting, config.dataset_weights),
         "plan_3d_fullres": {k: cfg.get(k) for k in ("spacing", "patch_size", "batch_size",
                                                      "patch_coverage_of_median_image", "context")},
         "training": {"epochs": epochs, "iters_per_epoch": iters, "seconds": float(sum(history["epoch_seconds"])),
@@ -240,14 +246,14 @@ class PeakMemory:
                 "sampled_every_s": self.interval_s}
 
 
-def _sampling(plan_folder: Path, weighting: str) -> dict:
+def _sampling(plan_folder: Path, weighting: str, multipliers: dict | None = None) -> dict:
     """Fold 0's training cases per dataset and the probability of drawing each dataset (TrainingConfig.dataset_weighting)."""
     from textnnunet.training.sampling import dataset_sampling_weights
 
     splits = json.loads((plan_folder / "splits_final.json").read_text())  # {dataset: [{"train", "val"} per fold]}
     counts = {dataset: len(folds[0]["train"]) for dataset, folds in splits.items()}
-    weights = dataset_sampling_weights(counts, weighting)
-    return {"weighting": weighting, "fold0_training_cases": counts,
+    weights = dataset_sampling_weights(counts, weighting, multipliers)
+    return {"weighting": weighting, "multipliers": dict(multipliers or {}), "fold0_training_cases": counts,
             "probability": {ds: round(w, 4) for ds, w in weights.items()}}
 
 

@@ -31,6 +31,25 @@ def test_dataset_sampling_weights_modes():
         dataset_sampling_weights(counts, "inverse")
 
 
+
+def test_dataset_weight_multipliers_by_name_or_number():
+    counts = {"Dataset001_Liver": 4, "Dataset012_SpleenT2": 16}
+    assert dataset_sampling_weights(counts, "uniform", {"12": 3}) == pytest.approx(
+        {"Dataset001_Liver": 0.25, "Dataset012_SpleenT2": 0.75})
+    assert dataset_sampling_weights(counts, "proportional", {"Dataset001_Liver": 4}) == pytest.approx(
+        {"Dataset001_Liver": 0.5, "Dataset012_SpleenT2": 0.5})
+    with pytest.raises(UserError, match="dataset weight '7': not a training dataset"):
+        dataset_sampling_weights(counts, "uniform", {"7": 2})
+    with pytest.raises(UserError, match="must be a positive number"):
+        dataset_sampling_weights(counts, "uniform", {"1": 0})
+    from textnnunet.cli.train import build_parser, universal_config_from_args
+
+    args = build_parser().parse_args(["3d_fullres", "0", "--dataset_weights", "12=2", "Dataset001_Liver=0.5"])
+    assert universal_config_from_args(args).dataset_weights == {"12": 2.0, "Dataset001_Liver": 0.5}
+    with pytest.raises(UserError, match="--dataset_weights 12: expected DATASET=FACTOR"):
+        universal_config_from_args(build_parser().parse_args(["3d_fullres", "0", "--dataset_weights", "12"]))
+
+
 def test_dataset_choice_follows_weights(tmp_path):
     cases = [liver_case(tmp_path, "liver_000")] + [spleen_case(tmp_path, f"spleen_{i}") for i in range(3)]
     sampler = _sampler(cases, dataset_weighting="proportional")
@@ -39,6 +58,9 @@ def test_dataset_choice_follows_weights(tmp_path):
     sampler = _sampler(cases, dataset_weighting="uniform")
     picks = [sampler._choose_case().dataset for _ in range(2000)]
     assert picks.count(SPLEEN) / len(picks) == pytest.approx(0.5, abs=0.045)
+    sampler = _sampler(cases, dataset_weighting="uniform", dataset_weights={SPLEEN: 3})
+    picks = [sampler._choose_case().dataset for _ in range(2000)]
+    assert picks.count(SPLEEN) / len(picks) == pytest.approx(0.75, abs=0.04)
 
 
 def test_batch_contract_shapes_and_annotated_mask(tmp_path):

@@ -9,6 +9,7 @@ import sys
 
 from textnnunet.cli.common import add_folder_args, user_errors_exit
 from textnnunet.cli.training_args import add_training_args, config_from_args
+from textnnunet.errors import UserError
 from textnnunet.network.conditioning import conditioning_names
 from textnnunet.text.encoders import encoder_kinds
 from textnnunet.training.config import TrainingConfig
@@ -34,6 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="prompts name the image's modality ('liver on T1-weighted MRI'): one text vector per class and "
                         "intensity group; prediction then uses the input's (--modality) (model tag 'modalityprompt')")
     p.add_argument("--dataset_weighting", choices=("uniform", "sqrt", "proportional"), default=d.dataset_weighting)
+    p.add_argument("--dataset_weights", nargs="+", default=[], metavar="DATASET=FACTOR",
+                   help="draw these datasets FACTOR times as often as --dataset_weighting says, e.g. 12=2 "
+                        "(dataset number or name)")
     p.add_argument("--no_partial_label_masking", action="store_true",
                    help="ablation: treat classes a dataset does not label as background (naive union)")
     p.add_argument("--no_label_hierarchy", action="store_true",
@@ -59,9 +63,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def parse_dataset_weights(items: list[str]) -> dict[str, float]:
+    """["12=2", "Dataset011_LiverT1=1.5"] -> {"12": 2.0, ...}; a malformed item is a one-line error."""
+    weights = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        try:
+            weights[key.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not key.strip():
+            raise UserError(f"--dataset_weights {item}: expected DATASET=FACTOR, e.g. 12=2")
+    return weights
+
+
 def universal_config_from_args(args) -> TrainingConfig:
     return dataclasses.replace(config_from_args(args), conditioning=args.conditioning,
                                dataset_weighting=args.dataset_weighting,
+                               dataset_weights=parse_dataset_weights(args.dataset_weights),
                                mask_unannotated=not args.no_partial_label_masking, compile=args.compile,
                                label_hierarchy=not args.no_label_hierarchy,
                                label_exclusion=not args.no_label_exclusion, prompt_modality=args.prompt_modality)

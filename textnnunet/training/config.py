@@ -25,6 +25,9 @@ class TrainingConfig:
     batch_size: int | None = None  # None: the plan's
     oversample_foreground: float = 0.33
     dataset_weighting: str = "uniform"  # uniform | sqrt | proportional
+    # Multipliers on top of dataset_weighting, e.g. {"12": 2.0}: a dataset (name or number) drawn twice as often as
+    # the scheme says (a modality or structure the pool has few cases of). Empty: the scheme's.
+    dataset_weights: dict = field(default_factory=dict)
     # Model.
     conditioning: str = "controller"  # controller | film
     # Prompts that name the image's modality: each class is embedded once per intensity group of the plan ("liver

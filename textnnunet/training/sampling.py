@@ -59,18 +59,40 @@ def list_case_refs(dataset_folder: str | Path, case_ids: Iterable[str] | None = 
     return refs
 
 
-def dataset_sampling_weights(case_counts: Mapping[str, int], mode: str = "uniform") -> dict[str, float]:
-    """Probability of drawing each dataset: equal ("uniform"), ~sqrt(n) or ~n ("proportional")."""
+def dataset_sampling_weights(case_counts: Mapping[str, int], mode: str = "uniform",
+                             multipliers: Mapping[str, float] | None = None) -> dict[str, float]:
+    """Probability of drawing each dataset: equal ("uniform"), ~sqrt(n) or ~n ("proportional"), each times its
+    multiplier (`multipliers`: dataset name or number -> factor, 1 for datasets not named)."""
     if mode not in WEIGHTING_MODES:
         raise UserError(f"dataset_weighting '{mode}': unknown (choose from {', '.join(WEIGHTING_MODES)})")
     counts = {ds: int(n) for ds, n in case_counts.items() if int(n) > 0}
     if not counts:
         raise UserError("dataset sampling: no dataset has any training case")
+    factors = resolve_dataset_multipliers(multipliers or {}, list(case_counts))
     raw = {
-        ds: 1.0 if mode == "uniform" else (math.sqrt(n) if mode == "sqrt" else float(n)) for ds, n in counts.items()
+        ds: (1.0 if mode == "uniform" else (math.sqrt(n) if mode == "sqrt" else float(n))) * factors.get(ds, 1.0)
+        for ds, n in counts.items()
     }
     total = sum(raw.values())
     return {ds: raw.get(ds, 0.0) / total for ds in case_counts}
+
+
+def resolve_dataset_multipliers(multipliers: Mapping[str, float], datasets: Sequence[str]) -> dict[str, float]:
+    """{dataset name: factor} from keys that are names ("Dataset012_SpleenKidneyT2") or numbers ("12")."""
+    resolved: dict[str, float] = {}
+    for key, factor in multipliers.items():
+        key = str(key).strip()
+        matches = [d for d in datasets if d == key or (key.isdigit() and d[7:10].isdigit() and int(d[7:10]) == int(key))]
+        if not matches:
+            raise UserError(f"dataset weight '{key}': not a training dataset of this plan ({', '.join(datasets)})")
+        try:
+            value = float(factor)
+        except (TypeError, ValueError):
+            raise UserError(f"dataset weight '{key}': {factor!r} is not a number") from None
+        if not math.isfinite(value) or value <= 0:
+            raise UserError(f"dataset weight '{key}': {factor!r} must be a positive number")
+        resolved[matches[0]] = value
+    return resolved
 
 
 class _DatasetOnly(NamedTuple):
@@ -124,6 +146,7 @@ class PatchSampler:
         patch_size: Sequence[int] | None = None,
         oversample_foreground_percent: float = 0.33,
         dataset_weighting: str = "uniform",
+        dataset_weights: Mapping[str, float] | None = None,
         rng: np.random.Generator | None = None,
         initial_patch_size: Sequence[int] | None = None,
         cache_size: int = 8,
@@ -159,7 +182,8 @@ class PatchSampler:
         self.max_excluded_classes = int(max_excluded_classes)
         self.cases_by_dataset = _group_cases(cases, self.class_values)
         self.datasets = sorted(self.cases_by_dataset)
-        weights = dataset_sampling_weights({ds: len(c) for ds, c in self.cases_by_dataset.items()}, dataset_weighting)
+        weights = dataset_sampling_weights({ds: len(c) for ds, c in self.cases_by_dataset.items()}, dataset_weighting,
+                                           dataset_weights)
         self.dataset_probabilities = np.array([weights[ds] for ds in self.datasets])
         self._cache: OrderedDict[Path, _CaseArrays] = OrderedDict()
         self._locations: dict[Path, dict[str, np.ndarray]] = {}

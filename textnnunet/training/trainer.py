@@ -206,6 +206,7 @@ class Trainer:
             return self.step.sampler(refs, self.plans, self.configuration_name, batch_size=bs, patch_size=patch,
                                      oversample_foreground_percent=self.config.oversample_foreground,
                                      dataset_weighting=self.config.dataset_weighting,
+                                     dataset_weights=self.config.dataset_weights,
                                      rng=np.random.default_rng(rng_seed), initial_patch_size=initial_patch,
                                      use_unpacked=unpacked, **kwargs)
 

@@ -170,7 +170,19 @@ def _gpu() -> dict:
             "gpu_peak_allocated_gb": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
 
 
+_VERSIONS_AT_START: dict | None = None
+
+
 def _versions() -> dict:
+    """The versions and git state when the process started (first call; main() calls it first): a run that spans
+    later commits records the code it ran, not the commit that happens to be checked out when it ends."""
+    global _VERSIONS_AT_START
+    if _VERSIONS_AT_START is None:
+        _VERSIONS_AT_START = _read_versions()
+    return _VERSIONS_AT_START
+
+
+def _read_versions() -> dict:
     import SimpleITK
     import torch
 
@@ -267,6 +279,7 @@ def _config_overrides(args: argparse.Namespace) -> dict:
 def main() -> int:
     from textnnunet.demo.phantom_variants import VARIANTS
 
+    _versions()  # the code this process runs
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=None, help="folder for the variants' raw/preprocessed/results")
     p.add_argument("-v", "--variants", nargs="+", default=[*VARIANTS, *PLAN_ROWS, "demo"])

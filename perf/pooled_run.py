@@ -267,6 +267,7 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=None,
                    help="training seed (default: TrainingConfig's); give each seed its own --work and --out")
     args = p.parse_args()
+    _versions()  # the code this process runs (recorded as at its start)
     args.out.mkdir(parents=True, exist_ok=True)
     for name in args.runs:
         target = args.out / f"{name}.json"

@@ -71,12 +71,17 @@ def pooled_errors(run_folder: Path, dataset_id: int, organs: list[str]) -> dict:
     """The same for one test set of a pooled run (its joint plan is the only plan in its preprocessed folder)."""
     from textnnunet.demo.phantoms import phantom_spec
 
+    from pooled_run import RUNS
+
     name = phantom_spec(dataset_id).name
-    plans_files = sorted((run_folder / "preprocessed").glob("TextPlans_*/plans.json"))
-    if not plans_files:  # runs that share another run's data keep no preprocessed folder of their own
-        raise SystemExit(f"{run_folder}: no preprocessed/TextPlans_*/plans.json")
+    # A run that shares another run's data (PooledRun.data) keeps its raw data and plan in that run's folder.
+    spec = RUNS.get(run_folder.name)
+    data_folder = run_folder.parent / spec.data if spec is not None and spec.data else run_folder
+    plans_files = sorted((data_folder / "preprocessed").glob("TextPlans_*/plans.json"))
+    if not plans_files:
+        raise SystemExit(f"{data_folder}: no preprocessed/TextPlans_*/plans.json")
     plans = json.loads(plans_files[0].read_text())
-    return test_set_errors(run_folder / "raw" / name, run_folder / f"predictions_{name}", plans, organs)
+    return test_set_errors(data_folder / "raw" / name, run_folder / f"predictions_{name}", plans, organs)
 
 
 def test_set_errors(raw: Path, predictions: Path, plans: dict, organs: list[str]) -> dict:

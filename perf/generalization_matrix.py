@@ -143,6 +143,7 @@ def _record(name: str, raw: Path, pre: Path, fold: Path, out: Path, timings: dic
                      "label_exclusion": config.label_exclusion, "augmentation": config.augmentation,
                      "training_seed": config.seed,
                      "region_shift_sigma": config.region_shift_sigma,
+                     "dice_weight": config.dice_weight,
                      "mirror_axes": config.resolved_mirror_axes(len(cfg["patch_size"])),
                      "seconds": float(sum(history["epoch_seconds"])),
                      "median_epoch_seconds": float(np.median(history["epoch_seconds"])),
@@ -265,6 +266,8 @@ def _config_overrides(args: argparse.Namespace) -> dict:
         overrides["augmentation"] = args.augmentation
     if args.region_shift_sigma is not None:
         overrides["region_shift_sigma"] = args.region_shift_sigma
+    if args.dice_weight is not None:
+        overrides["dice_weight"] = args.dice_weight
     if args.seed is not None:
         overrides["seed"] = args.seed
     if args.mirror_axes is not None:
@@ -289,6 +292,8 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--force", action="store_true", help="re-evaluate variants whose JSON exists")
     p.add_argument("--augmentation", default=None, help="an augmentation preset other than the default")
+    p.add_argument("--dice_weight", type=float, default=None,
+                   help="weight of the soft Dice term next to BCE (TrainingConfig.dice_weight; 0: BCE only)")
     p.add_argument("--region_shift_sigma", type=float, default=None,
                    help="sd of nnunet_regions' per-structure offset other than the preset's")
     p.add_argument("--seed", type=int, default=None, help="training seed (default: TrainingConfig's; use another --out)")

@@ -241,3 +241,27 @@ def test_training_with_a_background_worker_unpacks_and_builds_targets_in_the_wor
         trainer.close()
     assert np.isfinite(trainer.history.train_loss).all()
     assert (preprocessed / "TextPlans_001_002" / "3d_fullres" / LIVER / "liver_000.data.npy").is_file()
+
+
+def test_dice_weight_reaches_the_loss_and_names_the_model_folder():
+    import torch
+
+    from textnnunet.cli.train import build_parser, universal_config_from_args
+    from textnnunet.errors import UserError
+    from textnnunet.training.loss import masked_bce_dice_loss
+    from textnnunet.training.step import UniversalStep
+
+    config = universal_config_from_args(build_parser().parse_args(["3d_fullres", "0", "--dice_weight", "0"]))
+    assert config.dice_weight == 0.0 and config.model_tag("auto") == "dice0"
+    assert TrainingConfig().model_tag("auto") == ""
+    with pytest.raises(UserError, match="--dice_weight -1.0: must be >= 0"):
+        universal_config_from_args(build_parser().parse_args(["3d_fullres", "0", "--dice_weight", "-1"]))
+    step = UniversalStep(np.zeros((2, 4), np.float32))
+    step.config = config
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 4, 4, 4, generator=gen)
+    target = (torch.rand(2, 2, 4, 4, 4, generator=gen) > 0.7).float()
+    annotated = torch.tensor([[True, False], [True, True]])
+    bce_only = masked_bce_dice_loss(logits, target, annotated, dice_weight=0.0)
+    assert torch.allclose(step.loss(logits, target, annotated), bce_only)
+    assert not torch.allclose(bce_only, masked_bce_dice_loss(logits, target, annotated))

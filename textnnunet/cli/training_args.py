@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from textnnunet.errors import UserError
 from textnnunet.training.augmentation import augmentation_preset_names
 from textnnunet.training.config import TrainingConfig
 
@@ -28,6 +29,8 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mirror_axes", type=int, nargs="*", default=d.mirror_axes,
                    help="patch axes to mirror in training and TTA (default: none; the axes are those of the LPS-"
                         "reoriented array, the last one left-right; nnU-Net mirrors all: --mirror_axes 0 1 2)")
+    p.add_argument("--dice_weight", type=float, default=d.dice_weight,
+                   help="weight of the soft Dice term next to BCE (default 1, as nnU-Net's Dice + CE; 0: BCE only)")
     p.add_argument("--no_deep_supervision", action="store_true")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--no_amp", action="store_true", help="disable mixed precision on CUDA")
@@ -50,11 +53,13 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args) -> TrainingConfig:
     """TrainingConfig from the flags of `add_training_args`; everything else keeps its default."""
+    if args.dice_weight < 0:
+        raise UserError(f"--dice_weight {args.dice_weight}: must be >= 0")
     return TrainingConfig(
         epochs=args.epochs, iters_per_epoch=args.iters_per_epoch, val_iters_per_epoch=args.val_iters_per_epoch,
         batch_size=args.batch_size, initial_lr=args.initial_lr, backbone=args.backbone, batch_dice=args.batch_dice,
         augmentation="none" if args.no_augmentation else args.augmentation, mirror_axes=args.mirror_axes,
-        region_shift_sigma=args.region_shift_sigma,
+        region_shift_sigma=args.region_shift_sigma, dice_weight=args.dice_weight,
         deep_supervision=not args.no_deep_supervision, device=args.device, amp=not args.no_amp,
         cudnn_benchmark=not args.no_cudnn_benchmark,
         memory_format=args.memory_format, num_workers=args.num_workers, unpack=args.unpack, seed=args.seed,

@@ -40,6 +40,9 @@ class TrainingConfig:
     deep_supervision: bool = True
     # Loss.
     batch_dice: bool = False
+    # Weight of the soft Dice term next to BCE (nnU-Net: Dice + CE, 1 each). 0: BCE only, the ablation of whether the
+    # Dice term draws the organs' boundaries outwards on a coarse grid (results.md, session 9).
+    dice_weight: float = 1.0
     mask_unannotated: bool = True  # False = the naive union ablation (unlabelled organs become background)
     # The plan's label hierarchy (label_space.hierarchy): a class a dataset does not label is known where a labelled
     # relative says so (left kidney absent outside a labelled kidney; kidney = union of labelled sides). False: the
@@ -142,5 +145,7 @@ class TrainingConfig:
             parts.append("noexclusion")
         if self.backbone != "PlainConvUNet":
             parts.append(self.backbone)
+        if self.dice_weight != 1.0:
+            parts.append(f"dice{self.dice_weight:g}")
         return "__".join(parts)
 

@@ -136,7 +136,8 @@ class UniversalStep:
         return network(data, self.batch_text(batch), pairs)
 
     def loss(self, logits: torch.Tensor, target: torch.Tensor, annotation: Any) -> torch.Tensor:
-        return masked_bce_dice_loss(logits, target, annotation, batch_dice=self.config.batch_dice)
+        return masked_bce_dice_loss(logits, target, annotation, batch_dice=self.config.batch_dice,
+                                    dice_weight=self.config.dice_weight)
 
     def pseudo_dice_counts(self, logits: torch.Tensor, target: torch.Tensor,
                            annotation: Any) -> tuple[torch.Tensor, torch.Tensor]:

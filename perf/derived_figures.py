@@ -105,6 +105,8 @@ MATRIX_SEED_GROUPS = {
     # the session-6 defaults with the per-structure offset's sd halved (--region_shift_sigma 0.15)
     "no mirroring, region shift sd 0.15 (session 8)": ["session8_sigma015", "session8_sigma015_seed1",
                                                        "session8_sigma015_seed2"],
+    # the session-6 defaults with BCE only (--dice_weight 0), four rows
+    "no mirroring, BCE only (session 9)": ["session9_bce_only", "session9_bce_only_seed1", "session9_bce_only_seed2"],
 }
 DICE_BAR, FP_OVER_FN_BAR = 0.85, 2.0
 

@@ -42,7 +42,10 @@ def build_conditioning_heads(name: str, shape: HeadShape) -> PromptHeads:
     return CONDITIONING_HEADS[name](shape)
 
 
-def takes_per_item_text(name: str) -> bool:
-    """Whether the registered heads take one prompt table per image (PromptHeads.per_item_text); asked before a
-    model folder is written, so a small head is built to read it."""
-    return bool(build_conditioning_heads(name, HeadShape((4, 4), 4, 4, 3)).per_item_text)
+def require_per_item_text(name: str) -> None:
+    """A one-line error unless the registered heads take one prompt table per image (PromptHeads.per_item_text),
+    as prompts that name each image's modality need; a small head is built to read it, so this can be asked before
+    a model folder is written."""
+    if not build_conditioning_heads(name, HeadShape((4, 4), 4, 4, 3)).per_item_text:
+        raise UserError(f"prompts that name the modality need a conditioning that takes each image's own prompts "
+                        f"(controller); '{name}' shares one table across the batch")

@@ -6,8 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from textnnunet.errors import UserError
 from textnnunet.paths import FoldFolder, ModelFolder, PlanFolder, resolve_folders
 from textnnunet.preprocessing.preprocessor import finished_case_ids
@@ -154,8 +152,8 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
     validation_only: re-run the validation of a finished fold (its checkpoint_final.pth, its own training_config.json;
     `config` then only contributes the device), e.g. with save_probabilities to score ensembles later.
     """
-    from textnnunet.network.conditioning import takes_per_item_text
-    from textnnunet.text.embedding import class_embeddings_for_plans, dataset_prompt_tables
+    from textnnunet.network.conditioning import require_per_item_text
+    from textnnunet.text.embedding import class_embeddings_for_plans
 
     config = config or TrainingConfig()
     folders = resolve_folders(raw, preprocessed, results, required=("preprocessed", "results"))
@@ -167,17 +165,16 @@ def train_fold(configuration: str, fold: str | int, config: TrainingConfig | Non
     if validation_only:
         return _validate_finished_fold(data, model.fold(data.fold).path, config, folders.raw, save_probabilities,
                                        echo)
-    if config.prompt_modality and not takes_per_item_text(config.conditioning):
-        raise UserError(f"--prompt_modality: prompts that name the modality need a conditioning that takes each "
-                        f"image's own prompts (controller); '{config.conditioning}' shares one table across the batch")
-    embeddings, vocabulary = class_embeddings_for_plans(
+    if config.prompt_modality:
+        require_per_item_text(config.conditioning)
+    _, vocabulary = class_embeddings_for_plans(
         data.plans, encoder=encoder, text_model=text_model, template=template,
         cache_folder=folders.preprocessed / "text_embedding_cache", prompt_modality=config.prompt_modality)
     fold_folder = model.fold(data.fold).path
     if dist.is_main:
         start_fold_folder(data, out, config, resume, overwrite,
                           {model.vocabulary_file.name: (vocabulary.to_dict(), "vocabulary / text encoder")})
-    step = UniversalStep(np.asarray(embeddings, dtype=np.float32), dataset_prompt_tables(data.plans, vocabulary))
+    step = UniversalStep.from_vocabulary(data.plans, vocabulary)
     run_fold(data, fold_folder, config, step, resume=resume,
              validate=(lambda t: _validate(t, data, config, folders.raw, save_probabilities)) if validate else None,
              dist=dist, echo=echo)
@@ -213,11 +210,7 @@ def _validate_finished_fold(data: FoldData, fold_folder: Path, config: TrainingC
     vocabulary_file = ModelFolder(fold_folder.parent).vocabulary_file
     if not vocabulary_file.is_file():
         raise UserError(f"{vocabulary_file}: not found (the model folder is incomplete)")
-    from textnnunet.text.embedding import dataset_prompt_tables
-
-    vocabulary = Vocabulary.load(vocabulary_file)
-    step = UniversalStep(np.asarray(vocabulary.class_embeddings, dtype=np.float32),
-                         dataset_prompt_tables(data.plans, vocabulary))
+    step = UniversalStep.from_vocabulary(data.plans, Vocabulary.load(vocabulary_file))
     trainer = Trainer(data.plans, data.configuration, data.fold, data.cases_folder, data.train_cases,
                       data.val_cases, fold_folder, trained, step, echo=echo)
     trainer.load_network_weights(final)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from textnnunet.errors import UserError
+from textnnunet.network.conditioning import require_per_item_text
 from textnnunet.network.universal import TextPromptedUNet
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.loss import annotated_pairs, batch_annotation, fully_annotated, masked_bce_dice_loss
@@ -80,6 +80,15 @@ class UniversalStep:
         self.dataset_tables = ({d: np.asarray(t, dtype=np.float32) for d, t in dataset_tables.items()}
                                if dataset_tables else None)
 
+    @classmethod
+    def from_vocabulary(cls, plans: Plans, vocabulary) -> "UniversalStep":
+        """The step conditioned on an embedded vocabulary (textnnunet.text.vocabulary.Vocabulary): its class vectors,
+        and its modality prompts per dataset when it has them."""
+        from textnnunet.text.embedding import dataset_prompt_tables
+
+        return cls(np.asarray(vocabulary.class_embeddings, dtype=np.float32),
+                   dataset_prompt_tables(plans, vocabulary))
+
     def setup(self, plans: Plans, configuration: str, config: TrainingConfig, class_names: list[str],
               device: torch.device) -> None:
         tables = [self.class_embeddings, *(self.dataset_tables or {}).values()]
@@ -116,9 +125,8 @@ class UniversalStep:
         net = TextPromptedUNet(architecture, in_channels=in_channels, embed_dim=self.class_embeddings.shape[1],
                                conditioning=self.config.conditioning, deep_supervision=self.config.deep_supervision,
                                backbone=self.config.backbone)
-        if self.tables is not None and not net.heads.per_item_text:
-            raise UserError(f"prompts that name the modality need a conditioning that takes each image's own prompts "
-                            f"(controller); '{self.config.conditioning}' shares one table across the batch")
+        if self.tables is not None:
+            require_per_item_text(self.config.conditioning)
         # With modality prompts: fitted on each distinct prompt once (datasets of one modality share a table).
         net.set_text_normalization(self.embeddings if self.tables is None
                                    else torch.unique(torch.cat(list(self.tables.values())), dim=0))

@@ -87,6 +87,11 @@ RUNS = {r.name: r for r in (
               (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
                TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"dataset_weights": {"11": 2.0, "12": 2.0}},
               data="ct_mr"),
+    PooledRun("ct_mr_dice05", "ct_mr with half the Dice term's weight in the loss (--dice_weight 0.5; issue 10's "
+              "question whether the Dice term draws boundaries outwards, on the CT+MR pool)",
+              (1, 2, 3, 11, 12),
+              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
+               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"dice_weight": 0.5}, data="ct_mr"),
     PooledRun("ct_mr_long", "ct_mr at twice the demo's budget (100 x 25 iterations): five datasets share the batches",
               (1, 2, 3, 11, 12),
               (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),

@@ -260,6 +260,7 @@ def test_deep_supervision_weights_and_scales():
     assert np.allclose(deep_supervision_weights(3), [2 / 3, 1 / 3, 0])
     assert np.allclose(deep_supervision_weights(5), np.array([1, 0.5, 0.25, 0.125, 0]) / 1.875)
     assert np.allclose(deep_supervision_weights(1), [1.0])
+    assert np.allclose(deep_supervision_weights(3, lowest=1e-6), np.array([1, 0.5, 1e-6]) / 1.500001)
     assert deep_supervision_scales(ARCH_2D["strides"]) == [[1.0, 1.0], [0.5, 0.5], [0.25, 0.25]]
 
 

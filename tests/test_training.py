@@ -176,6 +176,23 @@ def test_ddp_two_gloo_processes_run_an_epoch(preprocessed, tmp_path):
     assert ckpt["world_size"] == 2 and ckpt["epochs_done"] == 1
 
 
+def test_under_ddp_weights_every_parameter_gets_a_gradient_each_step(preprocessed, tmp_path):
+    """DDP runs without find_unused_parameters: the lowest deep-supervision output keeps nnU-Net's 1e-6 under DDP,
+    so each step's backward reaches every parameter (with the single-process weight 0 its head is left out)."""
+    from textnnunet.network.deep_supervision import DDP_LOWEST_WEIGHT, deep_supervision_weights
+    from textnnunet.training.loss import DeepSupervisionLoss
+
+    trainer = _trainer(preprocessed, tmp_path, epochs=1)
+    n_scales = len(trainer.cfg_plan.architecture["strides"]) - 1
+    batch = next(trainer.train_iter)
+    without_grad = {}
+    for lowest in (0.0, DDP_LOWEST_WEIGHT):
+        trainer.loss = DeepSupervisionLoss(trainer.step.loss, deep_supervision_weights(n_scales, lowest))
+        trainer.train_step(batch)
+        without_grad[lowest] = [n for n, p in trainer.network.named_parameters() if p.grad is None]
+    assert without_grad[0.0] and not without_grad[DDP_LOWEST_WEIGHT]
+
+
 def test_whole_case_validation_is_recorded_and_leaves_training_unchanged(preprocessed, tmp_path):
     plain = _trainer(preprocessed, tmp_path / "plain", epochs=2)
     plain.run()

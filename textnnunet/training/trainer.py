@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from textnnunet.errors import UserError
-from textnnunet.network.deep_supervision import deep_supervision_weights
+from textnnunet.network.deep_supervision import DDP_LOWEST_WEIGHT, deep_supervision_weights
 # The checkpoint names stay importable from here (paths.py defines them with the rest of the model folder).
 from textnnunet.paths import CHECKPOINT_BEST, CHECKPOINT_FINAL, CHECKPOINT_LATEST, FoldFolder  # noqa: F401
 from textnnunet.training.augmentation import augmentation_preset, get_training_transforms, get_validation_transforms
@@ -159,8 +159,9 @@ class Trainer:
             net = torch.compile(net)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # The lowest deep-supervision output has weight 0 (nnU-Net's rule), so its head gets no gradient.
-            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=True)
+            # Every parameter gets a gradient each step (the lowest deep-supervision output keeps a tiny weight under
+            # DDP, _build_loss), so DDP need not search the graph for unused ones.
+            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
         return net
 
     def _autocast_dtype(self):
@@ -172,7 +173,8 @@ class Trainer:
         if not self.config.deep_supervision:
             return self.step.loss
         n_scales = len(self.cfg_plan.architecture["strides"]) - 1
-        return DeepSupervisionLoss(self.step.loss, deep_supervision_weights(n_scales))
+        lowest = DDP_LOWEST_WEIGHT if self.dist.enabled else 0.0
+        return DeepSupervisionLoss(self.step.loss, deep_supervision_weights(n_scales, lowest))
 
     def batch_size_per_process(self) -> int:
         total = self.config.batch_size or self.cfg_plan.batch_size

@@ -159,9 +159,11 @@ class Trainer:
             net = torch.compile(net)
         if self.dist.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
-            # Every parameter gets a gradient each step (the lowest deep-supervision output keeps a tiny weight under
-            # DDP, _build_loss), so DDP need not search the graph for unused ones.
-            net = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+            # With deep supervision every parameter gets a gradient each step (the lowest output keeps a tiny weight
+            # under DDP, _build_loss), so DDP need not search the graph for unused ones; without it the lower
+            # outputs' heads are not reached.
+            net = torch.nn.parallel.DistributedDataParallel(
+                net, device_ids=ids, find_unused_parameters=not self.config.deep_supervision)
         return net
 
     def _autocast_dtype(self):

@@ -74,7 +74,7 @@ class FixedModel:
     def __init__(self, classes, masks_by_case):
         self.classes, self.masks_by_case, self.folder = classes, masks_by_case, Path("fixed")
 
-    def predict_masks(self, image_files, classes):
+    def predict_masks(self, image_files, classes, modality=None):
         masks = self.masks_by_case[Path(image_files[0]).name.split("_0000")[0]]
         return {c: masks[c] for c in classes}
 

@@ -135,3 +135,44 @@ def test_modality_prompts_need_a_conditioning_that_takes_each_images_own_prompts
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=tmp_path / "results",
                    dataset_ids=[1, 2], encoder="toy", echo=False)
     assert not (tmp_path / "results").exists() or not any((tmp_path / "results").rglob("*.json"))  # nothing written
+
+
+def _test_set(raw, folder_name, channel, labels, cases):
+    """A test-only dataset (imagesTs + labelsTs), as the pooled phantoms' test sets are."""
+    folder = make_dataset(raw, folder_name, {"0": channel}, labels, cases)
+    (folder / "imagesTr").rename(folder / "imagesTs")
+    (folder / "labelsTr").rename(folder / "labelsTs")
+    meta = json.loads((folder / "dataset.json").read_text())
+    (folder / "dataset.json").write_text(json.dumps({**meta, "numTraining": 0}))
+
+
+def test_benchmark_of_a_ct_and_mr_pool_scores_each_model_on_the_image_types_it_was_trained_on(
+        ct_and_t2, tmp_path, capsys):
+    """The universal model of a CT + T2 plan predicts each test set as its image type (as predict --modality);
+    a per-dataset baseline is scored only on test images of its own type, and the report says why not otherwise."""
+    from textnnunet.benchmark import aggregate
+    from textnnunet.cli.benchmark import main as benchmark_main
+
+    raw, pre = ct_and_t2
+    labels = {"background": 0, "liver": 1, "spleen": 2}
+    _test_set(raw, "Dataset003_AbdomenT2", "T2", labels,
+              {f"t{i}": blob_case(seed=20 + i, value=900.0, label_value=2) for i in range(2)})
+    _test_set(raw, "Dataset004_AbdomenCT", "CT", labels,
+              {f"c{i}": blob_case(seed=30 + i, value=60.0) for i in range(2)})
+    torch.set_num_threads(1)
+    argv = ["-d", "1", "2", "--test_dataset", "3", "4", "--epochs", "1", "--iters_per_epoch", "1",
+            "--val_iters_per_epoch", "1", "--device", "cpu", "--encoder", "onehot", "--disable_tta", "-np", "1",
+            "--raw", str(raw), "--preprocessed", str(pre), "--results", str(tmp_path / "results")]
+    with pytest.raises(SystemExit) as e:
+        benchmark_main(argv)
+    assert e.value.code == 0, capsys.readouterr().err
+    out = next((tmp_path / "results").glob("benchmark_TextPlans_001_002_*"))
+    bench = json.loads((out / "benchmark.json").read_text())
+    t2, ct = bench["test"], bench["more_tests"][0]
+    assert (t2["image_type"], ct["image_type"]) == ("T2", "CT")
+    ct_liver, t2_spleen = aggregate.baseline_name("Dataset001_Liver"), aggregate.baseline_name("Dataset002_SpleenT2")
+    assert set(t2["table"]["spleen"]) == {"universal", t2_spleen} and "universal" in t2["table"]["liver"]
+    assert set(ct["table"]["liver"]) == {"universal", ct_liver} and "universal" in ct["table"]["spleen"]
+    assert bench["skipped"][f"{ct_liver} on Dataset003_AbdomenT2"] == "trained on CT images, the test set's are T2"
+    assert bench["skipped"][f"{t2_spleen} on Dataset004_AbdomenCT"] == "trained on T2 images, the test set's are CT"
+    assert "## Test set: Dataset003_AbdomenT2 (T2 images, 2 fully labelled cases" in (out / "benchmark.md").read_text()

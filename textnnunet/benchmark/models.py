@@ -1,6 +1,7 @@
 """Trained models behind one face for the benchmark: image files in, {class name: mask} out, plus their costs."""
 from __future__ import annotations
 
+import dataclasses
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -63,7 +64,10 @@ class BenchmarkModel:
     def parameters(self) -> int:
         return count_parameters(self.network)
 
-    def predict_masks(self, image_files: Sequence[Path], classes: Sequence[str]) -> dict[str, np.ndarray]:
+    def predict_masks(self, image_files: Sequence[Path], classes: Sequence[str],
+                      modality: str | None = None) -> dict[str, np.ndarray]:
+        """Masks of `classes` in the input's geometry; `modality`: the plan's intensity group the images are (a plan
+        of several, CT and MR, is told which; None for a plan of one)."""
         raise NotImplementedError
 
     def cases_folder(self, preprocessed: Path) -> Path:
@@ -89,7 +93,8 @@ class UniversalModel(BenchmarkModel):
         self.network = self.predictor.networks[0]
         self.classes = list(self.predictor.vocabulary.classes)
 
-    def predict_masks(self, image_files, classes):
+    def predict_masks(self, image_files, classes, modality=None):
+        self.predictor.settings = dataclasses.replace(self.predictor.settings, modality=modality)
         masks, _, _ = self.predictor.predict(list(image_files), list(classes))
         return masks
 
@@ -125,8 +130,9 @@ class BaselineModel(BenchmarkModel):
         self.regions = dict(self.checkpoint["regions"])
         self.classes = list(self.regions)
 
-    def predict_masks(self, image_files, classes):
-        data, _, properties = preprocess_case([Path(f) for f in image_files], None, self.plans, self.configuration)
+    def predict_masks(self, image_files, classes, modality=None):
+        data, _, properties = preprocess_case([Path(f) for f in image_files], None, self.plans, self.configuration,
+                                              modality=modality)
         probs = predict_softmax(self.network, data, self.plans.configuration(self.configuration).patch_size,
                                 len(self.label_values), self.settings, self.device)
         masks = probabilities_to_class_masks(restore_to_original(probs, properties), self.label_values, self.regions)
@@ -142,13 +148,15 @@ class BaselineModel(BenchmarkModel):
 
 
 def evaluate_on_test_set(model: BenchmarkModel, cases: Sequence[Case], test_classes: dict[str, Sequence[int]],
-                         dataset_name: str, output_folder: Path, nsd_tolerance_mm: float = 2.0) -> tuple[dict, float]:
+                         dataset_name: str, output_folder: Path, nsd_tolerance_mm: float = 2.0,
+                         modality: str | None = None) -> tuple[dict, float]:
     """Predict every labelled test case with `model` on the classes it covers; (summary, seconds per case).
 
     Seconds per case cover what a user waits for: preprocessing, sliding window, restoring the input's grid.
+    `modality`: the model plan's intensity group of the test images (see BenchmarkModel.predict_masks).
     """
     judged = classes_to_judge(test_classes, model.classes, dataset_name, model.folder)
-    return score_cases(cases, lambda case, classes: model.predict_masks(case.image_files, classes), judged,
+    return score_cases(cases, lambda case, classes: model.predict_masks(case.image_files, classes, modality), judged,
                        dataset_name, output_folder, nsd_tolerance_mm)
 
 

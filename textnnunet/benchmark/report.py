@@ -177,7 +177,8 @@ def _test_set_section(benchmark: Mapping, test: Mapping) -> list[str]:
         intro += " Δ vs nnU-Net v2 = universal − the imported nnU-Net v2 that covers the class."
     if test.get("sealed"):
         intro = SEALED_NOTE + " " + intro
-    lines = [f"## Test set: {test['dataset']} ({test['num_cases']} fully labelled cases, never trained on)", "",
+    images = f"{test['image_type']} images, " if test.get("image_type") else ""
+    lines = [f"## Test set: {test['dataset']} ({images}{test['num_cases']} fully labelled cases, never trained on)", "",
              intro, "",
              "| class | " + " | ".join(models) + f" | Δ {PRIMARY} |" + (f" Δ {PRIMARY} vs nnU-Net v2 |" if nnunet else ""),
              "|---|" + "---|" * (len(models) + 1 + int(nnunet))]

@@ -31,8 +31,10 @@ from textnnunet.benchmark.report import write_benchmark
 from textnnunet.benchmark.train_baseline import baseline_model_folder, train_baseline
 from textnnunet.dataset.description import DatasetDescription, find_dataset_folder, load_dataset
 from textnnunet.errors import UserError
+from textnnunet.experiment_planning.planner import intensity_group_name
 from textnnunet.inference.predictor import PredictionSettings, resolve_inference_device
 from textnnunet.paths import CHECKPOINT_FINAL, ModelFolder, PlanFolder, resolve_folders
+from textnnunet.preprocessing.normalization import matching_intensity_group
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.splits import cases_for_fold, parse_fold
 from textnnunet.utils.files import load_json
@@ -361,8 +363,13 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
             from textnnunet.benchmark.models import evaluate_on_test_set
 
             if any(c in model.classes for c in test_desc.classes):
+                modality, why_not = test_set_modality(model.plans, test_desc)
+                if why_not:
+                    skipped[f"{spec.name} on {test_desc.name}"] = why_not
+                    continue
                 summary, seconds = evaluate_on_test_set(model, test_cases_, dict(test_desc.classes), test_desc.name,
-                                                        out / f"test_{test_desc.name}" / spec.name.replace(" ", "_"))
+                                                        out / f"test_{test_desc.name}" / spec.name.replace(" ", "_"),
+                                                        modality=modality)
                 test_summaries[spec.name] = summary
                 if i == 0:  # the speed column: the first test set's
                     info["inference_seconds_per_case"] = seconds
@@ -376,6 +383,10 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
                                                       out / f"validation_{model.dataset}" / folder_name)
         for i, (test_desc, test_cases_, test_summaries) in enumerate(test_sets):
             if not any(c in model.regions for c in test_desc.classes):
+                continue
+            if not same_image_type(desc, test_desc):
+                skipped[f"{model.name} on {test_desc.name}"] = (
+                    f"trained on {intensity_group_name(desc)} images, the test set's are {intensity_group_name(test_desc)}")
                 continue
             predictions = nnunet_predictions.get((model.dataset, test_desc.name))
             if predictions is None and nnunet_executable is None:
@@ -398,10 +409,12 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
     first = test_sets[0] if test_sets else (None, [], {})
     more = [{"summaries": summaries, "dataset": desc.name, "classes": list(desc.classes), "num_cases": len(cases)}
             for desc, cases, summaries in test_sets[1:]]
+    image_types = {desc.name: intensity_group_name(desc) for desc, _, _ in test_sets}
     benchmark = build_benchmark(options, plans_name, budget, models_info, validation, first[2],
                                 first[0].name if first[0] else None, list(first[0].classes) if first[0] else None,
                                 len(first[1]), skipped, more_tests=more,
-                                sealed=[desc.name for desc, _, _ in test_sets if is_sealed_test_set(desc)])
+                                sealed=[desc.name for desc, _, _ in test_sets if is_sealed_test_set(desc)],
+                                image_types=image_types)
     paths = write_benchmark(benchmark, out)
     log(f"benchmark written to {paths['md']}")
     return out
@@ -410,12 +423,14 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
 def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, models: dict, validation: dict,
                     test_summaries: dict, test_dataset: str | None, test_classes: list[str] | None, n_test_cases: int,
                     skipped: dict | None = None, env: dict | None = None, date: str | None = None,
-                    more_tests: list[dict] | None = None, sealed: list[str] | tuple = ()) -> dict:
+                    more_tests: list[dict] | None = None, sealed: list[str] | tuple = (),
+                    image_types: dict[str, str] | None = None) -> dict:
     """The benchmark dict (benchmark.json) from per-model info and summaries: pure, no files or models.
 
     `more_tests`: further test sets, each {"summaries", "dataset", "classes", "num_cases"}; they go to
     benchmark["more_tests"] (a list of blocks like benchmark["test"]), present only when there are any. `sealed`: the
-    test sets that are sealed (their blocks get "sealed": true; the report says so).
+    test sets that are sealed (their blocks get "sealed": true; the report says so). `image_types`: test set ->
+    its images' channel names ("CT", "T2"), written to its block as "image_type".
     """
     val_table = aggregate.validation_table(validation)
     model_classes = {name: m["classes"] for name, m in models.items()}
@@ -449,7 +464,31 @@ def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, 
         for block in benchmark["more_tests"]:
             if block["dataset"] in sealed:
                 block["sealed"] = True
+    for block in ([benchmark["test"]] if "test" in benchmark else []) + benchmark.get("more_tests", []):
+        if (image_types or {}).get(block["dataset"]):
+            block["image_type"] = image_types[block["dataset"]]
     return benchmark
+
+
+def same_image_type(a: DatasetDescription, b: DatasetDescription) -> bool:
+    """Whether two datasets' images are of one type (the same channel names, case and spaces ignored)."""
+    return intensity_group_name(a).strip().lower() == intensity_group_name(b).strip().lower()
+
+
+def test_set_modality(plans: Plans, test_desc: DatasetDescription) -> tuple[str | None, str | None]:
+    """(the intensity group a model predicts a test set's images as, or why it is not scored on them).
+
+    A model is scored only on images of a type its plan was made for (a CT baseline is not judged on T2 images);
+    a plan of several types (CT and MR pooled) is told which one the test images are, as textnnunet_predict is with
+    --modality. Plans of one type predict as they always did (None)."""
+    groups = plans.intensity_groups
+    if not groups:  # plans written before intensity groups were recorded
+        return None, None
+    image_type = intensity_group_name(test_desc)
+    match = matching_intensity_group(plans, image_type)
+    if match is None:
+        return None, f"trained on {', '.join(groups)} images, the test set's are {image_type}"
+    return (match if len(groups) > 1 else None), None
 
 
 def _test_block(summaries: dict, dataset: str, classes: list[str], n_cases: int, imported: bool) -> dict:

@@ -75,16 +75,22 @@ SCHEMES: dict[str, type[ImageNormalization]] = {
 }
 
 
+def matching_intensity_group(plans: Plans | dict, name: str) -> str | None:
+    """The plan's intensity group called `name` (channel names, case and spaces ignored: "t2" is "T2"), or None."""
+    wanted = name.strip().lower()
+    return next((g for g in Plans.of(plans).intensity_groups if g.strip().lower() == wanted), None)
+
+
 def intensity_group_of(plans: Plans | dict, dataset: str = "", group: str | None = None) -> str | None:
     """The intensity group (modality) an image is normalised as: `group` if given, else its dataset's, else the
     plan's only one. A plan of several modalities needs to be told which one a new image is."""
     plans = Plans.of(plans)
     groups = plans.intensity_groups
     if group is not None:
-        matches = [g for g in groups if g.strip().lower() == group.strip().lower()]
-        if groups and not matches:
+        match = matching_intensity_group(plans, group)
+        if groups and match is None:
             raise UserError(f"--modality {group}: not one of this model's image types ({', '.join(groups)})")
-        return matches[0] if matches else None
+        return match
     if dataset and dataset in plans.dataset_intensity_group:
         return plans.dataset_intensity_group[dataset]
     if len(groups) > 1:

@@ -41,9 +41,10 @@ def preprocessed(tmp_path) -> Path:
     return root
 
 
-def _trainer(preprocessed: Path, out: Path, epochs: int) -> Trainer:
+def _trainer(preprocessed: Path, out: Path, epochs: int, **config_fields) -> Trainer:
     plans = tiny_plans()
-    config = TrainingConfig(epochs=epochs, iters_per_epoch=2, val_iters_per_epoch=1, device="cpu", seed=3)
+    config = TrainingConfig(epochs=epochs, iters_per_epoch=2, val_iters_per_epoch=1, device="cpu", seed=3,
+                            **config_fields)
     train = {LIVER: ["liver_000", "liver_001"], SPLEEN: ["spleen_000", "spleen_001"]}
     val = {LIVER: ["liver_002"], SPLEEN: ["spleen_002"]}
     embeddings = np.random.default_rng(0).normal(size=(3, 12)).astype(np.float32)
@@ -162,27 +163,30 @@ def test_cli_errors_are_one_line(preprocessed, tmp_path, capsys):
     assert code == 2 and "textnnunet_preprocess" in err and SPLEEN in err
 
 
-def test_ddp_two_gloo_processes_run_an_epoch(preprocessed, tmp_path):
+@pytest.mark.parametrize("extra", [[], ["--no_deep_supervision"]], ids=["deep_supervision", "no_deep_supervision"])
+def test_ddp_two_gloo_processes_run_an_epoch(preprocessed, tmp_path, extra):
+    """Two steps, so DDP would fail on the second if a parameter had gone without a gradient in the first."""
     results = tmp_path / "results"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
            "-m", "textnnunet.cli.train", "3d_fullres", "0", "--preprocessed", str(preprocessed),
            "--results", str(results), "--encoder", "onehot", "--device", "cpu", "--epochs", "1",
-           "--iters_per_epoch", "2", "--val_iters_per_epoch", "1", "--skip_validation", "--quiet"]
+           "--iters_per_epoch", "2", "--val_iters_per_epoch", "1", "--skip_validation", "--quiet", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, "\n".join(l for l in proc.stderr.splitlines() if "error" in l.lower())[-3000:]
-    fold = results / "TextPlans_001_002" / "3d_fullres__onehot" / "fold_0"
-    ckpt = torch.load(fold / "checkpoint_final.pth", weights_only=False)
+    [final] = (results / "TextPlans_001_002").glob("3d_fullres__*onehot/fold_0/checkpoint_final.pth")
+    ckpt = torch.load(final, weights_only=False)
     assert ckpt["world_size"] == 2 and ckpt["epochs_done"] == 1
 
 
-def test_under_ddp_weights_every_parameter_gets_a_gradient_each_step(preprocessed, tmp_path):
+@pytest.mark.parametrize("conditioning", ["controller", "film"])
+def test_under_ddp_weights_every_parameter_gets_a_gradient_each_step(preprocessed, tmp_path, conditioning):
     """DDP runs without find_unused_parameters: the lowest deep-supervision output keeps nnU-Net's 1e-6 under DDP,
     so each step's backward reaches every parameter (with the single-process weight 0 its head is left out)."""
     from textnnunet.network.deep_supervision import DDP_LOWEST_WEIGHT, deep_supervision_weights
     from textnnunet.training.loss import DeepSupervisionLoss
 
-    trainer = _trainer(preprocessed, tmp_path, epochs=1)
+    trainer = _trainer(preprocessed, tmp_path, epochs=1, conditioning=conditioning)
     n_scales = len(trainer.cfg_plan.architecture["strides"]) - 1
     batch = next(trainer.train_iter)
     without_grad = {}

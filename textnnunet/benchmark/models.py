@@ -94,8 +94,12 @@ class UniversalModel(BenchmarkModel):
         self.classes = list(self.predictor.vocabulary.classes)
 
     def predict_masks(self, image_files, classes, modality=None):
-        self.predictor.settings = dataclasses.replace(self.predictor.settings, modality=modality)
-        masks, _, _ = self.predictor.predict(list(image_files), list(classes))
+        settings = self.predictor.settings
+        self.predictor.settings = dataclasses.replace(settings, modality=modality or settings.modality)
+        try:
+            masks, _, _ = self.predictor.predict(list(image_files), list(classes))
+        finally:
+            self.predictor.settings = settings
         return masks
 
     def ensure_validation(self, preprocessed: Path, raw_root: Path | None) -> dict:

@@ -34,7 +34,7 @@ from textnnunet.errors import UserError
 from textnnunet.experiment_planning.planner import intensity_group_name
 from textnnunet.inference.predictor import PredictionSettings, resolve_inference_device
 from textnnunet.paths import CHECKPOINT_FINAL, ModelFolder, PlanFolder, resolve_folders
-from textnnunet.preprocessing.normalization import matching_intensity_group
+from textnnunet.preprocessing.normalization import matching_intensity_group, same_image_type
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.splits import cases_for_fold, parse_fold
 from textnnunet.utils.files import load_json
@@ -363,7 +363,7 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
             from textnnunet.benchmark.models import evaluate_on_test_set
 
             if any(c in model.classes for c in test_desc.classes):
-                modality, why_not = test_set_modality(model.plans, test_desc)
+                modality, why_not = image_type_of_test_set(model.plans, test_desc)
                 if why_not:
                     skipped[f"{spec.name} on {test_desc.name}"] = why_not
                     continue
@@ -384,11 +384,12 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
         for i, (test_desc, test_cases_, test_summaries) in enumerate(test_sets):
             if not any(c in model.regions for c in test_desc.classes):
                 continue
-            if not same_image_type(desc, test_desc):
-                skipped[f"{model.name} on {test_desc.name}"] = (
-                    f"trained on {intensity_group_name(desc)} images, the test set's are {intensity_group_name(test_desc)}")
-                continue
             predictions = nnunet_predictions.get((model.dataset, test_desc.name))
+            trained_on, images = intensity_group_name(desc), intensity_group_name(test_desc)
+            if predictions is None and not same_image_type(trained_on, images):
+                # predictions the user gave for this test set are scored whatever the images are; none are made here
+                skipped[f"{model.name} on {test_desc.name}"] = f"trained on {trained_on} images, the test set's are {images}"
+                continue
             if predictions is None and nnunet_executable is None:
                 skipped[f"{model.name} on {test_desc.name}"] = (
                     f"no predictions: pass --nnunet_test_predictions {model.dataset} FOLDER"
@@ -470,12 +471,7 @@ def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, 
     return benchmark
 
 
-def same_image_type(a: DatasetDescription, b: DatasetDescription) -> bool:
-    """Whether two datasets' images are of one type (the same channel names, case and spaces ignored)."""
-    return intensity_group_name(a).strip().lower() == intensity_group_name(b).strip().lower()
-
-
-def test_set_modality(plans: Plans, test_desc: DatasetDescription) -> tuple[str | None, str | None]:
+def image_type_of_test_set(plans: Plans, test_desc: DatasetDescription) -> tuple[str | None, str | None]:
     """(the intensity group a model predicts a test set's images as, or why it is not scored on them).
 
     A model is scored only on images of a type its plan was made for (a CT baseline is not judged on T2 images);

@@ -29,6 +29,9 @@ from textnnunet.utils.files import atomic_write_json, atomic_write_text, load_js
 SEEDS_JSON = "benchmark_seeds.json"
 SEEDS_MD = "benchmark_seeds.md"
 SEED_DONE = "seed_run.json"
+# Bumped when what a seed's benchmark scores changes, so finished seeds are not mixed with new ones. 2 (session 10):
+# a model is scored only on test images of a type it was trained on.
+SCORING_RULES = 2
 TIE_FACTOR = 2.0
 TIE_RULE = (f"tie when |mean difference| <= {TIE_FACTOR:g} x the larger of the two models' standard deviations over "
             "seeds (sample sd, n - 1); otherwise the model with the higher mean is better. With one seed there is no "
@@ -113,7 +116,7 @@ def aggregate_seeds(benchmarks: Mapping[int, Mapping], seeds: list[int] | None =
             references = [m for m in _models_in(tables) if is_baseline(m)]
             classes[cls] = _cell_block(tables, references[0] if references else None)
         tests.append({"dataset": test["dataset"], "num_cases": test["num_cases"], "sealed": bool(test.get("sealed")),
-                      "classes": classes})
+                      **({"image_type": test["image_type"]} if test.get("image_type") else {}), "classes": classes})
     settings = {k: v for k, v in first["settings"].items() if k != "command"}
     return {
         "date": date or datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
@@ -209,7 +212,9 @@ def seeds_markdown(agg: Mapping) -> str:
                          f"{_pm(b['models'].get(b['baseline']))} | " + " | ".join(_verdict(b["vs_baseline"])) + " |")
     lines.append("")
     for test in agg["tests"]:
-        lines += [f"## Test set: {test['dataset']} ({test['num_cases']} fully labelled cases, never trained on)", ""]
+        images = f"{test['image_type']} images, " if test.get("image_type") else ""
+        lines += [f"## Test set: {test['dataset']} ({images}{test['num_cases']} fully labelled cases, never trained on)",
+                  ""]
         if test["sealed"]:
             lines += [SEALED_NOTE, ""]
         lines += [f"| class | universal {PRIMARY} | baseline that covers it | baseline {PRIMARY} | Δ | 2 sd | verdict |",
@@ -256,7 +261,8 @@ def seed_key(options, seed: int) -> dict:
             "ablations": sorted(options.ablations), "encoder": options.encoder, "use_mirroring": options.use_mirroring,
             "test_datasets": [str(t) for t in ([options.test_dataset] if options.test_dataset is not None else [])
                               + list(options.more_test_datasets)],
-            "nnunet_models": [list(m) for m in options.nnunet_models], "training_config": config}
+            "nnunet_models": [list(m) for m in options.nnunet_models], "training_config": config,
+            "scoring_rules": SCORING_RULES}
 
 
 def run_seeds(options, seeds: list[int], *, raw=None, preprocessed=None, results=None, echo: bool = True,

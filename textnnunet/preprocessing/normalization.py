@@ -75,10 +75,14 @@ SCHEMES: dict[str, type[ImageNormalization]] = {
 }
 
 
+def same_image_type(a: str, b: str) -> bool:
+    """Whether two intensity-group names (channel names, "CT", "T2+ADC") are one image type: case and spaces ignored."""
+    return a.strip().lower() == b.strip().lower()
+
+
 def matching_intensity_group(plans: Plans | dict, name: str) -> str | None:
-    """The plan's intensity group called `name` (channel names, case and spaces ignored: "t2" is "T2"), or None."""
-    wanted = name.strip().lower()
-    return next((g for g in Plans.of(plans).intensity_groups if g.strip().lower() == wanted), None)
+    """The plan's intensity group called `name` (see same_image_type: "t2" is "T2"), or None."""
+    return next((g for g in Plans.of(plans).intensity_groups if same_image_type(g, name)), None)
 
 
 def intensity_group_of(plans: Plans | dict, dataset: str = "", group: str | None = None) -> str | None:

@@ -92,6 +92,11 @@ RUNS = {r.name: r for r in (
               (1, 2, 3, 11, 12),
               (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
                TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"dice_weight": 0.5}, data="ct_mr"),
+    PooledRun("ct_mr_no_region_shift", "ct_mr without the per-structure intensity offset (--augmentation "
+              "nnunet_intensity): does the offset teach the T2 kidney's prompt that fat-bright voxels may be kidney",
+              (1, 2, 3, 11, 12),
+              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
+               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"augmentation": "nnunet_intensity"}, data="ct_mr"),
     PooledRun("ct_mr_dice05_4x", "ct_mr_dice05 at four times the demo's budget (200 x 25 iterations): does the T2 "
               "kidney's boundary move with budget (issue 13's bar)",
               (1, 2, 3, 11, 12),

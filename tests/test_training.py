@@ -144,6 +144,12 @@ def test_cli_errors_are_one_line(preprocessed, tmp_path, capsys):
     assert (fold / "checkpoint_final.pth").is_file()
     code, err = _cli(["3d_fullres", "0", *common], capsys)
     assert code == 2 and "already holds checkpoints" in err
+    # --c continues the same training: other settings would make it another one under the same folder
+    code, err = _cli(["3d_fullres", "0", "--c", *common, "--epochs", "3", "--augmentation", "nnunet"], capsys)
+    assert code == 2 and err.count("\n") == 1 and "trained with other settings" in err
+    assert "epochs: 1 -> 3" in err and "augmentation: 'nnunet_regions' -> 'nnunet'" in err
+    code, err = _cli(["3d_fullres", "0", "--c", *common, "--case_val_every", "1", "--num_workers", "0"], capsys)
+    assert code == 0, err  # where it runs and what it reports may change
     code, err = _cli(["3d_fullres", "1", "--val", *common], capsys)  # validation alone needs a finished fold
     assert code == 2 and "checkpoint_final.pth: not found" in err and err.count("\n") == 1
 

@@ -9,6 +9,14 @@ import torch
 from textnnunet.errors import UserError
 from textnnunet.network.settings import memory_format_for, resolve_mirror_axes
 from textnnunet.text.encoders import encoder_tags_model_folder
+from textnnunet.utils.files import as_read_back_from_json
+
+
+# Settings a resumed fold may change (--c): where and how fast it runs, and what it reports. Any other difference from
+# the fold's training_config.json would continue the training as another one (a schedule of other length, another
+# loss or augmentation) under the same folder, so resuming refuses it.
+RUNTIME_FIELDS = frozenset({"device", "amp", "cudnn_benchmark", "compile", "memory_format", "num_workers", "unpack",
+                            "case_val_every"})
 
 
 @dataclass
@@ -108,6 +116,13 @@ class TrainingConfig:
 
     def to_json(self) -> dict:
         return asdict(self)
+
+    def differences_that_change_training(self, earlier: "TrainingConfig") -> list[str]:
+        """`field: earlier -> now` for each setting that changes what a resumed fold learns (everything but
+        RUNTIME_FIELDS, which only change where and how fast it runs, or what it reports)."""
+        now, before = as_read_back_from_json(self.to_json()), as_read_back_from_json(earlier.to_json())
+        return [f"{name}: {before[name]!r} -> {now[name]!r}" for name in now
+                if name not in RUNTIME_FIELDS and now[name] != before[name]]
 
     @classmethod
     def from_json(cls, d: dict) -> "TrainingConfig":

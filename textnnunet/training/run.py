@@ -59,6 +59,14 @@ def prepare_output_folder(fold_folder: Path, resume: bool, overwrite: bool) -> N
     fold_folder.mkdir(parents=True, exist_ok=True)
 
 
+def check_resumed_config(path: Path, config: TrainingConfig) -> None:
+    """--c continues the training the fold started: refuse settings that would make it another one."""
+    changed = config.differences_that_change_training(TrainingConfig.from_json(load_json(path)))
+    if changed:
+        raise UserError(f"{path}: this fold was trained with other settings ({'; '.join(changed)}); resume with the "
+                        f"same ones, or use --overwrite or another --model_tag")
+
+
 @dataclass(frozen=True)
 class FoldData:
     """A plan's configuration and one fold's cases, ready to train: what train_fold and train_baseline share."""
@@ -113,6 +121,8 @@ def start_fold_folder(data: FoldData, model_folder_path: Path, config: TrainingC
     model = ModelFolder(Path(model_folder_path))
     fold = model.fold(data.fold)
     prepare_output_folder(fold.path, resume, overwrite)
+    if resume and fold.training_config_file.is_file():
+        check_resumed_config(fold.training_config_file, config)
     write_or_check(model.plans_file, data.plans.to_json(), "plan")
     for path, (content, what) in (shared_files or {}).items():
         write_or_check(model.path / path, content, what)

@@ -175,4 +175,8 @@ def test_benchmark_of_a_ct_and_mr_pool_scores_each_model_on_the_image_types_it_w
     assert set(ct["table"]["liver"]) == {"universal", ct_liver} and "universal" in ct["table"]["spleen"]
     assert bench["skipped"][f"{ct_liver} on Dataset003_AbdomenT2"] == "trained on CT images, the test set's are T2"
     assert bench["skipped"][f"{t2_spleen} on Dataset004_AbdomenCT"] == "trained on T2 images, the test set's are CT"
-    assert "## Test set: Dataset003_AbdomenT2 (T2 images, 2 fully labelled cases" in (out / "benchmark.md").read_text()
+    report = (out / "benchmark.md").read_text()
+    assert "## Test set: Dataset003_AbdomenT2 (T2 images, 2 fully labelled cases" in report
+    assert bench["models"]["universal"]["image_types"] == ["CT", "T2"]
+    assert bench["models"][ct_liver]["image_types"] == ["CT"]
+    assert f"| liver | universal (CT, T2), {ct_liver} (CT) |" in report

@@ -195,9 +195,16 @@ def _test_set_section(benchmark: Mapping, test: Mapping) -> list[str]:
 
 def coverage_section(benchmark: Mapping) -> list[str]:
     cov, cost = benchmark["coverage"], benchmark["cost"]
-    lines = ["## Which classes each model can segment", "", "| class | models |", "|---|---|"]
+    lines = ["## Which classes each model can segment", "",
+             "On the image types in brackets: those it was trained on (it is scored on no others).", "",
+             "| class | models |", "|---|---|"]
+
+    def named(model: str) -> str:
+        types = benchmark["models"].get(model, {}).get("image_types")
+        return f"{model} ({', '.join(types)})" if types else model
+
     for cls, models in cov.items():
-        lines.append(f"| {cls} | {', '.join(models) if models else '**none**'} |")
+        lines.append(f"| {cls} | {', '.join(map(named, models)) if models else '**none**'} |")
     lines += ["", "## Cost to cover every class", "", "| approach | models | parameters | covered | missing |",
               "|---|---|---|---|---|"]
     for group, c in cost.items():

@@ -356,7 +356,7 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
     for spec in available:
         log(f"evaluating {spec.name}")
         model = load_model(spec, options.fold, settings)
-        info = model.info()
+        info = {**model.info(), "image_types": list(model.plans.intensity_groups)}
         validation[spec.name] = model.ensure_validation(folders.preprocessed, folders.raw)
         info["inference_seconds_per_case"] = None
         for i, (test_desc, test_cases_, test_summaries) in enumerate(test_sets):
@@ -376,7 +376,8 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
         models_info[spec.name] = info
     for model, desc in imports:
         log(f"evaluating {model.name} ({model.folder})")
-        info = {**nnunet_model_info(model), "inference_seconds_per_case": None}
+        info = {**nnunet_model_info(model), "inference_seconds_per_case": None,
+                "image_types": [intensity_group_name(desc)]}
         folder_name = model.name.replace(" ", "_")
         if held_out[model.dataset]:
             validation[model.name] = score_validation(model, desc, held_out[model.dataset], splits_path,

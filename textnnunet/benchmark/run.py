@@ -389,7 +389,8 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
             trained_on, images = intensity_group_name(desc), intensity_group_name(test_desc)
             if predictions is None and not same_image_type(trained_on, images):
                 # predictions the user gave for this test set are scored whatever the images are; none are made here
-                skipped[f"{model.name} on {test_desc.name}"] = f"trained on {trained_on} images, the test set's are {images}"
+                why = f"trained on {trained_on} images, the test set's are {images}"
+                skipped[f"{model.name} on {test_desc.name}"] = why
                 continue
             if predictions is None and nnunet_executable is None:
                 skipped[f"{model.name} on {test_desc.name}"] = (

@@ -34,11 +34,11 @@ from textnnunet.errors import UserError
 from textnnunet.experiment_planning.planner import intensity_group_name
 from textnnunet.inference.predictor import PredictionSettings, resolve_inference_device
 from textnnunet.paths import CHECKPOINT_FINAL, ModelFolder, PlanFolder, resolve_folders
-from textnnunet.preprocessing.normalization import matching_intensity_group, same_image_type
+from textnnunet.preprocessing.normalization import matching_intensity_group
 from textnnunet.training.config import TrainingConfig
 from textnnunet.training.splits import cases_for_fold, parse_fold
 from textnnunet.utils.files import load_json
-from textnnunet.utils.plans import Plans
+from textnnunet.utils.plans import Plans, same_image_type
 
 ABLATIONS = ("encoder", "conditioning", "masking")
 ENCODERS = ("clip", "minilm", "onehot")

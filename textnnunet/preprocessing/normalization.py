@@ -7,7 +7,7 @@ import numpy as np
 
 from textnnunet.errors import UserError
 from textnnunet.preprocessing.cropping import create_nonzero_mask
-from textnnunet.utils.plans import Plans
+from textnnunet.utils.plans import Plans, same_image_type
 
 _EPS = 1e-8
 CT_PROPERTY_KEYS = ("mean", "std", "percentile_00_5", "percentile_99_5")
@@ -73,11 +73,6 @@ SCHEMES: dict[str, type[ImageNormalization]] = {
     "ZScoreNormalization": ZScoreNormalization,
     "NoNormalization": NoNormalization,
 }
-
-
-def same_image_type(a: str, b: str) -> bool:
-    """Whether two intensity-group names (channel names, "CT", "T2+ADC") are one image type: case and spaces ignored."""
-    return a.strip().lower() == b.strip().lower()
 
 
 def matching_intensity_group(plans: Plans | dict, name: str) -> str | None:

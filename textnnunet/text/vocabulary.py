@@ -23,7 +23,7 @@ from textnnunet.text.encoders import DEFAULT_CLIP_TEMPLATE, TextEncoder, encoder
 from textnnunet.text.modality import modality_phrase, modality_prompt
 from textnnunet.text.prompts import PromptResolver, Resolution, resolve_or_refuse
 from textnnunet.utils.files import atomic_write_text, load_json
-from textnnunet.utils.plans import Plans
+from textnnunet.utils.plans import Plans, same_image_type
 
 
 def _cosine(query: np.ndarray, matrix: np.ndarray) -> np.ndarray:
@@ -144,7 +144,7 @@ class Vocabulary:
                 return groups[0]
             raise UserError(f"this model's prompts name the image's modality ({', '.join(groups)}); say which one "
                             f"the input is with --modality")
-        matches = [g for g in groups if g.strip().lower() == group.strip().lower()]
+        matches = [g for g in groups if same_image_type(g, group)]
         if not matches:
             raise UserError(f"--modality {group}: not one of this model's image types ({', '.join(groups)})")
         return matches[0]

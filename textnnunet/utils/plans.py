@@ -17,6 +17,11 @@ from textnnunet.errors import UserError
 from textnnunet.utils.files import atomic_write_json
 
 
+def same_image_type(a: str, b: str) -> bool:
+    """Whether two intensity-group names (channel names, "CT", "T2+ADC") are one image type: case and spaces ignored."""
+    return a.strip().lower() == b.strip().lower()
+
+
 @dataclass(frozen=True)
 class LabelSpace:
     """`label_space`: the union of classes, what each dataset annotates, and the optional hierarchy."""

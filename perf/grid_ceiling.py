@@ -1,18 +1,20 @@
-"""What a perfect network on a plan's grid would score: the test references sent to the network grid and back.
+"""What the plan's grid and the export allow: the test references sent to the network grid and back.
 
 Issues 10 and 13 ask for Dice >= 0.85 on organs that are small against the grid a CPU plan trains on (a kidney of
-2,000-3,000 voxels on 7.5 mm MR slices, a 6 x 4.2 x 4.2 mm network voxel). Before asking the training for more,
-this says how much the grid alone allows. For each labelled test case and class, the reference goes through the
-same preprocessing as a training case (canonical orientation, crop, resampling of the label map to the plan's
+2,000-3,000 voxels on 7.5 mm MR slices, a 6 x 4.2 x 4.2 mm network voxel). This separates what the label grid and
+the export cost from what the network gets wrong. For each labelled test case and class, the reference goes through
+the same preprocessing as a training case (canonical orientation, crop, resampling of the label map to the plan's
 spacing: the training target) and back through the same export as a prediction (`restore_to_original`, linear,
 threshold 0.5), then is scored against itself at the test image's resolution: what a network that reproduced its
-training targets exactly, voxel for voxel, would score.
+hard (0/1) training targets exactly, voxel for voxel, would score. It is not an upper bound: a network outputs soft
+probabilities (its targets are sampled after spatial augmentation) and can place a boundary between grid voxels, so
+it can score more on thin structures; nor does it model what the coarse image hides from the network.
 
 No training and no network: the figures are what the plan's spacing and the export allow, per case and as means
 per class.
 
     .venv/bin/python perf/grid_ceiling.py --plans PRE/TextPlans_001_002_003_011_012/plans.json --raw RAW \\
-        -d 4 13 14 --out documentation/measurements/pooled_runs/session10/ct_mr_grid_ceiling.json
+        -d 4 13 14 --out documentation/measurements/grid_ceiling/ct_mr_grid_ceiling.json
 """
 from __future__ import annotations
 
@@ -95,7 +97,9 @@ def main() -> int:
     configuration = plans.configuration(args.configuration)
     atomic_write_json(args.out, {
         "what": "Dice, FP and FN (voxels per case) of each test reference sent to the plan's network grid as a "
-                "training target and back as a prediction is exported, against itself: what the grid allows",
+                "(hard) training target and back as a prediction is exported, against itself: what the label grid and "
+                "the export allow; not an upper bound for a network, whose soft outputs can place a boundary "
+                "between grid voxels",
         "plans": str(args.plans), "configuration": args.configuration,
         "network_spacing_mm": list(configuration.data["spacing"]), "patch_size": list(configuration.patch_size),
         "tests": tests, "seconds": round(time.time() - started, 1),

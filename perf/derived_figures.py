@@ -107,8 +107,11 @@ MATRIX_SEED_GROUPS = {
                                                        "session8_sigma015_seed2"],
     # the session-6 defaults with BCE only (--dice_weight 0), four rows
     "no mirroring, BCE only (session 9)": ["session9_bce_only", "session9_bce_only_seed1", "session9_bce_only_seed2"],
-    # the session-6 defaults with the Dice term at half weight (--dice_weight 0.5), the demo row only
-    "no mirroring, Dice weight 0.5 (session 9)": ["session9_dice05", "session9_dice05_seed1", "session9_dice05_seed2"],
+    # the session-6 defaults with the Dice term at half weight (--dice_weight 0.5): the demo row in session 9, the
+    # other five rows in session 10 (the same code paths; worktrees at 047764a and 083f081)
+    "no mirroring, Dice weight 0.5 (sessions 9-10)": ["session9_dice05", "session9_dice05_seed1",
+                                                      "session9_dice05_seed2", "session10_dice05",
+                                                      "session10_dice05_seed1", "session10_dice05_seed2"],
 }
 DICE_BAR, FP_OVER_FN_BAR = 0.85, 2.0
 

@@ -49,7 +49,8 @@ class TrainingConfig:
     # Loss.
     batch_dice: bool = False
     # Weight of the soft Dice term next to BCE (nnU-Net: Dice + CE, 1 each). 0: BCE only, the ablation of whether the
-    # Dice term draws the organs' boundaries outwards on a coarse grid (results.md, session 9).
+    # Dice term draws the organs' boundaries outwards on a coarse grid (results.md, session 9: the liver's rim thins,
+    # the small organs do not learn). 0.5 over the matrix's 18 runs (session 10): a tie with 1, so 1 stays.
     dice_weight: float = 1.0
     mask_unannotated: bool = True  # False = the naive union ablation (unlabelled organs become background)
     # The plan's label hierarchy (label_space.hierarchy): a class a dataset does not label is known where a labelled

@@ -29,10 +29,10 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _artefact import git_state, machine, package_versions  # noqa: E402
 
+from textnnunet.benchmark.run import image_type_of_test_set  # noqa: E402
 from textnnunet.dataset.description import load_dataset, test_cases  # noqa: E402
 from textnnunet.experiment_planning.planner import intensity_group_name  # noqa: E402
 from textnnunet.imageio.sitk_io import read_label  # noqa: E402
-from textnnunet.preprocessing.normalization import matching_intensity_group  # noqa: E402
 from textnnunet.preprocessing.preprocessor import preprocess_case, restore_to_original  # noqa: E402
 from textnnunet.utils.files import atomic_write_json  # noqa: E402
 from textnnunet.utils.plans import Plans  # noqa: E402
@@ -63,18 +63,18 @@ def case_ceilings(image_files: list[Path], label_file: Path, plans: Plans, confi
 
 def test_set_ceilings(raw: Path, dataset_id: int, plans: Plans, configuration: str) -> dict:
     desc = load_dataset(raw, dataset_id)
-    image_type = intensity_group_name(desc)
-    group = matching_intensity_group(plans, image_type) if len(plans.intensity_groups) > 1 else None
-    classes = {name: values for name, values in desc.classes.items()}
+    group, why_not = image_type_of_test_set(plans, desc)  # as the benchmark predicts a test set
+    if why_not:
+        raise SystemExit(f"{desc.name}: {why_not}")
     cases = {}
     for case in test_cases(desc):
         if case.label_file is not None:
-            cases[case.case_id] = case_ceilings(case.image_files, case.label_file, plans, configuration, classes,
-                                                group)
+            cases[case.case_id] = case_ceilings(case.image_files, case.label_file, plans, configuration,
+                                                desc.classes, group)
     means = {name: {key: statistics.mean(c["classes"][name][key] for c in cases.values())
                     for key in ("Dice", "FP", "FN", "reference_voxels")}
-             for name in classes}
-    return {"image_type": image_type, "cases": cases, "mean": means}
+             for name in desc.classes}
+    return {"dataset": desc.name, "image_type": intensity_group_name(desc), "cases": cases, "mean": means}
 
 
 def main() -> int:
@@ -90,7 +90,7 @@ def main() -> int:
     tests = {}
     for dataset_id in args.datasets:
         result = test_set_ceilings(args.raw, dataset_id, plans, args.configuration)
-        tests[load_dataset(args.raw, dataset_id).name] = result
+        tests[result.pop("dataset")] = result
         for name, v in result["mean"].items():
             print(f"{dataset_id} {name}: Dice {v['Dice']:.3f}, FP {v['FP']:.0f}, FN {v['FN']:.0f} "
                   f"(of {v['reference_voxels']:.0f} reference voxels per case)")

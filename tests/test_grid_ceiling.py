@@ -46,7 +46,7 @@ def test_the_grid_of_the_images_own_spacing_loses_nothing_and_a_coarser_one_lose
     coarse = copy.deepcopy(plans.data)
     coarse["configurations"]["3d_fullres"]["spacing"] = [6.0, 4.0, 4.0]
     same = m.test_set_ceilings(raw, 2, Plans.of(native), "3d_fullres")
-    assert same["image_type"] == "CT" and same["dataset"] == "Dataset002_BallTest" and set(same["cases"]) == {"t0", "t1"}
+    assert (same["dataset"], same["image_type"], set(same["cases"])) == ("Dataset002_BallTest", "CT", {"t0", "t1"})
     assert {k: same["mean"]["ball"][k] for k in ("Dice", "FP", "FN")} == {"Dice": 1.0, "FP": 0, "FN": 0}
     coarser = m.test_set_ceilings(raw, 2, Plans.of(coarse), "3d_fullres")["mean"]["ball"]
     assert 0.5 < coarser["Dice"] < 1.0 and coarser["FP"] + coarser["FN"] > 0

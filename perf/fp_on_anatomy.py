@@ -23,6 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from generalization_matrix import ORGAN_VALUES, ORGANS, SEEDS, _versions  # noqa: E402
 from matrix_error_distances import _organ_values  # noqa: E402
+from pooled_run import data_folder_of  # noqa: E402
 
 
 
@@ -66,7 +67,7 @@ def pooled_fp_on_anatomy(run_folder: Path, dataset_id: int, organs: list[str], c
     from textnnunet.demo.phantoms import phantom_spec
 
     spec = phantom_spec(dataset_id)
-    meta = json.loads((run_folder / "raw" / spec.name / "dataset.json").read_text())
+    meta = json.loads((data_folder_of(run_folder) / "raw" / spec.name / "dataset.json").read_text())
     values = {o: _organ_values(meta, o) for o in organs}
     return fp_on_anatomy_of(spec, run_folder / f"predictions_{spec.name}", values, cases, size="default", seed=0)
 

@@ -71,12 +71,10 @@ def pooled_errors(run_folder: Path, dataset_id: int, organs: list[str]) -> dict:
     """The same for one test set of a pooled run (its joint plan is the only plan in its preprocessed folder)."""
     from textnnunet.demo.phantoms import phantom_spec
 
-    from pooled_run import RUNS
+    from pooled_run import data_folder_of
 
     name = phantom_spec(dataset_id).name
-    # A run that shares another run's data (PooledRun.data) keeps its raw data and plan in that run's folder.
-    spec = RUNS.get(run_folder.name)
-    data_folder = run_folder.parent / spec.data if spec is not None and spec.data else run_folder
+    data_folder = data_folder_of(run_folder)
     plans_files = sorted((data_folder / "preprocessed").glob("TextPlans_*/plans.json"))
     if not plans_files:
         raise SystemExit(f"{data_folder}: no preprocessed/TextPlans_*/plans.json")

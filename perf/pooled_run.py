@@ -137,6 +137,13 @@ RUNS = {r.name: r for r in (
 )}
 
 
+def data_folder_of(run_folder: Path) -> Path:
+    """Where a pooled run's raw data and plan live: its own folder, or that of the run whose data it shares
+    (PooledRun.data; both are subfolders of one --work). Its predictions stay in its own folder."""
+    spec = RUNS.get(Path(run_folder).name)
+    return Path(run_folder).parent / spec.data if spec is not None and spec.data else Path(run_folder)
+
+
 def run(spec: PooledRun, work: Path, epochs: int, iters: int, seed: int | None = None) -> dict:
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.plan_and_preprocess import plan_and_preprocess_entry

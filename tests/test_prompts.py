@@ -369,3 +369,47 @@ def test_predict_the_whole_from_a_model_that_trained_its_sides(tmp_path, capsys,
     manifest = json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert manifest["resolutions"]["kidneys"]["parts"] == ["left kidney", "right kidney"]
     assert manifest["cases"]["case"]["prompts"]["kidneys"] == "kidney"
+
+
+def test_embed_prompts_saves_the_vectors_predict_conditions_its_heads_on(tmp_path, minilm, capsys):
+    """--save writes each typed prompt's own vector and, apart, the trained vectors of the heads predict runs for it:
+    a lexicon synonym runs its class's head, a whole joined from its sides runs one head per side."""
+    from textnnunet.cli.embed_prompts import main as embed_main
+
+    classes = ["liver", "spleen", "left kidney", "right kidney"]
+    plans = {"plans_name": "TextPlans_001", "label_space": {"classes": [{"name": n, "synonyms": []} for n in classes],
+                                                            "datasets": {}}}
+    vocab = Vocabulary.from_plans(plans).embed(minilm, MemoryEmbeddingCache())
+    vocab.save(tmp_path / "model" / "fold_0")
+    out_file = tmp_path / "vectors.npz"
+    with pytest.raises(SystemExit) as exit_info:
+        embed_main(["-m", str(tmp_path / "model"), "hepatic parenchyma", "kidney", "--save", str(out_file)])
+    assert exit_info.value.code == 0, capsys.readouterr()
+    saved = np.load(out_file)
+    table = np.asarray(vocab.class_embeddings, dtype=np.float32)
+    assert list(saved["prompts"]) == ["hepatic parenchyma", "kidney"]
+    assert list(saved["head_class"]) == ["liver", "left kidney", "right kidney"]
+    assert list(saved["head_prompt"]) == [0, 1, 1]
+    np.testing.assert_array_equal(saved["head_vectors"], table[[0, 2, 3]])
+    own = minilm.encode(["hepatic parenchyma"])[0]
+    np.testing.assert_allclose(saved["prompt_vectors"][0], own, atol=1e-6)
+    assert not np.allclose(saved["prompt_vectors"][0], table[0], atol=1e-3)
+
+
+def test_embed_prompts_saves_the_modality_tables_head_vector(tmp_path, minilm, capsys):
+    """A model whose prompts named the modality conditions a head on the class's row for the input's image type:
+    --save needs --modality when there are several types, as predict does, and saves that row."""
+    from textnnunet.cli.embed_prompts import main as embed_main
+
+    vocab = Vocabulary(["liver", "spleen"]).embed(minilm).embed_modalities(["CT", "T2"], minilm)
+    vocab.save(tmp_path / "model" / "fold_0")
+    out_file = tmp_path / "vectors.npz"
+    with pytest.raises(SystemExit) as exit_info:
+        embed_main(["-m", str(tmp_path / "model"), "spleen", "--save", str(out_file)])
+    assert exit_info.value.code == 2 and "--modality" in capsys.readouterr().err and not out_file.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        embed_main(["-m", str(tmp_path / "model"), "spleen", "--modality", "T2", "--save", str(out_file)])
+    assert exit_info.value.code == 0
+    saved = np.load(out_file)
+    np.testing.assert_array_equal(saved["head_vectors"], vocab.modality_embeddings["T2"][[1]].astype(np.float32))
+    assert str(saved["modality"]) == "T2"

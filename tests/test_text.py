@@ -305,7 +305,9 @@ def test_cli_embed_prompts(tmp_path, capsys):
     saved = np.load(out_file)
     assert list(saved["prompts"]) == ["Liver", "kidneys"]
     assert list(saved["nearest_class"]) == ["liver", "kidney"]
-    np.testing.assert_array_equal(saved["vectors"], np.eye(5, dtype=np.float32)[[0, 3]])
+    np.testing.assert_array_equal(saved["prompt_vectors"], np.eye(5, dtype=np.float32)[[0, 3]])
+    np.testing.assert_array_equal(saved["head_vectors"], np.eye(5, dtype=np.float32)[[0, 3]])
+    assert list(saved["head_class"]) == ["liver", "kidney"] and list(saved["head_prompt"]) == [0, 1]
 
     assert _run_cli(["-m", str(tmp_path / "no_such_model"), "liver"]) == 2
     assert "model folder does not exist" in capsys.readouterr().err

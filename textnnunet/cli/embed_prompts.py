@@ -42,7 +42,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", default=None, metavar="FOLDER", help="embedding cache folder (reuse vectors)")
     p.add_argument("--list", action="store_true", help="print the vocabulary")
     p.add_argument("-k", "--top", type=int, default=3, help="how many nearest classes to show (default 3)")
-    p.add_argument("--save", default=None, metavar="FILE.npz", help="save the prompts' vectors to this .npz")
+    p.add_argument("--save", default=None, metavar="FILE.npz",
+                   help="save to this .npz each prompt's own vector (what the similarity compares) and the vectors of "
+                        "the heads predict would run for it (what the network is conditioned on)")
+    p.add_argument("--modality", default=None, metavar="CHANNEL_NAME",
+                   help="as textnnunet_predict: the image type the heads are for (a model whose prompts name the "
+                        "modality has one head vector per type)")
     p.add_argument("--similarity_threshold", type=float, default=None,
                    help="as textnnunet_predict: minimum cosine to a lexicon or vocabulary name (default: the encoder's "
                         "calibrated bar)")
@@ -118,10 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         if refused:
             names = ", ".join(d.prompt for d in refused)
             raise UserError(f"--save {args.save}: refused prompts have no vector ({names})")
-        rows = [(d.prompt, (d.class_name or d.nearest, d.similarity), vocab.embed_prompt(d.prompt, encoder, cache))
-                for d in decisions]
-        _save(Path(args.save), rows, vocab, encoder)
-        print(f"saved {len(rows)} prompt vectors to {args.save}")
+        _save(Path(args.save), decisions, vocab, encoder, cache, args.modality)
+        print(f"saved {len(decisions)} prompt vectors and their head vectors to {args.save}")
     return USER_ERROR_EXIT_CODE if refused else 0
 
 
@@ -139,16 +142,26 @@ def _print_decision(decision: Resolution, vocab: Vocabulary, args: argparse.Name
         print("    nearest trained classes: " + " | ".join(f"{cls} {sim:.3f}" for cls, sim in nearest))
 
 
-def _save(path: Path, rows: list, vocab: Vocabulary, encoder: TextEncoder | None) -> None:
+def _save(path: Path, decisions: list[Resolution], vocab: Vocabulary, encoder: TextEncoder | None,
+          cache: EmbeddingCache | None, modality: str | None) -> None:
+    """prompts / prompt_vectors / nearest_class / similarity: one row per prompt; head_vectors / head_class /
+    head_prompt: one row per head predict runs (a whole joined from its sides runs two), head_prompt indexing the
+    prompt rows and head_class '' for a zero-shot head."""
     if path.suffix != ".npz":
         raise UserError(f"--save {path}: must end in .npz")
     identity = encoder.identity() if encoder is not None else vocab.encoder_identity
+    heads = [(i, cls, vector) for i, d in enumerate(decisions)
+             for cls, vector in vocab.head_vectors(d, modality, encoder, cache)]
     atomic_savez_compressed(
         path,
-        prompts=np.array([r[0] for r in rows], dtype=np.str_),
-        vectors=np.stack([r[2] for r in rows]).astype(np.float32),
-        nearest_class=np.array([r[1][0] for r in rows], dtype=np.str_),
-        similarity=np.array([r[1][1] for r in rows], dtype=np.float32),
+        prompts=np.array([d.prompt for d in decisions], dtype=np.str_),
+        prompt_vectors=np.stack([vocab.embed_prompt(d.prompt, encoder, cache) for d in decisions]).astype(np.float32),
+        nearest_class=np.array([d.class_name or d.nearest for d in decisions], dtype=np.str_),
+        similarity=np.array([d.similarity for d in decisions], dtype=np.float32),
+        head_vectors=np.stack([h[2] for h in heads]).astype(np.float32),
+        head_class=np.array([h[1] or "" for h in heads], dtype=np.str_),
+        head_prompt=np.array([h[0] for h in heads], dtype=np.int64),
+        modality=np.array(modality or ""),
         encoder_identity=np.array(json.dumps(identity, sort_keys=True)),
     )
 

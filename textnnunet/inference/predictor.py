@@ -169,20 +169,10 @@ class TextPredictor:
         vectors: list[np.ndarray] = []
         groups: list[list[int]] = []
         for r in resolutions:
-            trained = r.parts or ((r.class_name,) if r.class_name else ())
-            own = [self._class_vector(p) for p in trained] or [self._zero_shot_vector(r)]
+            own = [vector for _, vector in self.vocabulary.head_vectors(r, self.settings.modality)]
             groups.append(list(range(len(vectors), len(vectors) + len(own))))
             vectors += own
         return torch.from_numpy(np.stack(vectors)), groups
-
-    def _class_vector(self, cls: str) -> np.ndarray:
-        """The trained vector of a class, for images of the input's modality when the prompts named it."""
-        return self.vocabulary.prompt_table(self.settings.modality)[self.vocabulary.classes.index(cls)]
-
-    def _zero_shot_vector(self, resolution: Resolution) -> np.ndarray:
-        if self.vocabulary.modality_prompts:
-            return self.vocabulary.zero_shot_vector(resolution.normalised, self.settings.modality)
-        return np.asarray(resolution.embedding, dtype=np.float32)
 
     # ----------------------------------------------------------------------------------------- predict
     def preprocess(self, image_files: Sequence[str | Path]) -> tuple[np.ndarray, dict]:

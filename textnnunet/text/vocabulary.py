@@ -165,6 +165,23 @@ class Vocabulary:
             text = modality_prompt(text, modality_phrase(self._modality_key(group)))
         return self._embed_prompt(text, encoder, cache)
 
+    def head_vectors(self, resolution: Resolution, group: str | None = None, encoder: TextEncoder | None = None,
+                     cache: EmbeddingCache | None = None) -> list[tuple[str | None, np.ndarray]]:
+        """(trained class or None, vector) per head a decided prompt runs: what the network is conditioned on, which
+        is not the typed prompt's own vector. A trained class or synonym: the class's trained vector (the modality
+        table's row for images of `group` when the prompts named the modality); a whole joined from its trained
+        sides: one head per side; a zero-shot prompt: its own text, phrased as the trained prompts were."""
+        if resolution.refused:
+            raise UserError(f"prompt {resolution.prompt!r}: refused, it runs no head ({resolution.refusal})")
+        trained = resolution.parts or ((resolution.class_name,) if resolution.class_name else ())
+        if trained:
+            table = self._embedded(encoder, cache).prompt_table(group)
+            return [(cls, table[self.classes.index(cls)]) for cls in trained]
+        if resolution.embedding is not None and not self.modality_prompts:
+            return [(None, np.asarray(resolution.embedding, dtype=np.float32))]
+        return [(None, np.asarray(self.zero_shot_vector(resolution.normalised, group, encoder, cache),
+                                  dtype=np.float32))]
+
     # -- persistence ----------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:

@@ -117,7 +117,7 @@ def test_training_prompts_each_image_with_its_datasets_modality_and_prediction_w
     vectors, groups = predictor.heads_for(predictor.resolve_prompts(["spleen", "liver"]))
     np.testing.assert_allclose(vectors.numpy(), tables["Dataset002_SpleenT2"][[1, 0]], atol=1e-6)
     # A synonym or a misspelling of a trained class asks that class's trained head, from the stored vectors.
-    monkeypatch.setattr(TextPredictor, "_zero_shot_vector", lambda *a: pytest.fail("re-encoded a trained class"))
+    monkeypatch.setattr(Vocabulary, "zero_shot_vector", lambda *a, **k: pytest.fail("re-encoded a trained class"))
     resolutions = predictor.resolve_prompts(["hepar", "livr", "Spleen"])
     assert [r.class_name for r in resolutions] == ["liver", "liver", "spleen"]
     vectors, _ = predictor.heads_for(resolutions)

@@ -158,6 +158,7 @@ def test_report_files(tmp_path):
     assert "| pancreas | **none** |" in md
     assert "| baselines | 2 | 1,700 |" in md
     assert "universal__naiveunion Dice" in md and "equal." in md and "textnnunet_benchmark -d 1 2" in md
+
     assert "| liver tumor | 0.5000 ± 0.0000 | 0.6000 ± 0.0000 | — | — | -0.1000 |" in md  # the test-set row
     # the masking ablation gets its own table: universal against the naive union, row by row
     assert "## Ablation: universal__naiveunion" in md and "the naive union" in md
@@ -169,6 +170,28 @@ def test_report_files(tmp_path):
     assert set(paths) == {"json", "md", "dice_plot", "cost_plot"}
     assert "nnU-Net v2" not in md and "validation_differences_nnunet_v2" not in data  # nothing imported
 
+
+def test_cost_counts_a_class_per_image_type_and_speed_names_its_test_set():
+    """On a CT+MR pool a CT baseline's spleen does not cover the T2 spleen; a model not scored on the first test set
+    shows its speed on the one it was scored on, named."""
+    models = _models()
+    models["universal"]["image_types"] = ["CT", "T2"]
+    models[aggregate.baseline_name(LIVER)]["image_types"] = ["CT"]
+    models[aggregate.baseline_name(SPLEEN)]["image_types"] = ["T2"]
+    cost = aggregate.cost_summary(models, ["liver", "spleen"])
+    assert cost["universal"]["classes_covered"] == ["liver (CT)", "liver (T2)", "spleen (CT)", "spleen (T2)"]
+    assert cost["baselines"]["classes_covered"] == ["liver (CT)", "spleen (T2)"]
+    assert cost["baselines"]["classes_missing"] == ["liver (T2)", "spleen (CT)"]
+    for m in models.values():  # one image type: classes, as before
+        m["image_types"] = ["CT"]
+    assert aggregate.cost_summary(models, ["liver", "spleen"])["baselines"]["classes_covered"] == ["liver", "spleen"]
+
+    from textnnunet.benchmark.report import _seconds, _speed
+    assert _speed({"inference_seconds_per_case": 0.5, "inference_seconds_by_test_set": {"A": 0.5}}) == _seconds(0.5)
+    assert _speed({"inference_seconds_per_case": None,
+                   "inference_seconds_by_test_set": {"Dataset014_AbdomenT2": 0.25}}) == (
+        f"{_seconds(0.25)} (on Dataset014_AbdomenT2)")
+    assert _speed({"inference_seconds_per_case": None}) == _seconds(None)
 
 def test_report_puts_an_imported_nnunet_next_to_ours(tmp_path):
     nnunet = aggregate.nnunet_name(LIVER)

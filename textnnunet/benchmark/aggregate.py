@@ -125,20 +125,32 @@ def coverage(model_classes: Mapping[str, list[str]], wanted: list[str]) -> dict[
 def cost_summary(models: Mapping[str, Mapping], wanted: list[str]) -> dict[str, dict]:
     """What covering the wanted classes costs: one universal model vs one baseline per dataset.
 
-    `models`: name -> {"classes": [...], "parameters": int}. Ablations are left out (they are variants of the
-    universal model, not another way to cover the classes). Imported nnU-Net v2 models form a third group,
-    "nnunet_v2", present only when there are any (parameters None where a checkpoint did not tell).
+    `models`: name -> {"classes": [...], "parameters": int, optionally "image_types": [...]}. Ablations are left out
+    (they are variants of the universal model, not another way to cover the classes). Imported nnU-Net v2 models form
+    a third group, "nnunet_v2", present only when there are any (parameters None where a checkpoint did not tell).
+    When the models were trained on more than one image type, what is covered is a class on an image type
+    ("spleen (T2)"): a CT baseline's spleen does not cover the T2 spleen.
     """
     groups = {"universal": [m for m in models if m == UNIVERSAL],
               "baselines": [m for m in models if is_baseline(m)]}
     if any(is_nnunet(m) for m in models):
         groups["nnunet_v2"] = [m for m in models if is_nnunet(m)]
+    types = sorted({t for m in models.values() for t in (m.get("image_types") or [])})
+
+    def covers(model: Mapping) -> set[str]:
+        classes = [c for c in model["classes"] if c in wanted]
+        if len(types) < 2:
+            return set(classes)
+        return {f"{c} ({t})" for c in classes for t in (model.get("image_types") or types)}
+
+    wanted_items = wanted if len(types) < 2 else [f"{c} ({t})" for c in wanted for t in types]
     out = {}
     for group, names in groups.items():
-        covered = sorted({c for m in names for c in models[m]["classes"] if c in wanted})
+        covered = set().union(*(covers(models[m]) for m in names)) if names else set()
         counts = [models[m]["parameters"] for m in names]
         out[group] = {"models": len(names), "parameters": None if None in counts else int(sum(counts)),
-                      "classes_covered": covered, "classes_missing": [c for c in wanted if c not in covered]}
+                      "classes_covered": [c for c in wanted_items if c in covered],
+                      "classes_missing": [c for c in wanted_items if c not in covered]}
     return out
 
 

@@ -172,19 +172,27 @@ def test_report_files(tmp_path):
 
 
 def test_cost_counts_a_class_per_image_type_and_speed_names_its_test_set():
-    """On a CT+MR pool a CT baseline's spleen does not cover the T2 spleen; a model not scored on the first test set
-    shows its speed on the one it was scored on, named."""
+    """On a CT+MR pool a CT baseline's spleen does not cover the T2 spleen, and only the pairs a test set scores count
+    (nobody is credited or charged for a pair no test table shows); a model not scored on the first test set shows
+    its speed on the one it was scored on, named."""
+    from textnnunet.benchmark.report import cost_label
+
     models = _models()
     models["universal"]["image_types"] = ["CT", "T2"]
-    models[aggregate.baseline_name(LIVER)]["image_types"] = ["CT"]
+    models[aggregate.baseline_name(LIVER)]["image_types"] = ["ct"]  # one type whatever its spelling
     models[aggregate.baseline_name(SPLEEN)]["image_types"] = ["T2"]
-    cost = aggregate.cost_summary(models, ["liver", "spleen"])
-    assert cost["universal"]["classes_covered"] == ["liver (CT)", "liver (T2)", "spleen (CT)", "spleen (T2)"]
+    asked = [("liver", "CT"), ("spleen", "CT"), ("spleen", "T2")]
+    cost = aggregate.cost_summary(models, ["liver", "spleen"], asked)
+    assert cost["universal"]["classes_covered"] == ["liver (CT)", "spleen (CT)", "spleen (T2)"]
     assert cost["baselines"]["classes_covered"] == ["liver (CT)", "spleen (T2)"]
-    assert cost["baselines"]["classes_missing"] == ["liver (T2)", "spleen (CT)"]
-    for m in models.values():  # one image type: classes, as before
-        m["image_types"] = ["CT"]
-    assert aggregate.cost_summary(models, ["liver", "spleen"])["baselines"]["classes_covered"] == ["liver", "spleen"]
+    assert cost["baselines"]["classes_missing"] == ["spleen (CT)"]
+    assert cost_label(cost["baselines"]) == "2 model(s)\n2/3 covered"
+    # One image type among the test sets: classes, as before.
+    cost = aggregate.cost_summary(models, ["liver", "spleen"], [("liver", "CT"), ("spleen", "CT")])
+    assert cost["baselines"]["classes_covered"] == ["liver", "spleen"]
+    from textnnunet.benchmark.run import _asked_pairs
+    assert _asked_pairs("Dataset004", ["liver", "spleen"], [{"dataset": "Dataset014", "classes": ["spleen"]}],
+                        {"Dataset004": "CT", "Dataset014": "T2"}) == asked
 
     from textnnunet.benchmark.report import _seconds, _speed
     assert _speed({"inference_seconds_per_case": 0.5, "inference_seconds_by_test_set": {"A": 0.5}}) == _seconds(0.5)
@@ -192,6 +200,7 @@ def test_cost_counts_a_class_per_image_type_and_speed_names_its_test_set():
                    "inference_seconds_by_test_set": {"Dataset014_AbdomenT2": 0.25}}) == (
         f"{_seconds(0.25)} (on Dataset014_AbdomenT2)")
     assert _speed({"inference_seconds_per_case": None}) == _seconds(None)
+
 
 def test_report_puts_an_imported_nnunet_next_to_ours(tmp_path):
     nnunet = aggregate.nnunet_name(LIVER)

@@ -408,7 +408,7 @@ def test_embed_prompts_saves_the_modality_tables_head_vector(tmp_path, minilm, c
         embed_main(["-m", str(tmp_path / "model"), "spleen", "--save", str(out_file)])
     assert exit_info.value.code == 2 and "--modality" in capsys.readouterr().err and not out_file.exists()
     with pytest.raises(SystemExit) as exit_info:
-        embed_main(["-m", str(tmp_path / "model"), "spleen", "--modality", "T2", "--save", str(out_file)])
+        embed_main(["-m", str(tmp_path / "model"), "spleen", "--modality", "t2 ", "--save", str(out_file)])
     assert exit_info.value.code == 0
     saved = np.load(out_file)
     np.testing.assert_array_equal(saved["head_vectors"], vocab.modality_embeddings["T2"][[1]].astype(np.float32))

@@ -308,6 +308,11 @@ def test_cli_embed_prompts(tmp_path, capsys):
     np.testing.assert_array_equal(saved["prompt_vectors"], np.eye(5, dtype=np.float32)[[0, 3]])
     np.testing.assert_array_equal(saved["head_vectors"], np.eye(5, dtype=np.float32)[[0, 3]])
     assert list(saved["head_class"]) == ["liver", "kidney"] and list(saved["head_prompt"]) == [0, 1]
+    # One-hot has no text vector for a derived side, but its head is the trained class's.
+    assert _run_cli(["-m", str(model_folder), "left kidney", "--save", str(out_file)]) == 0
+    saved = np.load(out_file)
+    assert np.isnan(saved["prompt_vectors"]).all() and list(saved["head_class"]) == ["kidney"]
+    np.testing.assert_array_equal(saved["head_vectors"], np.eye(5, dtype=np.float32)[[3]])
 
     assert _run_cli(["-m", str(tmp_path / "no_such_model"), "liver"]) == 2
     assert "model folder does not exist" in capsys.readouterr().err

@@ -7,9 +7,10 @@ test-set summary). Model names: "universal", "universal__<tag>" for ablations, "
 from __future__ import annotations
 
 import math
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from textnnunet.evaluation.metrics import benchmark_metrics
+from textnnunet.utils.plans import same_image_type
 
 UNIVERSAL = "universal"
 BASELINE_PREFIX = "baseline "
@@ -122,35 +123,39 @@ def coverage(model_classes: Mapping[str, list[str]], wanted: list[str]) -> dict[
     return {cls: [m for m, classes in model_classes.items() if cls in classes] for cls in wanted}
 
 
-def cost_summary(models: Mapping[str, Mapping], wanted: list[str]) -> dict[str, dict]:
+def cost_summary(models: Mapping[str, Mapping], wanted: list[str],
+                 asked: Sequence[tuple[str, str]] = ()) -> dict[str, dict]:
     """What covering the wanted classes costs: one universal model vs one baseline per dataset.
 
     `models`: name -> {"classes": [...], "parameters": int, optionally "image_types": [...]}. Ablations are left out
     (they are variants of the universal model, not another way to cover the classes). Imported nnU-Net v2 models form
     a third group, "nnunet_v2", present only when there are any (parameters None where a checkpoint did not tell).
-    When the models were trained on more than one image type, what is covered is a class on an image type
-    ("spleen (T2)"): a CT baseline's spleen does not cover the T2 spleen.
+    `asked`: the (class, image type) pairs the test sets score; when they span more than one image type, what is
+    covered is a class on an image type ("spleen (T2)"), by a model that has the class and was trained on that type
+    (a CT baseline's spleen does not cover the T2 spleen); only pairs a test set scores are counted, so every one
+    credited is measured in a test table.
     """
     groups = {"universal": [m for m in models if m == UNIVERSAL],
               "baselines": [m for m in models if is_baseline(m)]}
     if any(is_nnunet(m) for m in models):
         groups["nnunet_v2"] = [m for m in models if is_nnunet(m)]
-    types = sorted({t for m in models.values() for t in (m.get("image_types") or [])})
+    by_type = len({t.strip().lower() for _, t in asked}) > 1
 
-    def covers(model: Mapping) -> set[str]:
-        classes = [c for c in model["classes"] if c in wanted]
-        if len(types) < 2:
-            return set(classes)
-        return {f"{c} ({t})" for c in classes for t in (model.get("image_types") or types)}
+    def covers(model: Mapping, item) -> bool:
+        if not by_type:
+            return item in model["classes"]
+        cls, image_type = item
+        return cls in model["classes"] and any(same_image_type(t, image_type) for t in model.get("image_types") or [])
 
-    wanted_items = wanted if len(types) < 2 else [f"{c} ({t})" for c in wanted for t in types]
+    items = list(dict.fromkeys(asked)) if by_type else list(wanted)
+    name = (lambda item: f"{item[0]} ({item[1]})") if by_type else (lambda item: item)
     out = {}
     for group, names in groups.items():
-        covered = set().union(*(covers(models[m]) for m in names)) if names else set()
+        covered = [i for i in items if any(covers(models[m], i) for m in names)]
         counts = [models[m]["parameters"] for m in names]
         out[group] = {"models": len(names), "parameters": None if None in counts else int(sum(counts)),
-                      "classes_covered": [c for c in wanted_items if c in covered],
-                      "classes_missing": [c for c in wanted_items if c not in covered]}
+                      "classes_covered": [name(i) for i in covered],
+                      "classes_missing": [name(i) for i in items if i not in covered]}
     return out
 
 

@@ -291,6 +291,12 @@ def plot_dice(benchmark: Mapping, path: Path) -> None:
     plt.close(fig)
 
 
+def cost_label(cost: Mapping) -> str:
+    """'N model(s)' and how many of the wanted classes (or class-on-image-type pairs) a group covers."""
+    wanted = len(cost["classes_covered"]) + len(cost["classes_missing"])
+    return f"{cost['models']} model(s)\n{len(cost['classes_covered'])}/{wanted} covered"
+
+
 def plot_cost(benchmark: Mapping, path: Path) -> None:
     import matplotlib
 
@@ -305,10 +311,9 @@ def plot_cost(benchmark: Mapping, path: Path) -> None:
         if is_baseline(name):
             ax.bar(1, m["parameters"], 0.6, bottom=bottom, label=name)
             bottom += m["parameters"]
-    n_wanted = len(benchmark["coverage"])
     for x, group in enumerate(("universal", "baselines")):
         c = cost[group]
-        ax.text(x, c["parameters"], f"{c['models']} model(s)\n{len(c['classes_covered'])}/{n_wanted} classes",
+        ax.text(x, c["parameters"], cost_label(c),
                 ha="center", va="bottom", fontsize=8)
     ax.set_xticks([0, 1])
     ax.set_xticklabels(["one universal model", "one baseline per dataset"])

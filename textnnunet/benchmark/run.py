@@ -431,6 +431,15 @@ def run_benchmark(options: BenchmarkOptions, *, raw=None, preprocessed=None, res
     return out
 
 
+def _asked_pairs(test_dataset: str | None, test_classes: list[str], more_tests: list[dict] | None,
+                 image_types: dict[str, str] | None) -> list[tuple[str, str]]:
+    """(class, image type) for every class a test set scores, on that test set's image type (none without types)."""
+    image_types = image_types or {}
+    sets = ([(test_dataset, test_classes)] if test_dataset else []) + [(t["dataset"], list(t["classes"]))
+                                                                        for t in more_tests or []]
+    return [(c, image_types[name]) for name, classes in sets if image_types.get(name) for c in classes]
+
+
 def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, models: dict, validation: dict,
                     test_summaries: dict, test_dataset: str | None, test_classes: list[str] | None, n_test_cases: int,
                     skipped: dict | None = None, env: dict | None = None, date: str | None = None,
@@ -461,7 +470,7 @@ def build_benchmark(options: BenchmarkOptions, plans_name: str, budget: Budget, 
         **({"validation_differences_nnunet_v2": aggregate.validation_differences(
             val_table, reference=aggregate.nnunet_name)} if imported else {}),
         "coverage": aggregate.coverage(model_classes, wanted),
-        "cost": aggregate.cost_summary(models, wanted),
+        "cost": aggregate.cost_summary(models, wanted, _asked_pairs(test_dataset, wanted, more_tests, image_types)),
         "skipped": dict(skipped or {}),
     }
     if test_dataset is not None:

@@ -46,8 +46,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="save to this .npz each prompt's own vector (what the similarity compares) and the vectors of "
                         "the heads predict would run for it (what the network is conditioned on)")
     p.add_argument("--modality", default=None, metavar="CHANNEL_NAME",
-                   help="as textnnunet_predict: the image type the heads are for (a model whose prompts name the "
-                        "modality has one head vector per type)")
+                   help="with --save, as textnnunet_predict: the image type the heads are for (a model whose prompts "
+                        "name the modality has one head vector per type; saved under the model's name for it)")
     p.add_argument("--similarity_threshold", type=float, default=None,
                    help="as textnnunet_predict: minimum cosine to a lexicon or vocabulary name (default: the encoder's "
                         "calibrated bar)")
@@ -150,12 +150,14 @@ def _save(path: Path, decisions: list[Resolution], vocab: Vocabulary, encoder: T
     if path.suffix != ".npz":
         raise UserError(f"--save {path}: must end in .npz")
     identity = encoder.identity() if encoder is not None else vocab.encoder_identity
+    if modality is not None and vocab.modality_prompts:
+        modality = vocab.modality_name(modality)  # the model's spelling of the type; an unknown one is an error
     heads = [(i, cls, vector) for i, d in enumerate(decisions)
              for cls, vector in vocab.head_vectors(d, modality, encoder, cache)]
     atomic_savez_compressed(
         path,
         prompts=np.array([d.prompt for d in decisions], dtype=np.str_),
-        prompt_vectors=np.stack([vocab.embed_prompt(d.prompt, encoder, cache) for d in decisions]).astype(np.float32),
+        prompt_vectors=np.stack([_own_vector(d, vocab, encoder, cache) for d in decisions]).astype(np.float32),
         nearest_class=np.array([d.class_name or d.nearest for d in decisions], dtype=np.str_),
         similarity=np.array([d.similarity for d in decisions], dtype=np.float32),
         head_vectors=np.stack([h[2] for h in heads]).astype(np.float32),
@@ -164,6 +166,17 @@ def _save(path: Path, decisions: list[Resolution], vocab: Vocabulary, encoder: T
         modality=np.array(modality or ""),
         encoder_identity=np.array(json.dumps(identity, sort_keys=True)),
     )
+
+
+def _own_vector(decision: Resolution, vocab: Vocabulary, encoder: TextEncoder | None,
+                cache: EmbeddingCache | None) -> np.ndarray:
+    """The typed prompt's own vector; NaN where the encoder cannot embed it (one-hot knows only the trained names and
+    synonyms: 'left kidney' derived from 'kidney' has head vectors but no text vector of its own)."""
+    kind = (encoder.identity() if encoder is not None else vocab.encoder_identity or {}).get("kind")
+    if kind == "onehot" and not vocab.knows_exactly(decision.prompt):
+        width = np.asarray(vocab.head_vectors(decision, None, encoder, cache)[0][1]).shape[0]
+        return np.full(width, np.nan, dtype=np.float32)
+    return vocab.embed_prompt(decision.prompt, encoder, cache)
 
 
 if __name__ == "__main__":

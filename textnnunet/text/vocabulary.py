@@ -149,6 +149,14 @@ class Vocabulary:
             raise UserError(f"--modality {group}: not one of this model's image types ({', '.join(groups)})")
         return matches[0]
 
+    def modality_name(self, group: str | None) -> str:
+        """This model's name for the image type `group` (case and spaces ignored; an error when it has none)."""
+        return self._modality_key(group)
+
+    def knows_exactly(self, prompt: str) -> bool:
+        """Whether the prompt, normalised, is a class or synonym name of this vocabulary."""
+        return normalise_class_name(prompt) in self._lookup
+
     def prompt_table(self, group: str | None = None) -> np.ndarray:
         """(K, E) vectors the network is conditioned on for images of intensity group `group`: the modality
         prompts' when the model was trained with them (group None: the only one), else the class names'."""

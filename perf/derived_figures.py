@@ -112,6 +112,10 @@ MATRIX_SEED_GROUPS = {
     "no mirroring, Dice weight 0.5 (sessions 9-10)": ["session9_dice05", "session9_dice05_seed1",
                                                       "session9_dice05_seed2", "session10_dice05",
                                                       "session10_dice05_seed1", "session10_dice05_seed2"],
+    # the session-6 defaults at three times the demo's iterations (150 x 25: about 15 minutes of training alone on the
+    # 2 cores, the budget issue 10 names); worktree at 4e0c934, whose training code is session 10's
+    "no mirroring, 150 x 25 iterations (session 11)": ["session11_150ep", "session11_150ep_seed1",
+                                                       "session11_150ep_seed2"],
 }
 DICE_BAR, FP_OVER_FN_BAR = 0.85, 2.0
 

@@ -10,7 +10,7 @@ import math
 from typing import Callable, Mapping, Sequence
 
 from textnnunet.evaluation.metrics import benchmark_metrics
-from textnnunet.utils.plans import same_image_type
+from textnnunet.utils.plans import image_type_key, same_image_type
 
 UNIVERSAL = "universal"
 BASELINE_PREFIX = "baseline "
@@ -139,7 +139,7 @@ def cost_summary(models: Mapping[str, Mapping], wanted: list[str],
               "baselines": [m for m in models if is_baseline(m)]}
     if any(is_nnunet(m) for m in models):
         groups["nnunet_v2"] = [m for m in models if is_nnunet(m)]
-    by_type = len({t.strip().lower() for _, t in asked}) > 1
+    by_type = len({image_type_key(t) for _, t in asked}) > 1
 
     def covers(model: Mapping, item) -> bool:
         if not by_type:

@@ -291,7 +291,7 @@ def is_sealed_test_set(desc: DatasetDescription) -> bool:
 
 def _record_speed(info: dict, index: int, test_set: str, seconds: float | None) -> None:
     """Seconds per case on each test set a model predicted (None: predictions read, not made); the speed column is
-    the first test set's, where every model predicts the same images (equal work)."""
+    the first test set's, where the models scored there predict the same images (equal work)."""
     if seconds is None:
         return
     info["inference_seconds_by_test_set"][test_set] = seconds

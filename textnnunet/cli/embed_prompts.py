@@ -152,12 +152,13 @@ def _save(path: Path, decisions: list[Resolution], vocab: Vocabulary, encoder: T
     identity = encoder.identity() if encoder is not None else vocab.encoder_identity
     if modality is not None and vocab.modality_prompts:
         modality = vocab.modality_name(modality)  # the model's spelling of the type; an unknown one is an error
-    heads = [(i, cls, vector) for i, d in enumerate(decisions)
-             for cls, vector in vocab.head_vectors(d, modality, encoder, cache)]
+    heads_of = [vocab.head_vectors(d, modality, encoder, cache) for d in decisions]
+    heads = [(i, cls, vector) for i, own in enumerate(heads_of) for cls, vector in own]
     atomic_savez_compressed(
         path,
         prompts=np.array([d.prompt for d in decisions], dtype=np.str_),
-        prompt_vectors=np.stack([_own_vector(d, vocab, encoder, cache) for d in decisions]).astype(np.float32),
+        prompt_vectors=np.stack([_own_vector(d, vocab, encoder, cache, like=own[0][1])
+                                 for d, own in zip(decisions, heads_of)]).astype(np.float32),
         nearest_class=np.array([d.class_name or d.nearest for d in decisions], dtype=np.str_),
         similarity=np.array([d.similarity for d in decisions], dtype=np.float32),
         head_vectors=np.stack([h[2] for h in heads]).astype(np.float32),
@@ -168,14 +169,13 @@ def _save(path: Path, decisions: list[Resolution], vocab: Vocabulary, encoder: T
     )
 
 
-def _own_vector(decision: Resolution, vocab: Vocabulary, encoder: TextEncoder | None,
-                cache: EmbeddingCache | None) -> np.ndarray:
-    """The typed prompt's own vector; NaN where the encoder cannot embed it (one-hot knows only the trained names and
-    synonyms: 'left kidney' derived from 'kidney' has head vectors but no text vector of its own)."""
+def _own_vector(decision: Resolution, vocab: Vocabulary, encoder: TextEncoder | None, cache: EmbeddingCache | None,
+                like: np.ndarray) -> np.ndarray:
+    """The typed prompt's own vector; NaN (shaped `like` a head vector) where the encoder cannot embed it: one-hot
+    knows only the trained names and synonyms ('left kidney' derived from 'kidney' has a head, not a text vector)."""
     kind = (encoder.identity() if encoder is not None else vocab.encoder_identity or {}).get("kind")
     if kind == "onehot" and not vocab.knows_exactly(decision.prompt):
-        width = np.asarray(vocab.head_vectors(decision, None, encoder, cache)[0][1]).shape[0]
-        return np.full(width, np.nan, dtype=np.float32)
+        return np.full_like(like, np.nan, dtype=np.float32)
     return vocab.embed_prompt(decision.prompt, encoder, cache)
 
 

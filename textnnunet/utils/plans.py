@@ -17,9 +17,15 @@ from textnnunet.errors import UserError
 from textnnunet.utils.files import atomic_write_json
 
 
+def image_type_key(name: str) -> str:
+    """What identifies an image type among intensity-group names (channel names, "CT", "T2+ADC"): case and spaces
+    ignored."""
+    return name.strip().lower()
+
+
 def same_image_type(a: str, b: str) -> bool:
-    """Whether two intensity-group names (channel names, "CT", "T2+ADC") are one image type: case and spaces ignored."""
-    return a.strip().lower() == b.strip().lower()
+    """Whether two intensity-group names are one image type (image_type_key)."""
+    return image_type_key(a) == image_type_key(b)
 
 
 @dataclass(frozen=True)

@@ -21,15 +21,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _artefact import git_state, machine, package_versions  # noqa: E402
+from grid_ceiling import overlap  # noqa: E402
 
 from textnnunet.utils.files import atomic_write_json  # noqa: E402
 
 PLANS_NAME = "TextPlans_001_002_003"
-
-
-def fp_fn(predicted: np.ndarray, reference: np.ndarray) -> dict:
-    fp, fn = int((predicted & ~reference).sum()), int((~predicted & reference).sum())
-    return {"FP": fp, "FN": fn}
 
 
 def case_errors(predictor, cases_folder: Path, raw: Path, dataset: str, case: str, organ: str,
@@ -44,8 +40,8 @@ def case_errors(predictor, cases_folder: Path, raw: Path, dataset: str, case: st
     reference = np.isin(reference_label_map(raw, dataset, case, seg, properties), values)
     exported = restore_to_original(probabilities, properties)[0] > 0.5
     round_trip = restore_to_original(reference_grid[None].astype(np.float32), properties)[0] > 0.5
-    return {"network_grid": fp_fn(probabilities[0] > 0.5, reference_grid), "original": fp_fn(exported, reference),
-            "reference_round_trip": fp_fn(round_trip, reference),
+    return {"network_grid": overlap(reference_grid, probabilities[0] > 0.5), "original": overlap(reference, exported),
+            "reference_round_trip": overlap(reference, round_trip),
             "network_spacing_mm": [float(s) for s in properties["spacing_target"]],
             "original_spacing_mm": [float(s) for s in properties["spacing_original"]]}
 

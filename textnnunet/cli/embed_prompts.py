@@ -128,6 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     return USER_ERROR_EXIT_CODE if refused else 0
 
 
+def _semantic(vocab: Vocabulary, encoder: TextEncoder | None) -> bool:
+    """Whether the encoder in use (the given one, else the vocabulary's recorded one) can embed any text."""
+    return encoder.semantic if encoder is not None else (vocab.encoder_identity or {}).get("kind") != "onehot"
+
+
 def _print_decision(decision: Resolution, vocab: Vocabulary, args: argparse.Namespace,
                     encoder: TextEncoder | None, cache: EmbeddingCache | None) -> None:
     """The decision line (as predict prints it), then the nearest trained classes where the encoder can tell."""
@@ -135,9 +140,7 @@ def _print_decision(decision: Resolution, vocab: Vocabulary, args: argparse.Name
         print(json.dumps({"prompt": decision.prompt, **decision.to_json()}))
         return
     print(describe_resolution(decision))
-    semantic = (encoder.semantic if encoder is not None
-                else (vocab.encoder_identity or {}).get("kind") != "onehot")
-    if semantic:
+    if _semantic(vocab, encoder):
         nearest = vocab.nearest_classes(decision.prompt, args.top, encoder, cache)
         print("    nearest trained classes: " + " | ".join(f"{cls} {sim:.3f}" for cls, sim in nearest))
 
@@ -173,8 +176,7 @@ def _own_vector(decision: Resolution, vocab: Vocabulary, encoder: TextEncoder | 
                 like: np.ndarray) -> np.ndarray:
     """The typed prompt's own vector; NaN (shaped `like` a head vector) where the encoder cannot embed it: one-hot
     knows only the trained names and synonyms ('left kidney' derived from 'kidney' has a head, not a text vector)."""
-    kind = (encoder.identity() if encoder is not None else vocab.encoder_identity or {}).get("kind")
-    if kind == "onehot" and not vocab.knows_exactly(decision.prompt):
+    if not _semantic(vocab, encoder) and not vocab.knows_exactly(decision.prompt):
         return np.full_like(like, np.nan, dtype=np.float32)
     return vocab.embed_prompt(decision.prompt, encoder, cache)
 

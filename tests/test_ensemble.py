@@ -1,4 +1,5 @@
-"""textnnunet_ensemble, ensemble_model_folders and textnnunet_predict --postprocessing on tiny random models."""
+"""textnnunet_ensemble, ensemble_model_folders and textnnunet_predict --postprocessing on tiny random models (and
+hand-written prediction folders where no network is needed)."""
 import json
 
 import numpy as np
@@ -9,7 +10,9 @@ from scipy import ndimage
 from textnnunet.cli.ensemble import main as ensemble_main
 from textnnunet.cli.predict import main as predict_main
 from textnnunet.errors import UserError
+from textnnunet.imageio.sitk_io import ImageGeometry
 from textnnunet.inference.ensemble import ensemble_model_folders
+from textnnunet.inference.export import OutputFolder
 from textnnunet.inference.predictor import PredictionSettings
 from textnnunet.postprocessing import keep_largest_component
 
@@ -125,3 +128,45 @@ def test_predict_applies_postprocessing_rules(tmp_path, capsys):
     code, _, err = _run(predict_main, ["-i", str(image), "-o", str(tmp_path / "bad"), "-m", str(model),
                                        "-p", "liver", "--postprocessing", str(rules)], capsys)
     assert code == 2 and "postprocessing.json: unknown key(s) largest" in err
+
+
+def test_predict_applies_the_class_thresholds_of_a_postprocessing_file(tmp_path, capsys):
+    model = make_model_folder(tmp_path / "results")
+    write_ct(tmp_path / "c_0000.nii.gz")
+    image = tmp_path / "c_0000.nii.gz"
+    _predict(capsys, model, image, tmp_path / "probe", "-p", *PROMPTS, "--save_probabilities")
+    probs = _probabilities(tmp_path / "probe" / "c_probabilities.npz")[0]
+    # a random net's probabilities sit near 0.5: a liver threshold above most of them changes its mask
+    threshold = round(float(np.quantile(probs[0], 0.8)), 4)
+    rules = tmp_path / "postprocessing.json"
+    rules.write_text(json.dumps({"threshold": {"liver": threshold}}))
+    for folder, extra in (("pp", ()), ("pp_probabilities", ("--save_probabilities",))):  # both export paths
+        _predict(capsys, model, image, tmp_path / folder, "-p", *PROMPTS, "--postprocessing", str(rules), *extra)
+        liver = _mask(tmp_path / folder / "c_liver.nii.gz")
+        assert np.mean(liver == (probs[0] > threshold)) > 0.99  # the saved probabilities are float16
+        assert liver.sum() < 0.5 * _mask(tmp_path / "probe" / "c_liver.nii.gz").sum()
+    for prompt in ("spleen", "kidney"):  # no threshold of their own: the default, mask for mask
+        np.testing.assert_array_equal(_mask(tmp_path / "pp_probabilities" / f"c_{prompt}.nii.gz"),
+                                      _mask(tmp_path / "probe" / f"c_{prompt}.nii.gz"))
+    np.testing.assert_array_equal(_probabilities(tmp_path / "pp_probabilities" / "c_probabilities.npz")[0], probs)
+
+
+def _prediction_folder(folder, probabilities, prompts):
+    """A folder as textnnunet_predict --save_probabilities writes it (same writer), from given probabilities."""
+    geometry = ImageGeometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), probabilities.shape[1:])
+    OutputFolder(folder).write("c", [(p > 0.5).astype(np.uint8) for p in probabilities], prompts, prompts, geometry,
+                               False, ".nii.gz", probabilities)
+
+
+def test_ensemble_applies_the_class_thresholds_of_a_postprocessing_file(tmp_path, capsys):
+    values = np.array([0.9, 0.75, 0.6, 0.3], np.float32)  # the mean of both folders, voxel by voxel
+    mean = np.stack([np.resize(values, (4, 4, 4))] * 2)  # liver, spleen
+    _prediction_folder(tmp_path / "a", mean + 0.05, ["liver", "spleen"])
+    _prediction_folder(tmp_path / "b", mean - 0.05, ["liver", "spleen"])
+    rules = tmp_path / "postprocessing.json"
+    rules.write_text(json.dumps({"threshold": {"liver": 0.7}, "largest_component": [], "constrain_to_organ": {}}))
+    code, _, err = _run(ensemble_main, ["-i", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "ens"),
+                                        "--postprocessing", str(rules), "--quiet"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(_mask(tmp_path / "ens" / "c_liver.nii.gz"), mean[0] > 0.7)
+    np.testing.assert_array_equal(_mask(tmp_path / "ens" / "c_spleen.nii.gz"), mean[1] > 0.5)

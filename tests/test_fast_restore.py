@@ -133,3 +133,17 @@ def test_numpy_reorientation_equals_dicomorient():
             expected = geometry_of(images[0])
             assert got_geometry.shape == expected.shape
             assert got_geometry.matches(expected, tol=1e-9)
+
+
+def test_restore_masks_takes_one_threshold_per_class():
+    """postprocessing.json's per-class thresholds reach the export: channel k is cut at thresholds[k]."""
+    props = {"shape_after_resample": [6, 8, 8], "shape_after_crop": [9, 12, 10],
+             "bbox_crop": [[1, 10], [0, 12], [2, 12]], "shape_original": [10, 12, 14],
+             "spacing_target": [3.0, 3.0, 3.0], "spacing_original": [2.0, 2.0, 2.4]}
+    probs = _smooth_probs(np.random.default_rng(3), 2, (6, 8, 8))
+    masks = restore_masks(probs, props, [0.3, 0.7])
+    for k, threshold in enumerate((0.3, 0.7)):
+        np.testing.assert_array_equal(masks[k], restore_masks(probs[k:k + 1], props, threshold)[0])
+        assert not np.array_equal(masks[k], restore_masks(probs[k:k + 1], props, 0.5)[0])
+    with pytest.raises(ValueError, match="2 probability channels but 3 thresholds"):
+        restore_masks(probs, props, [0.5] * 3)

@@ -5,20 +5,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from scipy import ndimage
 
 from textnnunet.cli.find_best_configuration import main as find_best_main
 from textnnunet.errors import UserError
-from textnnunet.evaluation.best_configuration import find_best_configuration
+from textnnunet.evaluation.best_configuration import THRESHOLD_GRID, find_best_configuration
 from textnnunet.evaluation.metrics import compute_case_metrics, label_map_to_masks
 from textnnunet.evaluation.summary import summarize, write_summary
 from textnnunet.postprocessing import (
     apply_postprocessing,
+    class_thresholds,
     constrain_to,
     keep_largest_component,
     load_postprocessing,
     organ_pairs,
     postprocess_masks,
     save_postprocessing,
+    threshold_probabilities,
 )
 
 
@@ -93,6 +96,41 @@ def test_rules_round_trip_and_bad_rules(tmp_path):
         assert str(path) in str(e.value) and "\n" not in str(e.value)
 
 
+def test_threshold_rule_is_validated_and_optional(tmp_path):
+    path = tmp_path / "postprocessing.json"
+    save_postprocessing(path, {"threshold": {"Liver": 0.7, "spleen": 0.35}, "largest_component": ["liver"]})
+    assert load_postprocessing(path)["threshold"] == {"liver": 0.7, "spleen": 0.35}
+    # a file written before the key existed loads as it did (no key added), and thresholds nothing differently
+    path.write_text(json.dumps({"largest_component": ["liver"], "constrain_to_organ": {}}))
+    old = load_postprocessing(path)
+    assert old == {"largest_component": ["liver"], "constrain_to_organ": {}}
+    assert class_thresholds(old, ["liver", None], 0.5) == [0.5, 0.5]
+    for bad in [0, 1, 1.5, -0.2, "0.7", None, True, [0.7]]:
+        path.write_text(json.dumps({"threshold": {"liver": bad}}))
+        with pytest.raises(UserError, match="threshold of 'liver' must be a number strictly between 0 and 1") as e:
+            load_postprocessing(path)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+    for bad, message in [({"threshold": [["liver", 0.7]]}, "must map class names"),
+                         ({"threshold": {"Liver": 0.7, "liver": 0.8}}, "two values")]:
+        path.write_text(json.dumps(bad))
+        with pytest.raises(UserError, match=message) as e:
+            load_postprocessing(path)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_class_thresholds_make_the_masks():
+    rules = {"threshold": {"Liver": 0.7}, "largest_component": [], "constrain_to_organ": {}}
+    # a synonym's class, a class without a threshold, a zero-shot prompt (None)
+    assert class_thresholds(rules, ["liver", "spleen", None], 0.4) == [0.7, 0.4, 0.4]
+    assert class_thresholds(None, ["liver"], 0.5) == [0.5]
+    probs = np.array([[[[0.95, 0.75, 0.65, 0.45]]], [[[0.95, 0.75, 0.65, 0.45]]]], np.float32)  # (2, 1, 1, 4)
+    masks = threshold_probabilities(probs, class_thresholds(rules, ["liver", "spleen"], 0.5))
+    assert masks[0].dtype == np.uint8
+    assert masks[0].ravel().tolist() == [1, 1, 0, 0] and masks[1].ravel().tolist() == [1, 1, 1, 0]
+    with pytest.raises(ValueError, match="2 probability channels but 1 thresholds"):
+        threshold_probabilities(probs, [0.5])
+
+
 # --------------------------------------------------------------------------------- find_best_configuration
 PLAN = "TextPlans_001_002"
 SHAPE = (10, 10, 10)
@@ -143,7 +181,7 @@ def _probabilities(configuration: str) -> dict[str, np.ndarray]:
     return {"liver": liver, "liver tumor": tumor, "spleen": spleen}
 
 
-def _write_results(results: Path, raw: Path, with_probabilities: bool) -> None:
+def _write_results(results: Path, raw: Path, with_probabilities: bool, probabilities=_probabilities) -> None:
     plans = {"plans_name": PLAN, "datasets": list(ANNOTATED),
              "label_space": {"classes": [{"name": c, "synonyms": []} for c in CLASSES], "datasets": ANNOTATED},
              "configurations": {"3d_fullres": {"data_identifier": "3d_fullres"}, "2d": {"data_identifier": "2d"}}}
@@ -151,7 +189,7 @@ def _write_results(results: Path, raw: Path, with_probabilities: bool) -> None:
         folder = results / PLAN / configuration
         folder.mkdir(parents=True)
         (folder / "plans.json").write_text(json.dumps(plans))
-        probs = np.stack([_probabilities(configuration)[c] for c in CLASSES])
+        probs = np.stack([probabilities(configuration)[c] for c in CLASSES])
         for fold, cases in FOLD_CASES.items():
             validation = folder / f"fold_{fold}" / "validation"
             per_case = []
@@ -243,3 +281,72 @@ def test_without_references_summaries_rank_and_postprocessing_is_not_guessed(tmp
     assert code == 2 and "fold_2/validation/summary.json: not found" in err and err.count("\n") == 1
     code, _, err = _run(find_best_main, ["-p", PLAN, "-c", "3d_lowres", "-f", "0", "--results", str(results)], capsys)
     assert code == 2 and "3d_lowres: model folder not found" in err
+
+
+def _outward_probabilities(configuration: str) -> dict[str, np.ndarray]:
+    """A liver one voxel too large, confidently (its shell at 0.61-0.79: 0.8 and 0.9 are exact, 0.8 is nearer 0.5);
+    a spleen best at 0.5 (a shell at 0.45 outside, a half at 0.55 inside); an exact tumour (every threshold ties)."""
+    liver = _block(slice(2, 6), slice(2, 6), slice(2, 6))
+    shell = ndimage.binary_dilation(liver, np.ones((3, 3, 3), bool)) & ~liver
+    liver_p = liver.astype(np.float32) * 0.95
+    liver_p[shell] = np.linspace(0.61, 0.79, int(shell.sum()), dtype=np.float32)
+    spleen = _block(slice(1, 5), slice(1, 5), slice(1, 5))
+    spleen_p = spleen.astype(np.float32) * 0.95
+    spleen_p[1:3][spleen[1:3]] = 0.55
+    spleen_p[ndimage.binary_dilation(spleen, np.ones((3, 3, 3), bool)) & ~spleen] = 0.45
+    tumor = _block(slice(3, 5), slice(3, 5), slice(3, 5)).astype(np.float32) * 0.95
+    return {"liver": liver_p, "liver tumor": tumor, "spleen": spleen_p}
+
+
+def test_thresholds_are_adopted_only_where_they_raise_the_cv_dice(tmp_path):
+    raw, results = tmp_path / "raw", tmp_path / "results"
+    _write_raw(raw, liver_has_second_piece=False)
+    _write_results(results, raw, with_probabilities=True, probabilities=_outward_probabilities)
+    result = find_best_configuration(results, PLAN, ["3d_fullres"], folds=[0, 1], raw_root=raw)
+    pp = result["postprocessing"]
+    thresholds = pp["thresholds"]
+    assert thresholds["decided"] and thresholds["grid"] == list(THRESHOLD_GRID)
+    liver = thresholds["dice_per_threshold"]["liver"]
+    outward = 2 * 64 / (64 + 216)  # the 64-voxel liver against itself and its 152-voxel shell
+    assert liver["0.5"] == pytest.approx(outward) and liver["0.8"] == liver["0.9"] == pytest.approx(1.0)
+    assert liver["0.3"] == liver["0.6"] == pytest.approx(outward) and outward < liver["0.7"] < 1.0
+    spleen = thresholds["dice_per_threshold"]["spleen"]
+    assert spleen["0.5"] == pytest.approx(1.0) and spleen["0.4"] < 1.0 and spleen["0.6"] < 1.0
+    # liver: 0.8 (of the equally good 0.8 and 0.9, the nearer to 0.5); spleen best at 0.5, tumour tied: no entry
+    assert pp["rules"]["threshold"] == {"liver": 0.8}
+    # the mask rules are decided on the masks at 0.8, and the numbers before are those at 0.5
+    assert pp["decisions"]["liver"]["largest_component"]["dice_before"] == pytest.approx(1.0)
+    assert pp["dice_per_class_before"]["liver"] == pytest.approx(outward)
+    assert pp["dice_per_class_after"]["liver"] == pytest.approx(1.0)
+    assert pp["dice_per_class_after"]["spleen"] == pytest.approx(1.0)
+    written = json.loads((results / PLAN / "3d_fullres" / "postprocessing.json").read_text())
+    assert written["threshold"] == {"liver": 0.8}
+    assert load_postprocessing(results / PLAN / "3d_fullres" / "postprocessing.json") == pp["rules"]
+    saved = json.loads((results / PLAN / "best_configuration.json").read_text())
+    assert saved["postprocessing"]["thresholds"]["dice_per_threshold"]["liver"]["0.8"] == pytest.approx(1.0)
+    instructions = (results / PLAN / "inference_instructions.md").read_text()
+    assert "thresholds: liver 0.8;" in instructions and "| liver | 0.4571 |" in instructions
+
+
+def test_thresholds_are_not_decided_without_probabilities_or_when_switched_off(tmp_path, capsys):
+    raw, results = tmp_path / "raw", tmp_path / "results"
+    _write_raw(raw, liver_has_second_piece=False)
+    _write_results(results, raw, with_probabilities=False, probabilities=_outward_probabilities)
+    result = find_best_configuration(results, PLAN, ["3d_fullres"], folds=[0, 1], raw_root=raw)
+    pp = result["postprocessing"]
+    assert pp["determined"] and not pp["thresholds"]["decided"]
+    assert "no validation probabilities for 3d_fullres" in pp["thresholds"]["reason"]
+    assert "--npz" in pp["thresholds"]["reason"] and "--val --npz" in pp["thresholds"]["reason"]
+    assert "threshold" not in pp["rules"]  # the file reads as one written before thresholds existed
+    assert "threshold" not in json.loads((results / PLAN / "3d_fullres" / "postprocessing.json").read_text())
+    assert pp["dice_per_class_before"]["liver"] == pytest.approx(2 * 64 / (64 + 216))
+    assert "Per-class thresholds were not decided: no validation probabilities" in (
+        results / PLAN / "inference_instructions.md").read_text()
+    # with probabilities, the command line can switch the decision off
+    _write_results(tmp_path / "with_npz", raw, with_probabilities=True, probabilities=_outward_probabilities)
+    code, out, err = _run(find_best_main, ["-p", PLAN, "-c", "3d_fullres", "-f", "0", "1", "--no_thresholds",
+                                           "--results", str(tmp_path / "with_npz"), "--raw", str(raw)], capsys)
+    assert code == 0, err
+    assert "Per-class thresholds were not decided: switched off (--no_thresholds)" in out
+    assert "threshold" not in json.loads((tmp_path / "with_npz" / PLAN / "3d_fullres" / "postprocessing.json"
+                                          ).read_text())

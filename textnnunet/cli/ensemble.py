@@ -12,9 +12,12 @@ def build_parser() -> argparse.ArgumentParser:
                                             "--save_probabilities: mean probability, thresholded, same geometry.")
     p.add_argument("-i", "--input", nargs="+", required=True, help="two or more prediction folders")
     p.add_argument("-o", "--output", required=True, help="output folder")
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold of the averaged maps")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="probability threshold of the averaged maps (classes with a threshold in --postprocessing "
+                        "use that one)")
     p.add_argument("--postprocessing", default=None, metavar="JSON",
-                   help="postprocessing.json (from textnnunet_find_best_configuration) applied to the masks")
+                   help="postprocessing.json (from textnnunet_find_best_configuration): its per-class thresholds "
+                        "replace --threshold for those classes, then its rules apply to the masks")
     p.add_argument("--save_probabilities", action="store_true", help="also write the averaged probabilities")
     p.add_argument("--overwrite", action="store_true", help="replace existing files not written by textnnunet")
     p.add_argument("--quiet", action="store_true")

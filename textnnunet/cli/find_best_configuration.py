@@ -17,6 +17,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model folders to compare: configuration[__tag], e.g. 3d_fullres 2d 3d_fullres__film")
     p.add_argument("-f", "--folds", nargs="+", default=["0", "1", "2", "3", "4"])
     p.add_argument("--disable_ensembling", action="store_true", help="compare single configurations only")
+    p.add_argument("--no_thresholds", action="store_true",
+                   help="keep the probability threshold at 0.5 for every class; by default each class's threshold "
+                        "is chosen from 0.3-0.9 on the CV cases (kept only if it raises the class's mean Dice), "
+                        "which needs every fold's validation probabilities (textnnunet_train ... --npz, or --val "
+                        "--npz on a finished fold)")
     add_folder_args(p, ("results", "raw", "preprocessed"))
     return p
 
@@ -45,7 +50,8 @@ def main(argv=None) -> int:
     result = find_best_configuration(folders.results, find_plans_name(folders.results, args.plans, args.datasets),
                                      args.configurations, args.folds, raw_root=folders.raw,
                                      preprocessed_root=folders.preprocessed,
-                                     allow_ensembles=not args.disable_ensembling)
+                                     allow_ensembles=not args.disable_ensembling,
+                                     decide_thresholds=not args.no_thresholds)
     print(inference_instructions(result))
     return 0
 

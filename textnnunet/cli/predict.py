@@ -27,10 +27,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--combined", action="store_true", help="one label map per case (values in prompt order) + legend")
     p.add_argument("--save_probabilities", action="store_true")
     p.add_argument("--postprocessing", default=None, metavar="JSON",
-                   help="postprocessing.json (from textnnunet_find_best_configuration) applied to the masks")
+                   help="postprocessing.json (from textnnunet_find_best_configuration): its per-class thresholds "
+                        "replace --threshold for those classes, then its rules apply to the masks")
     p.add_argument("--disable_tta", action="store_true", help="no mirroring test-time augmentation")
     p.add_argument("--step_size", type=float, default=0.5)
-    p.add_argument("--threshold", type=float, default=0.5, help="probability threshold")
+    p.add_argument("--threshold", type=float, default=0.5,
+                   help="probability threshold (classes with a threshold in --postprocessing use that one)")
     p.add_argument("--similarity_threshold", type=float, default=None,
                    help="minimum cosine similarity between a prompt and a trained class (default: the encoder's)")
     p.add_argument("--allow_unknown_prompts", action="store_true",

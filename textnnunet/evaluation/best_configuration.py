@@ -15,6 +15,12 @@ CV cases and adopted only when it raises that class's mean Dice (nnU-Net's rule)
 component; for a lesion class ("liver tumor") whose organ is a class too, keep it inside the (post-processed)
 organ, then possibly its largest component. nnU-Net's first step, the largest component of the union of all
 foreground, is left out: the classes here are independent sigmoid masks (regions may overlap), not one label map.
+
+Before the mask rules, and only when every pooled case of the chosen candidate has validation probabilities, each
+class's probability threshold is chosen from THRESHOLD_GRID by its mean Dice on the CV cases that label it, and
+adopted only when strictly better than at THRESHOLD (a sigmoid mask that is confidently one coarse voxel too large
+gains from a higher one). The mask rules are then decided on the masks at the adopted thresholds, so the decisions
+compose as textnnunet_predict applies them.
 """
 from __future__ import annotations
 
@@ -47,6 +53,7 @@ BEST_CONFIGURATION_FILE = "best_configuration.json"
 INSTRUCTIONS_FILE = "inference_instructions.md"
 ENSEMBLES_FOLDER = "ensembles"
 THRESHOLD = 0.5  # what validation thresholds the fold probabilities with
+THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)  # per-class thresholds tried on the CV cases (holds THRESHOLD)
 CaseKey = tuple[str, str]  # (dataset, case_id)
 
 
@@ -132,10 +139,12 @@ class Candidate:
     def is_ensemble(self) -> bool:
         return len(self.members) > 1
 
-    def case_masks(self, key: CaseKey) -> dict[str, np.ndarray]:
-        if not self.is_ensemble:
-            masks, classes = _load_npz(self.members[0].cases[key].masks_file, "masks")
-            return {c: masks[i].astype(bool) for i, c in enumerate(classes)}
+    def lacking_probabilities(self) -> list[str]:
+        """The members without validation probabilities for every CV case."""
+        return [m.name for m in self.members if not m.has_probabilities()]
+
+    def case_probabilities(self, key: CaseKey) -> dict[str, np.ndarray]:
+        """{class: probability} of one case; an ensemble's is its members' mean."""
         total, classes = None, None
         for member in self.members:
             path = member.cases[key].probabilities_file
@@ -144,8 +153,16 @@ class Candidate:
                 raise UserError(f"{path}: classes or shape differ from {self.members[0].cases[key].probabilities_file}")
             total = probs.astype(np.float32) if total is None else total + probs
             classes = names
-        mean = total / len(self.members)
-        return {c: mean[i] > THRESHOLD for i, c in enumerate(classes)}
+        return dict(zip(classes, total / len(self.members)))
+
+    def case_masks(self, key: CaseKey, thresholds: Mapping[str, float] | None = None) -> dict[str, np.ndarray]:
+        """{class: mask} of one case: a class's probability above its threshold in `thresholds`, else THRESHOLD.
+        A single configuration without thresholds reads the validation masks (its probabilities > THRESHOLD)."""
+        if not self.is_ensemble and not thresholds:
+            masks, classes = _load_npz(self.members[0].cases[key].masks_file, "masks")
+            return {c: masks[i].astype(bool) for i, c in enumerate(classes)}
+        thresholds = thresholds or {}
+        return {c: p > thresholds.get(c, THRESHOLD) for c, p in self.case_probabilities(key).items()}
 
 
 # ---------------------------------------------------------------------------------------------- references
@@ -238,10 +255,45 @@ def _better(after: float, before: float) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ postprocessing
+def determine_thresholds(candidate: Candidate, keys: Sequence[CaseKey], references: References,
+                         grid: Sequence[float] = THRESHOLD_GRID) -> dict:
+    """Per class, its mean Dice at every `grid` threshold over the pooled CV cases that label it, and the adopted
+    thresholds (`_best_threshold`), from one pass over the cases' probabilities.
+
+    Returns {"dice_per_threshold": {class: {threshold: mean Dice}}, "adopted": {class: threshold}, "before":
+    the CV block at THRESHOLD (what the candidate scores without postprocessing)}.
+    """
+    per_case = []
+    for dataset, case_id in keys:
+        reference = references.masks(dataset, case_id)
+        probabilities = candidate.case_probabilities((dataset, case_id))
+        per_case.append({"case_id": case_id, "dataset": dataset,
+                         "dice": {c: {t: dice(ref, probabilities[c] > t) for t in grid}
+                                  for c, ref in reference.items()}})
+    labelled = dict.fromkeys(c for row in per_case for c in row["dice"])
+    means = {c: {t: _mean([r["dice"][c][t] for r in per_case if c in r["dice"]]) for t in grid} for c in labelled}
+    adopted = {c: t for c, m in means.items() if (t := _best_threshold(m)) != THRESHOLD}
+    at_default = [{"case_id": r["case_id"], "dataset": r["dataset"],
+                   "metrics": {c: {"Dice": d[THRESHOLD]} for c, d in r["dice"].items()}} for r in per_case]
+    return {"dice_per_threshold": means, "adopted": adopted, "before": _cv_block(at_default)}
+
+
+def _best_threshold(means: Mapping[float, float]) -> float:
+    """The threshold of the highest mean Dice, THRESHOLD unless another is strictly better; of equally good ones
+    the nearest to THRESHOLD (then the lower): a threshold moves only as far as the CV cases ask."""
+    best = THRESHOLD
+    for t in sorted(means, key=lambda t: (round(abs(t - THRESHOLD), 6), t)):  # 0.7 - 0.5 < 0.5 - 0.3 in floats
+        if _better(means[t], means.get(best, math.nan)):
+            best = t
+    return best
+
+
 def determine_postprocessing(candidate: Candidate, keys: Sequence[CaseKey], references: References,
-                             classes: Sequence[str]) -> dict:
+                             classes: Sequence[str], thresholds: Mapping[str, float] | None = None) -> dict:
     """Rules for `candidate` and the per-case Dice before/after them, from one pass over the CV cases.
 
+    `thresholds`: per-class thresholds already adopted (`determine_thresholds`); the masks are made with them and
+    the mask rules decided on those masks, as they will be applied; the rules then hold them under "threshold".
     Every variant's Dice is computed per case (largest component, organ constraint with the raw and with the
     largest-component organ, both together), so decisions need no second pass: organs first, then lesions
     given the organ's decision, each adopted only if it raises the class's mean Dice.
@@ -250,13 +302,16 @@ def determine_postprocessing(candidate: Candidate, keys: Sequence[CaseKey], refe
     variants: dict[str, dict[str, list[float]]] = {c: {} for c in classes}  # class -> variant -> per-case Dice
     before_rows = []
     for dataset, case_id in keys:
-        scores = _variant_scores(references.masks(dataset, case_id), candidate.case_masks((dataset, case_id)), pairs)
+        scores = _variant_scores(references.masks(dataset, case_id),
+                                 candidate.case_masks((dataset, case_id), thresholds), pairs)
         for name, found in scores.items():
             for variant, value in found.items():
                 variants.setdefault(name, {}).setdefault(variant, []).append(value)
         before_rows.append({"case_id": case_id, "dataset": dataset, "scores": scores})
 
     rules = {"largest_component": [], "constrain_to_organ": {}}
+    if thresholds is not None:  # absent when not decided: postprocessing.json then reads as before thresholds
+        rules = {"threshold": dict(thresholds), **rules}
     decisions, chosen = {}, {}
     for name in sorted(variants, key=lambda c: c in pairs):  # organs before their lesions
         if not variants[name]:
@@ -317,11 +372,12 @@ def _step(before: float, after: float, **extra) -> dict:
 def find_best_configuration(results_root: str | Path, plans_name: str, configurations: Sequence[str],
                             folds: Sequence[str | int] = (0, 1, 2, 3, 4), raw_root: str | Path | None = None,
                             preprocessed_root: str | Path | None = None, allow_ensembles: bool = True,
-                            write: bool = True) -> dict:
+                            write: bool = True, decide_thresholds: bool = True) -> dict:
     """Compare `configurations` (model folder names under results/<plans_name>, `configuration[__tag]`) by
     pooled cross-validation Dice, try pairwise ensembles where probabilities exist, choose the best, decide its
-    postprocessing (when references are available) and write best_configuration.json, inference_instructions.md
-    and postprocessing.json. Returns what best_configuration.json holds.
+    postprocessing (when references are available; per-class thresholds too when `decide_thresholds` and the
+    best has validation probabilities) and write best_configuration.json, inference_instructions.md and
+    postprocessing.json. Returns what best_configuration.json holds.
     """
     plan_folder = Path(results_root) / plans_name
     if not plan_folder.is_dir():
@@ -361,7 +417,7 @@ def find_best_configuration(results_root: str | Path, plans_name: str, configura
     best, score = max(candidates.values(), key=lambda cs: -math.inf if math.isnan(cs[1]) else cs[1])
     result["best"] = {"name": best.name, "members": [m.name for m in best.members],
                       "model_folders": [str(m.folder) for m in best.members], "foreground_mean_dice": score}
-    result["postprocessing"] = _postprocessing_entry(best, keys, references, plan_folder, write)
+    result["postprocessing"] = _postprocessing_entry(best, keys, references, plan_folder, write, decide_thresholds)
     if write:
         atomic_write_json(plan_folder / BEST_CONFIGURATION_FILE, result)
         atomic_write_text(plan_folder / INSTRUCTIONS_FILE, inference_instructions(result))
@@ -370,38 +426,74 @@ def find_best_configuration(results_root: str | Path, plans_name: str, configura
 
 def _score_ensemble(candidate: Candidate, keys: Sequence[CaseKey], references: References) -> dict:
     entry = {"name": candidate.name, "members": [m.name for m in candidate.members]}
-    lacking = [m.name for m in candidate.members if not m.has_probabilities()]
+    lacking = candidate.lacking_probabilities()
     if lacking:
-        return {**entry, "scored": False,
-                "reason": f"no validation probabilities for {', '.join(lacking)}: an ensemble needs "
-                          "validation/<dataset>/<case>_probabilities.npz for every CV case (re-run each fold's "
-                          "validation with textnnunet_train CONFIGURATION FOLD --val --npz)"}
+        return {**entry, "scored": False, "reason": _no_probabilities(lacking, "an ensemble")}
     if not references.available:
         return {**entry, "scored": False, "reason": "no reference labels (give the raw or preprocessed folder)"}
     return {**entry, "scored": True, **_cv_block(score_candidate(candidate, keys, references))}
 
 
+def _no_probabilities(names: Sequence[str], what: str) -> str:
+    return (f"no validation probabilities for {', '.join(names)}: {what} needs "
+            "validation/<dataset>/<case>_probabilities.npz for every CV case (train with --npz, or re-run a "
+            "finished fold's validation with textnnunet_train CONFIGURATION FOLD --val --npz)")
+
+
 def _postprocessing_entry(best: Candidate, keys: Sequence[CaseKey], references: References, plan_folder: Path,
-                          write: bool) -> dict:
+                          write: bool, decide_thresholds: bool = True) -> dict:
     if not references.available:
         return {"determined": False,
                 "reason": "no reference labels (give the raw or preprocessed folder); no postprocessing.json written"}
     classes = best.members[0].plans.label_space.class_names
-    found = determine_postprocessing(best, keys, references, classes)
+    thresholds, before = _threshold_entry(best, keys, references, decide_thresholds)
+    found = determine_postprocessing(best, keys, references, classes, thresholds.get("adopted"))
+    before = before or found["before"]  # the CV Dice at THRESHOLD, before any postprocessing
     folder = best.members[0].folder if not best.is_ensemble else plan_folder / ENSEMBLES_FOLDER / best.name
     path = folder / POSTPROCESSING_FILE
     if write:
         save_postprocessing(path, found["rules"])
-    return {"determined": True, "file": str(path), "rules": found["rules"], "decisions": found["decisions"],
-            "foreground_mean_dice_before": found["before"]["foreground_mean_dice"],
+    return {"determined": True, "file": str(path), "rules": found["rules"], "thresholds": thresholds,
+            "decisions": found["decisions"],
+            "foreground_mean_dice_before": before["foreground_mean_dice"],
             "foreground_mean_dice_after": found["after"]["foreground_mean_dice"],
-            "dice_per_class_before": found["before"]["dice_per_class"],
+            "dice_per_class_before": before["dice_per_class"],
             "dice_per_class_after": found["after"]["dice_per_class"]}
+
+
+def _threshold_entry(best: Candidate, keys: Sequence[CaseKey], references: References, decide: bool
+                     ) -> tuple[dict, dict | None]:
+    """The results' "thresholds" entry (the mean Dice at every grid threshold, or why they were not decided)
+    and, when decided, the CV block at THRESHOLD."""
+    if not decide:
+        return {"decided": False, "reason": "switched off (--no_thresholds)"}, None
+    lacking = best.lacking_probabilities()
+    if lacking:
+        return {"decided": False, "reason": _no_probabilities(lacking, "deciding per-class thresholds")}, None
+    found = determine_thresholds(best, keys, references)
+    return {"decided": True, "grid": list(THRESHOLD_GRID), "adopted": found["adopted"],
+            "dice_per_threshold": {c: {f"{t:g}": d for t, d in means.items()}  # JSON keys are strings
+                                   for c, means in found["dice_per_threshold"].items()}}, found["before"]
 
 
 # ------------------------------------------------------------------------------------------------- report
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
+
+
+def _threshold_lines(entry: Mapping | None) -> list[str]:
+    """The per-class thresholds' part of inference_instructions.md: why each was (not) adopted."""
+    if entry is None:
+        return []
+    if not entry["decided"]:
+        return [f"Per-class thresholds were not decided: {entry['reason']}.", ""]
+    grid = [f"{t:g}" for t in entry["grid"]]
+    lines = [f"Per-class thresholds: CV mean Dice at each; the best is adopted only when strictly better than at "
+             f"{THRESHOLD}.", "", f"| class | {' | '.join(grid)} | adopted |", "|---" * (len(grid) + 2) + "|"]
+    for name, means in entry["dice_per_threshold"].items():
+        lines.append(f"| {name} | {' | '.join(_fmt(means[t]) for t in grid)} "
+                     f"| {entry['adopted'].get(name, THRESHOLD):g} |")
+    return lines + [""]
 
 
 def inference_instructions(result: Mapping) -> str:
@@ -425,9 +517,11 @@ def inference_instructions(result: Mapping) -> str:
     lines += ["```", ""]
     if pp.get("determined"):
         rules = pp["rules"]
+        thresholds = ", ".join(f"{k} {v:g}" for k, v in rules.get("threshold", {}).items()) or f"{THRESHOLD} for all"
         kept = ", ".join(rules["largest_component"]) or "none"
         inside = ", ".join(f"{k} inside {v}" for k, v in rules["constrain_to_organ"].items()) or "none"
-        lines += [f"Postprocessing ({pp['file']}): largest component for {kept}; organ constraint: {inside}.", "",
+        lines += [f"Postprocessing ({pp['file']}): thresholds: {thresholds}; largest component for {kept}; "
+                  f"organ constraint: {inside}.", "", *_threshold_lines(pp.get("thresholds")),
                   "| class | CV Dice | after postprocessing |", "|---|---|---|"]
         for name, value in pp["dice_per_class_before"].items():
             lines.append(f"| {name} | {_fmt(value)} | {_fmt(pp['dice_per_class_after'].get(name))} |")

@@ -20,7 +20,12 @@ from textnnunet.errors import UserError
 from textnnunet.imageio.sitk_io import ImageGeometry, read_label
 from textnnunet.inference.export import MANIFEST, OutputFolder, find_input_cases, split_ending
 from textnnunet.paths import CHECKPOINT_FINAL
-from textnnunet.postprocessing import postprocess_masks, skipped_constraints
+from textnnunet.postprocessing import (
+    class_thresholds,
+    postprocess_masks,
+    skipped_constraints,
+    threshold_probabilities,
+)
 from textnnunet.utils.files import load_json
 
 PROBABILITIES_SUFFIX = "_probabilities.npz"
@@ -146,7 +151,8 @@ def _write_case(out: OutputFolder, case_id: str, probs: np.ndarray, prompts: lis
         raise UserError(problem)
     if combined:
         out.write_legend(prompts, resolved)
-    masks = [(p > threshold).astype(np.uint8) for p in probs]
+    # postprocessing.json's per-class thresholds replace `threshold` for their classes, as in textnnunet_predict
+    masks = threshold_probabilities(probs, class_thresholds(postprocessing, resolved, threshold))
     if postprocessing is not None:
         masks = postprocess_masks(masks, resolved, postprocessing)[0]
     out.write(case_id, masks, prompts, resolved, geometry, combined, ending, probs if save_probabilities else None)

@@ -5,13 +5,17 @@ import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
 from tqdm import tqdm
 
 from textnnunet.errors import UserError
 from textnnunet.inference.export import InputCase, OutputFolder, find_input_cases, split_ending
 from textnnunet.inference.predictor import TextPredictor, geometry_from_properties
-from textnnunet.postprocessing import postprocess_masks, skipped_constraints
+from textnnunet.postprocessing import (
+    class_thresholds,
+    postprocess_masks,
+    skipped_constraints,
+    threshold_probabilities,
+)
 from textnnunet.preprocessing.preprocessor import restore_masks, restore_to_original
 from textnnunet.text.prompts import describe_resolution
 
@@ -29,7 +33,9 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
                   postprocessing: dict | None = None) -> int:
     """Predict every input case; returns the number of cases that failed (each reported on one line).
 
-    `postprocessing`: rules of a postprocessing.json, applied to the masks (not to saved probabilities).
+    `postprocessing`: rules of a postprocessing.json: its per-class thresholds make the masks of prompts that
+    resolve to a trained class (other prompts: the settings' threshold), then its mask rules apply; saved
+    probabilities are left as predicted.
     """
     resolutions = predictor.resolve_prompts(prompts)
     if verbose:
@@ -37,6 +43,7 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
     heads = predictor.heads_for(resolutions)
     resolved = [r.class_name for r in resolutions]  # the trained classes asked (post-processing rules name these)
     structures = [r.structure for r in resolutions]  # what each output shows ('left kidney' derived from 'kidney')
+    thresholds = class_thresholds(postprocessing, resolved, predictor.settings.threshold)
     if postprocessing is not None and verbose:
         for note in skipped_constraints(postprocessing, resolved):
             print(f"postprocessing: {note}")
@@ -63,8 +70,8 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
     def export(case_id, probs, properties, ending):
         # Masks class by class, thresholded while resampled; full-resolution float maps only when they are saved.
         original = restore_to_original(probs, properties) if save_probabilities else None
-        masks = (restore_masks(probs, properties, predictor.settings.threshold) if original is None
-                 else [(p > predictor.settings.threshold).astype(np.uint8) for p in original])
+        masks = (restore_masks(probs, properties, thresholds) if original is None
+                 else threshold_probabilities(original, thresholds))
         if postprocessing is not None:
             masks = postprocess_masks(masks, resolved, postprocessing)[0]
         out.write(case_id, masks, prompts, structures, geometry_from_properties(properties), combined, ending,

@@ -1,13 +1,16 @@
-"""Rule-based postprocessing of per-class binary masks: keep the largest component, keep a lesion inside its organ.
+"""Rule-based postprocessing: a probability threshold per class, then rules on the binary masks (keep the largest
+component, keep a lesion inside its organ).
 
 Rules live in `postprocessing.json` (written by textnnunet_find_best_configuration, read by textnnunet_predict
 --postprocessing and textnnunet_ensemble --postprocessing):
 ```
-{"largest_component": ["liver", "spleen"], "constrain_to_organ": {"liver tumor": "liver"}}
+{"threshold": {"liver": 0.7}, "largest_component": ["liver", "spleen"], "constrain_to_organ": {"liver tumor": "liver"}}
 ```
-Class names are normalised prompts. Order of application: a class is processed after the organ it is
-constrained to (so a tumour is cut with the already cleaned organ), and within a class the organ constraint
-comes before the largest-component step (so an outside false positive cannot win as "largest").
+Class names are normalised prompts. `threshold` is optional (files written before it existed stay valid); a class
+without one is thresholded at the command's default (0.5). Order of application: the thresholds make the masks;
+then a class is processed after the organ it is constrained to (so a tumour is cut with the already cleaned
+organ), and within a class the organ constraint comes before the largest-component step (so an outside false
+positive cannot win as "largest").
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ from textnnunet.utils.files import atomic_write_json, load_json
 
 POSTPROCESSING_FILE = "postprocessing.json"
 RULE_KEYS = ("largest_component", "constrain_to_organ")
-OPTIONAL_KEYS = ("notes",)  # free text for people; ignored by the code
+OPTIONAL_KEYS = ("threshold", "notes")  # notes: free text for people, ignored by the code
 _LESION = re.compile(r"^(?P<organ>.+) (tumou?rs?|lesions?|cysts?)$")
 
 
@@ -69,7 +72,7 @@ def organ_pairs(classes: Iterable[str]) -> dict[str, str]:
 
 # --------------------------------------------------------------------------------------------------- rules
 def empty_rules() -> dict:
-    return {"largest_component": [], "constrain_to_organ": {}}
+    return {"threshold": {}, "largest_component": [], "constrain_to_organ": {}}
 
 
 def validate_rules(rules: object, source: str = POSTPROCESSING_FILE) -> dict:
@@ -78,7 +81,8 @@ def validate_rules(rules: object, source: str = POSTPROCESSING_FILE) -> dict:
         raise UserError(f"{source}: expected a JSON object with {', '.join(RULE_KEYS)}")
     unknown = sorted(set(rules) - set(RULE_KEYS) - set(OPTIONAL_KEYS))
     if unknown:
-        raise UserError(f"{source}: unknown key(s) {', '.join(unknown)} (expected {', '.join(RULE_KEYS)})")
+        raise UserError(f"{source}: unknown key(s) {', '.join(unknown)} "
+                        f"(expected {', '.join(RULE_KEYS)}, optionally {', '.join(OPTIONAL_KEYS)})")
     largest = rules.get("largest_component", [])
     if not isinstance(largest, list) or not all(isinstance(c, str) for c in largest):
         raise UserError(f"{source}: 'largest_component' must be a list of class names")
@@ -92,8 +96,27 @@ def validate_rules(rules: object, source: str = POSTPROCESSING_FILE) -> dict:
     _processing_order(constrain, set(constrain) | set(constrain.values()), source)  # rejects cycles
     out = {"largest_component": list(dict.fromkeys(normalise_class_name(c) for c in largest)),
            "constrain_to_organ": constrain}
+    if "threshold" in rules:  # kept absent when absent: an older file loads as it always did
+        out = {"threshold": _validate_thresholds(rules["threshold"], source), **out}
     if "notes" in rules:
         out["notes"] = rules["notes"]
+    return out
+
+
+def _validate_thresholds(thresholds: object, source: str) -> dict[str, float]:
+    """{normalised class: threshold}, each strictly between 0 and 1 (0 or 1 would make a full or an empty mask)."""
+    if not isinstance(thresholds, Mapping):
+        raise UserError(f"{source}: 'threshold' must map class names to probability thresholds")
+    out: dict[str, float] = {}
+    for name, value in thresholds.items():
+        # bool is an int in Python, and JSON's true must not read as a threshold of 1
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+            raise UserError(f"{source}: threshold of '{name}' must be a number strictly between 0 and 1, "
+                            f"got {value!r}")
+        key = normalise_class_name(name)
+        if key in out and out[key] != value:
+            raise UserError(f"{source}: 'threshold' gives class '{key}' two values ({out[key]} and {value})")
+        out[key] = float(value)
     return out
 
 
@@ -122,6 +145,19 @@ def _processing_order(constrain: Mapping[str, str], classes: Iterable[str], sour
 
 
 # ------------------------------------------------------------------------------------------------- applying
+def class_thresholds(rules: Mapping | None, classes: Sequence[str | None], default: float) -> list[float]:
+    """The probability threshold of each of `classes` (None: a zero-shot prompt): its rule, else `default`."""
+    own = validate_rules(rules).get("threshold", {}) if rules is not None else {}
+    return [own.get(normalise_class_name(c), default) if c is not None else default for c in classes]
+
+
+def threshold_probabilities(probabilities: Sequence[np.ndarray], thresholds: Sequence[float]) -> list[np.ndarray]:
+    """uint8 masks `probability > threshold`, one threshold per channel."""
+    if len(probabilities) != len(thresholds):
+        raise ValueError(f"{len(probabilities)} probability channels but {len(thresholds)} thresholds")
+    return [(np.asarray(p) > t).astype(np.uint8) for p, t in zip(probabilities, thresholds)]
+
+
 def skipped_constraints(rules: Mapping, classes: Iterable[str | None]) -> list[str]:
     """One note per organ constraint of `rules` that cannot apply because its organ is not among `classes`."""
     names = {normalise_class_name(c) for c in classes if c is not None}

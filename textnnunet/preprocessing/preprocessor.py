@@ -475,24 +475,29 @@ def resample_probability_channel(prob: np.ndarray, shape: Sequence[int], axis: i
 def restore_masks(
     probabilities: np.ndarray,
     properties: dict,
-    threshold: float = 0.5,
+    threshold: float | Sequence[float] = 0.5,
     order: int = 1,
     order_z: int = 0,
     separate_z_threshold: float = DEFAULT_SEPARATE_Z_THRESHOLD,
 ) -> list[np.ndarray]:
     """Binary masks (uint8, the input's own layout) of `restore_to_original(probabilities, properties) > threshold`.
 
+    `threshold`: one for every class, or one per class (postprocessing.json's per-class thresholds).
     Each class is resampled slab by slab and thresholded as it goes, pasted into its uint8 mask and
     reoriented: peak memory is a few slabs plus the masks, not K full-resolution float maps. Equal to
     thresholding `restore_to_original` up to float32 rounding at the threshold itself.
     """
     _check_restorable(probabilities, properties)
+    thresholds = [float(threshold)] * len(probabilities) if np.isscalar(threshold) else list(threshold)
+    if len(thresholds) != len(probabilities):
+        raise ValueError(f"{len(probabilities)} probability channels but {len(thresholds)} thresholds")
     slicer = _crop_slicer(properties)
     shape = tuple(int(s) for s in properties["shape_original"])
     masks = []
-    for prob in probabilities:
+    for prob, channel_threshold in zip(probabilities, thresholds):
         full = np.zeros((1, *shape), dtype=np.uint8)
-        threshold_channel(prob, full[(0, *slicer)], properties, threshold, order, order_z, separate_z_threshold)
+        threshold_channel(prob, full[(0, *slicer)], properties, channel_threshold, order, order_z,
+                          separate_z_threshold)
         masks.append(_to_original_layout(full, properties)[0])
     return masks
 

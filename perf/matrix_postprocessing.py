@@ -1,0 +1,124 @@
+"""Matrix rows judged the way an nnU-Net user finishes a model: postprocessing decided on cross-validation.
+
+For each row of a generalization-matrix work folder (trained by perf/generalization_matrix.py, fold 0 only):
+1. the fold's validation is re-run with its probabilities (`textnnunet_train 3d_fullres 0 --val --npz`; skipped when
+   they exist; the masks and summary it writes are those of the training's own validation, the model being fixed);
+2. `textnnunet_find_best_configuration -c 3d_fullres -f 0` decides the postprocessing on those validation cases
+   (per-class probability thresholds, largest component, a tumour inside its organ; each adopted only where it
+   raises the class's mean validation Dice);
+3. the test set is predicted again with that postprocessing.json (`textnnunet_predict --postprocessing`, the row's
+   own prompts and mirroring) and evaluated.
+Writes `<out>/<row>_postprocessing.json`: the decided rules, the validation Dice behind them (best_configuration.json),
+the test Dice/FP/FN per class with the postprocessing and, from the row's matrix JSON, without it; command, versions,
+machine. The test set plays no part in any decision.
+
+    OMP_NUM_THREADS=1 .venv/bin/python perf/matrix_postprocessing.py --work /work/m11/s12345 -v clinical \
+        --matrix_json documentation/measurements/generalization_matrix/session11_150ep \
+        --out documentation/measurements/generalization_matrix/session11_150ep
+
+Validation probabilities are about 0.2 GB per clinical-size case; --drop_probabilities deletes them afterwards.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _artefact import git_state, machine, package_versions  # noqa: E402
+from generalization_matrix import ORGANS, PLAN_ROWS, PROMPTS, _call, _class_table  # noqa: E402
+
+from textnnunet.utils.files import atomic_write_json  # noqa: E402
+
+PLANS_NAME = "TextPlans_001_002_003"
+TRAIN_IDS = ["1", "2", "3"]
+
+
+def validation_probabilities_complete(fold: Path) -> bool:
+    """Every validation case of the fold has its `<case>_probabilities.npz` beside its masks."""
+    masks = [p for p in (fold / "validation").glob("*/*.npz") if not p.name.endswith("_probabilities.npz")]
+    return bool(masks) and all(p.with_name(f"{p.stem}_probabilities.npz").is_file() for p in masks)
+
+
+def run_row(row: str, work: Path, matrix_json: Path, out: Path, drop_probabilities: bool) -> dict:
+    from textnnunet.cli.evaluate import main as evaluate_main
+    from textnnunet.cli.find_best_configuration import main as best_main
+    from textnnunet.cli.predict import main as predict_main
+    from textnnunet.cli.train import main as train_main
+
+    data_name = PLAN_ROWS.get(row, (row, []))[0]
+    raw, pre, res = work / data_name / "raw", work / row / "preprocessed", work / row / "results"
+    model = res / PLANS_NAME / "3d_fullres"
+    fold = model / "fold_0"
+    folders = ["--raw", str(raw), "--preprocessed", str(pre), "--results", str(res)]
+    timings = {}
+    t = time.time()
+    if not validation_probabilities_complete(fold):
+        _call(train_main, ["3d_fullres", "0", "-d", *TRAIN_IDS, "--val", "--npz", "--quiet", *folders])
+    timings["validation_with_probabilities_s"] = time.time() - t
+
+    t = time.time()
+    _call(best_main, ["-d", *TRAIN_IDS, "-c", "3d_fullres", "-f", "0", "--disable_ensembling", *folders])
+    timings["find_best_configuration_s"] = time.time() - t
+    best = json.loads((res / PLANS_NAME / "best_configuration.json").read_text())
+    rules_file = model / "postprocessing.json"
+    rules = json.loads(rules_file.read_text())
+
+    matrix = json.loads((matrix_json / f"{row}.json").read_text())
+    t = time.time()
+    predictions = work / row / "predictions_Dataset004_postprocessed"
+    if predictions.is_dir():  # this script's own output, made with rules that may since have changed
+        shutil.rmtree(predictions)
+    _call(predict_main, ["-i", str(raw / "Dataset004_Abdomen" / "imagesTs"), "-o", str(predictions), "-p", *PROMPTS,
+                         "-m", str(model), "-f", "0", "--postprocessing", str(rules_file),
+                         *([] if matrix.get("test_time_augmentation", True) else ["--disable_tta"])])
+    timings["predict_s"] = time.time() - t
+    _call(evaluate_main, ["-ref", str(raw / "Dataset004_Abdomen" / "labelsTs"), "-pred", str(predictions),
+                          "-djfile", str(raw / "Dataset004_Abdomen" / "dataset.json"), "--partial"])
+    test = _class_table(json.loads((predictions / "summary.json").read_text()))
+    if drop_probabilities:
+        for p in (fold / "validation").glob("*/*_probabilities.npz"):
+            p.unlink()
+    return {
+        "what": f"matrix row {row}: postprocessing decided by textnnunet_find_best_configuration on the fold-0 "
+                "validation cases, applied to the test set; the test set decides nothing",
+        "row": row, "work": str(work), "matrix_json": str(matrix_json / f"{row}.json"),
+        "postprocessing": rules, "best_configuration": best,
+        "test_Dataset004_postprocessed": test,
+        "test_Dataset004_raw": matrix["test_Dataset004"],
+        "liver_spleen_kidney": {c: {"Dice_raw": matrix["test_Dataset004"][c]["Dice"], "Dice_postprocessed": test[c]["Dice"],
+                                    "FP_over_FN_raw": matrix["test_Dataset004"][c]["FP"] / max(matrix["test_Dataset004"][c]["FN"], 1),
+                                    "FP_over_FN_postprocessed": test[c]["FP"] / max(test[c]["FN"], 1)}
+                                for c in ORGANS},
+        "timings": {k: round(v, 1) for k, v in timings.items()},
+        "command": " ".join([sys.executable, *sys.argv]), "versions": package_versions(), "machine": machine(),
+        "git": git_state(),
+    }
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work", type=Path, required=True, help="the matrix work folder (WORK/<row>/...)")
+    p.add_argument("-v", "--rows", nargs="+", required=True)
+    p.add_argument("--matrix_json", type=Path, required=True, help="the folder of the rows' matrix JSON (no postprocessing)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--force", action="store_true", help="redo rows whose output exists")
+    p.add_argument("--drop_probabilities", action="store_true", help="delete the validation probabilities afterwards")
+    args = p.parse_args()
+    for row in args.rows:
+        target = args.out / f"{row}_postprocessing.json"
+        if target.is_file() and not args.force:
+            print(f"{row}: {target} exists, skipped")
+            continue
+        record = run_row(row, args.work.resolve(), args.matrix_json, args.out, args.drop_probabilities)
+        atomic_write_json(target, record, indent=1)
+        print(row, record["postprocessing"], {c: {k: round(v, 3) for k, v in x.items()}
+                                              for c, x in record["liver_spleen_kidney"].items()}, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -74,4 +74,16 @@ def test_demo_runs_every_step_on_small_phantoms(tmp_path, monkeypatch, capsys):
     summary = json.loads((work / "predictions_Dataset004" / "summary.json").read_text())
     assert set(summary["mean"]) == {"liver", "liver tumor", "spleen", "kidney", "kidney tumor"}
     assert (work / "results" / "TextPlans_001_002_003" / "inference_instructions.md").is_file()
+    best = json.loads((work / "results" / "TextPlans_001_002_003" / "best_configuration.json").read_text())
+    assert best["postprocessing"]["thresholds"]["decided"] is True  # the demo keeps its validation probabilities
     assert "step seconds" in capsys.readouterr().out
+
+    # A fold trained without its validation probabilities (before the demo kept them) gets them on the next run.
+    kept = sorted((model / "fold_0" / "validation").glob("*/*_probabilities.npz"))
+    assert kept
+    for path in kept:
+        path.unlink()
+    _ok(demo_main, ["--work", str(work), "--size", "small", "--epochs", "1", "--iters_per_epoch", "2",
+                    "--encoder", "onehot", "--device", "cpu", "-np", "1"])
+    assert sorted((model / "fold_0" / "validation").glob("*/*_probabilities.npz")) == kept
+    assert "validation_with_probabilities" in capsys.readouterr().out

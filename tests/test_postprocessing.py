@@ -350,3 +350,18 @@ def test_thresholds_are_not_decided_without_probabilities_or_when_switched_off(t
     assert "Per-class thresholds were not decided: switched off (--no_thresholds)" in out
     assert "threshold" not in json.loads((tmp_path / "with_npz" / PLAN / "3d_fullres" / "postprocessing.json"
                                           ).read_text())
+
+
+def test_a_threshold_moves_only_for_a_gain_beyond_the_cases_noise():
+    from textnnunet.evaluation.best_configuration import _best_threshold
+
+    base = [0.90, 0.92, 0.94]
+    # a mean gain of 0.001 that the cases disagree on (+0.01, -0.008, +0.001): noise, stays at 0.5
+    noisy = {0.5: base, 0.4: [0.91, 0.912, 0.941], 0.6: [0.89, 0.91, 0.93]}
+    assert _best_threshold(noisy) == 0.5
+    # every case gains about a point at 0.7, more at 0.8 but with one case losing: 0.7
+    consistent = {0.5: base, 0.7: [0.91, 0.931, 0.949], 0.8: [0.95, 0.90, 0.96]}
+    assert _best_threshold(consistent) == 0.7
+    # one case cannot show a gain beyond its noise; a case with no Dice (NaN) does not count
+    assert _best_threshold({0.5: [0.90], 0.7: [0.95]}) == 0.5
+    assert _best_threshold({0.5: [0.90, float("nan")], 0.7: [0.95, 0.99]}) == 0.5

@@ -1,8 +1,9 @@
 """textnnunet_demo: the whole pipeline on the built-in phantom datasets, resumable, no exports needed.
 
-generate phantoms -> plan and preprocess datasets 1 2 3 -> train 3d_fullres fold 0 -> decide postprocessing on the
-fold's validation (textnnunet_find_best_configuration) -> predict five prompts on the fully labelled
-Dataset004_Abdomen with it -> evaluate. Folders default to ./demo_work/{raw,preprocessed,results}.
+generate phantoms -> plan and preprocess datasets 1 2 3 -> train 3d_fullres fold 0 (keeping its validation
+probabilities, `--npz`) -> decide postprocessing, per-class thresholds included, on the fold's validation
+(textnnunet_find_best_configuration) -> predict five prompts on the fully labelled Dataset004_Abdomen with it ->
+evaluate. Folders default to ./demo_work/{raw,preprocessed,results}.
 """
 from __future__ import annotations
 
@@ -79,8 +80,17 @@ def main(argv=None) -> int:
     else:
         resume = fold.latest_checkpoint.is_file()
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
-                   encoder=args.encoder, resume=resume)
+                   encoder=args.encoder, resume=resume, save_probabilities=True)
     timings["train"] = time.time() - t
+
+    from textnnunet.evaluation.best_configuration import collect_validation
+
+    if not collect_validation(fold_folder.parent, [0]).has_probabilities():
+        # a fold trained before the demo kept its validation probabilities: per-class thresholds need them
+        t = _step("3/6 (again) fold 0's validation with its probabilities (textnnunet_train ... --val --npz)")
+        train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
+                   encoder=args.encoder, validation_only=True, save_probabilities=True)
+        timings["validation_with_probabilities"] = time.time() - t
 
     from textnnunet.cli.find_best_configuration import main as find_best_main
     from textnnunet.postprocessing import POSTPROCESSING_FILE

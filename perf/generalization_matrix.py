@@ -4,7 +4,9 @@ For each variant of textnnunet.demo.phantom_variants (and the demo data itself):
 plan and preprocess datasets 1 2 3 with the default (cpu) preset, train 3d_fullres fold 0 at the demo's budget,
 predict the fully labelled Dataset004 test cases with five prompts and evaluate them. Writes one JSON artefact per
 variant (plan, validation and test Dice/FP/FN per class, whole-case checks during training, timings, command,
-versions, machine) and an FP/FN overlay PNG to documentation/measurements/generalization_matrix/.
+versions, machine) and an FP/FN overlay PNG to documentation/measurements/generalization_matrix/; then, as the demo
+does, decides postprocessing on fold 0's validation and predicts the test set with it (<variant>_postprocessing.json,
+perf/matrix_postprocessing.py; --no_postprocessing skips it).
 
 Resumable: a variant whose JSON exists is skipped (--force redoes the evaluation); every step resumes where it
 stopped (generation, preprocessing and training all resume).
@@ -92,7 +94,7 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     if not (fold / "checkpoint_final.pth").is_file():
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
                    resume=(fold / "checkpoint_latest.pth").is_file(), validate=not cheap, encoder=encoder,
-                   model_tag="")  # one model per work folder: keep the default folder name whatever the options
+                   model_tag="", save_probabilities=not cheap)  # --npz: the postprocessing step decides thresholds  # one model per work folder: keep the default folder name whatever the options
     timings["train_and_validate_s"] = time.time() - t
 
     t = time.time()
@@ -307,6 +309,8 @@ def main() -> int:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--num_workers", type=int, default=0, help="background augmentation workers")
     p.add_argument("--encoder", default="auto", help="text encoder kind (auto: MiniLM without local CLIP weights)")
+    p.add_argument("--no_postprocessing", action="store_true",
+                   help="skip deciding postprocessing on fold 0's validation and predicting the test set with it")
     p.add_argument("--report", action="store_true", help="print the Markdown table of the existing artefacts, run nothing")
     args = p.parse_args()
     if args.report:
@@ -328,6 +332,25 @@ def main() -> int:
         tmp.replace(target)
         organs = {c: round(record["test_Dataset004"][c]["Dice"], 3) for c in ORGANS}
         print(f"== {name}: test Dice {organs}; plan spacing {record['plan_3d_fullres']['spacing']}", flush=True)
+    if not args.no_postprocessing:
+        _postprocess_rows([v for v in args.variants if v not in CHEAP_ROWS], args.work.resolve(), args.out, args.force)
+
+
+def _postprocess_rows(rows: list[str], work: Path, out: Path, force: bool) -> None:
+    """Each row finished as the demo finishes: postprocessing decided on fold 0's validation, the test set predicted
+    with it (perf/matrix_postprocessing.py; <row>_postprocessing.json beside the row's JSON)."""
+    from matrix_postprocessing import run_row
+
+    for name in rows:
+        target = out / f"{name}_postprocessing.json"
+        if target.is_file() and not force:
+            continue
+        record = run_row(name, work, out, out, drop_probabilities=False)
+        tmp = target.with_suffix(".json.tmp")
+        tmp.write_text(json.dumps(record, indent=1))
+        tmp.replace(target)
+        print(f"== {name} with its postprocessing {record['postprocessing']}: "
+              f"{ {c: round(x['Dice_postprocessed'], 3) for c, x in record['liver_spleen_kidney'].items()} }", flush=True)
     return 0
 
 

@@ -43,7 +43,8 @@ def validation_probabilities_complete(fold: Path) -> bool:
     return bool(masks) and all(p.with_name(f"{p.stem}_probabilities.npz").is_file() for p in masks)
 
 
-def run_row(row: str, work: Path, matrix_json: Path, out: Path, drop_probabilities: bool) -> dict:
+def run_row(row: str, work: Path, matrix_json: Path, out: Path, drop_probabilities: bool,
+            threshold_min_gain_se: float | None = None, suffix: str = "") -> dict:
     from textnnunet.cli.evaluate import main as evaluate_main
     from textnnunet.cli.find_best_configuration import main as best_main
     from textnnunet.cli.predict import main as predict_main
@@ -61,7 +62,8 @@ def run_row(row: str, work: Path, matrix_json: Path, out: Path, drop_probabiliti
     timings["validation_with_probabilities_s"] = time.time() - t
 
     t = time.time()
-    _call(best_main, ["-d", *TRAIN_IDS, "-c", "3d_fullres", "-f", "0", "--disable_ensembling", *folders])
+    bar = [] if threshold_min_gain_se is None else ["--threshold_min_gain_se", str(threshold_min_gain_se)]
+    _call(best_main, ["-d", *TRAIN_IDS, "-c", "3d_fullres", "-f", "0", "--disable_ensembling", *bar, *folders])
     timings["find_best_configuration_s"] = time.time() - t
     best = json.loads((res / PLANS_NAME / "best_configuration.json").read_text())
     rules_file = model / "postprocessing.json"
@@ -69,7 +71,7 @@ def run_row(row: str, work: Path, matrix_json: Path, out: Path, drop_probabiliti
 
     matrix = json.loads((matrix_json / f"{row}.json").read_text())
     t = time.time()
-    predictions = work / row / "predictions_Dataset004_postprocessed"
+    predictions = work / row / f"predictions_Dataset004_postprocessed{suffix}"
     if predictions.is_dir():  # this script's own output, made with rules that may since have changed
         shutil.rmtree(predictions)
     _call(predict_main, ["-i", str(raw / "Dataset004_Abdomen" / "imagesTs"), "-o", str(predictions), "-p", *PROMPTS,
@@ -107,13 +109,17 @@ def main() -> int:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--force", action="store_true", help="redo rows whose output exists")
     p.add_argument("--drop_probabilities", action="store_true", help="delete the validation probabilities afterwards")
+    p.add_argument("--threshold_min_gain_se", type=float, default=None,
+                   help="find_best_configuration's bar for moving a threshold (default: its own)")
+    p.add_argument("--suffix", default="", help="output <row>_postprocessing<suffix>.json (another bar, say)")
     args = p.parse_args()
     for row in args.rows:
-        target = args.out / f"{row}_postprocessing.json"
+        target = args.out / f"{row}_postprocessing{args.suffix}.json"
         if target.is_file() and not args.force:
             print(f"{row}: {target} exists, skipped")
             continue
-        record = run_row(row, args.work.resolve(), args.matrix_json, args.out, args.drop_probabilities)
+        record = run_row(row, args.work.resolve(), args.matrix_json, args.out, args.drop_probabilities,
+                         args.threshold_min_gain_se, args.suffix)
         atomic_write_json(target, record, indent=1)
         print(row, record["postprocessing"], {c: {k: round(v, 3) for k, v in x.items()}
                                               for c, x in record["liver_spleen_kidney"].items()}, flush=True)

@@ -365,3 +365,19 @@ def test_a_threshold_moves_only_for_a_gain_beyond_the_cases_noise():
     # one case cannot show a gain beyond its noise; a case with no Dice (NaN) does not count
     assert _best_threshold({0.5: [0.90], 0.7: [0.95]}) == 0.5
     assert _best_threshold({0.5: [0.90, float("nan")], 0.7: [0.95, 0.99]}) == 0.5
+    # the bar is a parameter: at 0 any gain of the mean moves it (0.4's noisy 0.001; 0.8's larger mean gain)
+    assert _best_threshold(noisy, min_gain_in_se=0.0) == 0.4
+    assert _best_threshold(consistent, min_gain_in_se=0.0) == 0.8
+
+
+def test_the_threshold_bar_is_a_command_line_option(tmp_path, capsys):
+    raw, results = tmp_path / "raw", tmp_path / "results"
+    _write_raw(raw, liver_has_second_piece=False)
+    _write_results(results, raw, with_probabilities=True, probabilities=_outward_probabilities)
+    argv = ["-p", PLAN, "-c", "3d_fullres", "-f", "0", "1", "--results", str(results), "--raw", str(raw)]
+    code, out, _ = _run(find_best_main, argv + ["--threshold_min_gain_se", "0.5"], capsys)
+    assert code == 0 and "at least 0.5 standard errors" in out
+    saved = json.loads((results / PLAN / "best_configuration.json").read_text())
+    assert saved["postprocessing"]["thresholds"]["min_gain_in_se"] == 0.5
+    code, _, err = _run(find_best_main, argv + ["--threshold_min_gain_se", "-1"], capsys)
+    assert code == 2 and "--threshold_min_gain_se -1.0: must be >= 0" in err

@@ -19,9 +19,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--disable_ensembling", action="store_true", help="compare single configurations only")
     p.add_argument("--no_thresholds", action="store_true",
                    help="keep the probability threshold at 0.5 for every class; by default each class's threshold "
-                        "is chosen from 0.3-0.9 on the CV cases (kept only if it raises the class's mean Dice), "
-                        "which needs every fold's validation probabilities (textnnunet_train ... --npz, or --val "
-                        "--npz on a finished fold)")
+                        "is chosen from 0.3-0.9 on the CV cases (kept only for a Dice gain beyond the cases' noise, "
+                        "--threshold_min_gain_se), which needs every fold's validation probabilities "
+                        "(textnnunet_train ... --npz, or --val --npz on a finished fold)")
+    p.add_argument("--threshold_min_gain_se", type=float, default=None, metavar="K",
+                   help="a class's threshold moves only when its mean per-case Dice gain over 0.5 is at least K "
+                        "standard errors of the paired per-case differences (default 2; 0: any gain of the mean)")
     add_folder_args(p, ("results", "raw", "preprocessed"))
     return p
 
@@ -42,7 +45,15 @@ def find_plans_name(results, plans: str | None, datasets: list[int] | None) -> s
 @user_errors_exit
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    from textnnunet.evaluation.best_configuration import find_best_configuration, inference_instructions
+    from textnnunet.evaluation.best_configuration import (
+        MIN_GAIN_IN_SE,
+        find_best_configuration,
+        inference_instructions,
+    )
+
+    min_gain = MIN_GAIN_IN_SE if args.threshold_min_gain_se is None else args.threshold_min_gain_se
+    if min_gain < 0:
+        raise UserError(f"--threshold_min_gain_se {min_gain}: must be >= 0")
     from textnnunet.paths import resolve_folders
 
     # references for postprocessing come from the raw labels or, without them, the preprocessed cache
@@ -51,7 +62,8 @@ def main(argv=None) -> int:
                                      args.configurations, args.folds, raw_root=folders.raw,
                                      preprocessed_root=folders.preprocessed,
                                      allow_ensembles=not args.disable_ensembling,
-                                     decide_thresholds=not args.no_thresholds)
+                                     decide_thresholds=not args.no_thresholds,
+                                     threshold_min_gain_se=min_gain)
     print(inference_instructions(result))
     return 0
 

@@ -257,7 +257,7 @@ def _better(after: float, before: float) -> bool:
 
 # ------------------------------------------------------------------------------------------ postprocessing
 def determine_thresholds(candidate: Candidate, keys: Sequence[CaseKey], references: References,
-                         grid: Sequence[float] = THRESHOLD_GRID) -> dict:
+                         grid: Sequence[float] = THRESHOLD_GRID, min_gain_in_se: float = MIN_GAIN_IN_SE) -> dict:
     """Per class, its mean Dice at every `grid` threshold over the pooled CV cases that label it, and the adopted
     thresholds (`_best_threshold`), from one pass over the cases' probabilities.
 
@@ -274,15 +274,16 @@ def determine_thresholds(candidate: Candidate, keys: Sequence[CaseKey], referenc
     labelled = dict.fromkeys(c for row in per_case for c in row["dice"])
     values = {c: {t: [r["dice"][c][t] for r in per_case if c in r["dice"]] for t in grid} for c in labelled}
     means = {c: {t: _mean(v) for t, v in by_t.items()} for c, by_t in values.items()}
-    adopted = {c: t for c, by_t in values.items() if (t := _best_threshold(by_t)) != THRESHOLD}
+    adopted = {c: t for c, by_t in values.items() if (t := _best_threshold(by_t, min_gain_in_se)) != THRESHOLD}
     at_default = [{"case_id": r["case_id"], "dataset": r["dataset"],
                    "metrics": {c: {"Dice": d[THRESHOLD]} for c, d in r["dice"].items()}} for r in per_case]
     return {"dice_per_threshold": means, "adopted": adopted, "before": _cv_block(at_default)}
 
 
-def _best_threshold(per_case_dice: Mapping[float, Sequence[float]]) -> float:
+def _best_threshold(per_case_dice: Mapping[float, Sequence[float]], min_gain_in_se: float = MIN_GAIN_IN_SE
+                    ) -> float:
     """The threshold whose mean per-case gain in Dice over THRESHOLD is largest among those whose gain is at least
-    MIN_GAIN_IN_SE standard errors of the paired per-case differences (at least two cases); THRESHOLD if none. Of
+    `min_gain_in_se` standard errors of the paired per-case differences (at least two cases); THRESHOLD if none. Of
     equal gains the threshold nearest THRESHOLD (then the lower). A threshold is a continuous knob tried at several
     values on a few CV cases: a strict improvement of the mean alone adopted noise (a kidney moved to 0.4 for a mean
     gain of 0.001, which doubled its FP on the test set), while an organ drawn a voxel too large gains in every case.
@@ -296,7 +297,7 @@ def _best_threshold(per_case_dice: Mapping[float, Sequence[float]]) -> float:
             continue
         gain = float(difference.mean())
         standard_error = float(difference.std(ddof=1)) / math.sqrt(difference.size)
-        if gain > MIN_GAIN_IN_SE * standard_error and gain > best_gain:
+        if gain > min_gain_in_se * standard_error and gain > best_gain:
             best, best_gain = t, gain
     return best
 
@@ -385,11 +386,12 @@ def _step(before: float, after: float, **extra) -> dict:
 def find_best_configuration(results_root: str | Path, plans_name: str, configurations: Sequence[str],
                             folds: Sequence[str | int] = (0, 1, 2, 3, 4), raw_root: str | Path | None = None,
                             preprocessed_root: str | Path | None = None, allow_ensembles: bool = True,
-                            write: bool = True, decide_thresholds: bool = True) -> dict:
+                            write: bool = True, decide_thresholds: bool = True,
+                            threshold_min_gain_se: float = MIN_GAIN_IN_SE) -> dict:
     """Compare `configurations` (model folder names under results/<plans_name>, `configuration[__tag]`) by
     pooled cross-validation Dice, try pairwise ensembles where probabilities exist, choose the best, decide its
     postprocessing (when references are available; per-class thresholds too when `decide_thresholds` and the
-    best has validation probabilities) and write best_configuration.json, inference_instructions.md and
+    best has validation probabilities; `threshold_min_gain_se`: `_best_threshold`'s bar) and write best_configuration.json, inference_instructions.md and
     postprocessing.json. Returns what best_configuration.json holds.
     """
     plan_folder = Path(results_root) / plans_name
@@ -430,7 +432,8 @@ def find_best_configuration(results_root: str | Path, plans_name: str, configura
     best, score = max(candidates.values(), key=lambda cs: -math.inf if math.isnan(cs[1]) else cs[1])
     result["best"] = {"name": best.name, "members": [m.name for m in best.members],
                       "model_folders": [str(m.folder) for m in best.members], "foreground_mean_dice": score}
-    result["postprocessing"] = _postprocessing_entry(best, keys, references, plan_folder, write, decide_thresholds)
+    result["postprocessing"] = _postprocessing_entry(best, keys, references, plan_folder, write, decide_thresholds,
+                                                     threshold_min_gain_se)
     if write:
         atomic_write_json(plan_folder / BEST_CONFIGURATION_FILE, result)
         atomic_write_text(plan_folder / INSTRUCTIONS_FILE, inference_instructions(result))
@@ -454,12 +457,13 @@ def _no_probabilities(names: Sequence[str], what: str) -> str:
 
 
 def _postprocessing_entry(best: Candidate, keys: Sequence[CaseKey], references: References, plan_folder: Path,
-                          write: bool, decide_thresholds: bool = True) -> dict:
+                          write: bool, decide_thresholds: bool = True,
+                          threshold_min_gain_se: float = MIN_GAIN_IN_SE) -> dict:
     if not references.available:
         return {"determined": False,
                 "reason": "no reference labels (give the raw or preprocessed folder); no postprocessing.json written"}
     classes = best.members[0].plans.label_space.class_names
-    thresholds, before = _threshold_entry(best, keys, references, decide_thresholds)
+    thresholds, before = _threshold_entry(best, keys, references, decide_thresholds, threshold_min_gain_se)
     found = determine_postprocessing(best, keys, references, classes, thresholds.get("adopted"))
     before = before or found["before"]  # the CV Dice at THRESHOLD, before any postprocessing
     folder = best.members[0].folder if not best.is_ensemble else plan_folder / ENSEMBLES_FOLDER / best.name
@@ -474,8 +478,8 @@ def _postprocessing_entry(best: Candidate, keys: Sequence[CaseKey], references: 
             "dice_per_class_after": found["after"]["dice_per_class"]}
 
 
-def _threshold_entry(best: Candidate, keys: Sequence[CaseKey], references: References, decide: bool
-                     ) -> tuple[dict, dict | None]:
+def _threshold_entry(best: Candidate, keys: Sequence[CaseKey], references: References, decide: bool,
+                     min_gain_in_se: float = MIN_GAIN_IN_SE) -> tuple[dict, dict | None]:
     """The results' "thresholds" entry (the mean Dice at every grid threshold, or why they were not decided)
     and, when decided, the CV block at THRESHOLD."""
     if not decide:
@@ -483,8 +487,8 @@ def _threshold_entry(best: Candidate, keys: Sequence[CaseKey], references: Refer
     lacking = best.lacking_probabilities()
     if lacking:
         return {"decided": False, "reason": _no_probabilities(lacking, "deciding per-class thresholds")}, None
-    found = determine_thresholds(best, keys, references)
-    return {"decided": True, "grid": list(THRESHOLD_GRID), "adopted": found["adopted"],
+    found = determine_thresholds(best, keys, references, min_gain_in_se=min_gain_in_se)
+    return {"decided": True, "grid": list(THRESHOLD_GRID), "min_gain_in_se": min_gain_in_se, "adopted": found["adopted"],
             "dice_per_threshold": {c: {f"{t:g}": d for t, d in means.items()}  # JSON keys are strings
                                    for c, means in found["dice_per_threshold"].items()}}, found["before"]
 
@@ -501,8 +505,10 @@ def _threshold_lines(entry: Mapping | None) -> list[str]:
     if not entry["decided"]:
         return [f"Per-class thresholds were not decided: {entry['reason']}.", ""]
     grid = [f"{t:g}" for t in entry["grid"]]
-    lines = [f"Per-class thresholds: CV mean Dice at each; one is adopted only when its gain over {THRESHOLD} is at "
-             f"least {MIN_GAIN_IN_SE:g} standard errors of the per-case differences.", "", f"| class | {' | '.join(grid)} | adopted |", "|---" * (len(grid) + 2) + "|"]
+    bar = entry.get("min_gain_in_se", MIN_GAIN_IN_SE)
+    lines = [f"Per-class thresholds: CV mean Dice at each; one is adopted only when its gain over {THRESHOLD} is "
+             f"at least {bar:g} standard errors of the per-case differences.", "",
+             f"| class | {' | '.join(grid)} | adopted |", "|---" * (len(grid) + 2) + "|"]
     for name, means in entry["dice_per_threshold"].items():
         lines.append(f"| {name} | {' | '.join(_fmt(means[t]) for t in grid)} "
                      f"| {entry['adopted'].get(name, THRESHOLD):g} |")

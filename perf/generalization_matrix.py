@@ -94,7 +94,8 @@ def run_variant(name: str, work: Path, epochs: int, iters: int, case_val_every: 
     if not (fold / "checkpoint_final.pth").is_file():
         train_fold("3d_fullres", 0, config, raw=raw, preprocessed=pre, results=res, dataset_ids=[1, 2, 3],
                    resume=(fold / "checkpoint_latest.pth").is_file(), validate=not cheap, encoder=encoder,
-                   model_tag="", save_probabilities=not cheap)  # --npz: the postprocessing step decides thresholds  # one model per work folder: keep the default folder name whatever the options
+                   model_tag="",  # one model per work folder: keep the default folder name whatever the options
+                   save_probabilities=not cheap)  # --npz: the postprocessing step decides thresholds on them
     timings["train_and_validate_s"] = time.time() - t
 
     t = time.time()
@@ -319,6 +320,7 @@ def main() -> int:
     if args.work is None:
         p.error("--work is required to run variants")
     args.out.mkdir(parents=True, exist_ok=True)
+    evaluated: set[str] = set()
     for name in args.variants:
         target = args.out / f"{name}.json"
         if target.is_file() and not args.force:
@@ -330,20 +332,24 @@ def main() -> int:
         tmp = target.with_suffix(".json.tmp")
         tmp.write_text(json.dumps(record, indent=1))
         tmp.replace(target)
+        evaluated.add(name)
         organs = {c: round(record["test_Dataset004"][c]["Dice"], 3) for c in ORGANS}
         print(f"== {name}: test Dice {organs}; plan spacing {record['plan_3d_fullres']['spacing']}", flush=True)
     if not args.no_postprocessing:
-        _postprocess_rows([v for v in args.variants if v not in CHEAP_ROWS], args.work.resolve(), args.out, args.force)
+        _postprocess_rows([v for v in args.variants if v not in CHEAP_ROWS], args.work.resolve(), args.out,
+                          args.force, redo=evaluated)
+    return 0
 
 
-def _postprocess_rows(rows: list[str], work: Path, out: Path, force: bool) -> None:
+def _postprocess_rows(rows: list[str], work: Path, out: Path, force: bool, redo: set[str]) -> None:
     """Each row finished as the demo finishes: postprocessing decided on fold 0's validation, the test set predicted
-    with it (perf/matrix_postprocessing.py; <row>_postprocessing.json beside the row's JSON)."""
+    with it (perf/matrix_postprocessing.py; <row>_postprocessing.json beside the row's JSON). Rows in `redo` (their
+    JSON was just written) are postprocessed again even if an older <row>_postprocessing.json exists."""
     from matrix_postprocessing import run_row
 
     for name in rows:
         target = out / f"{name}_postprocessing.json"
-        if target.is_file() and not force:
+        if target.is_file() and not force and name not in redo:
             continue
         record = run_row(name, work, out, out, drop_probabilities=False)
         tmp = target.with_suffix(".json.tmp")
@@ -351,7 +357,6 @@ def _postprocess_rows(rows: list[str], work: Path, out: Path, force: bool) -> No
         tmp.replace(target)
         print(f"== {name} with its postprocessing {record['postprocessing']}: "
               f"{ {c: round(x['Dice_postprocessed'], 3) for c, x in record['liver_spleen_kidney'].items()} }", flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@ For each row of a generalization-matrix work folder (trained by perf/generalizat
 1. the fold's validation is re-run with its probabilities (`textnnunet_train 3d_fullres 0 --val --npz`; skipped when
    they exist; the masks and summary it writes are those of the training's own validation, the model being fixed);
 2. `textnnunet_find_best_configuration -c 3d_fullres -f 0` decides the postprocessing on those validation cases
-   (per-class probability thresholds, largest component, a tumour inside its organ; each adopted only where it
-   raises the class's mean validation Dice);
+   (per-class probability thresholds, each moved only for a Dice gain beyond the cases' noise; largest component
+   and a tumour inside its organ, each adopted only where it raises the class's mean validation Dice);
 3. the test set is predicted again with that postprocessing.json (`textnnunet_predict --postprocessing`, the row's
    own prompts and mirroring) and evaluated.
 Writes `<out>/<row>_postprocessing.json`: the decided rules, the validation Dice behind them (best_configuration.json),
@@ -17,6 +17,9 @@ machine. The test set plays no part in any decision.
         --out documentation/measurements/generalization_matrix/session11_150ep
 
 Validation probabilities are about 0.2 GB per clinical-size case; --drop_probabilities deletes them afterwards.
+The decision is written into the model folder (postprocessing.json, best_configuration.json) as
+find_best_configuration writes it; a run with another --threshold_min_gain_se replaces it there (each output JSON
+keeps the rules it used).
 """
 from __future__ import annotations
 
@@ -39,8 +42,23 @@ TRAIN_IDS = ["1", "2", "3"]
 
 def validation_probabilities_complete(fold: Path) -> bool:
     """Every validation case of the fold has its `<case>_probabilities.npz` beside its masks."""
-    masks = [p for p in (fold / "validation").glob("*/*.npz") if not p.name.endswith("_probabilities.npz")]
-    return bool(masks) and all(p.with_name(f"{p.stem}_probabilities.npz").is_file() for p in masks)
+    from textnnunet.evaluation.best_configuration import collect_validation
+
+    return collect_validation(fold.parent, [fold.name.removeprefix("fold_")]).has_probabilities()
+
+
+def checkpoint_identity(fold: Path, recorded_training: dict) -> dict:
+    """The fold's final checkpoint (path, epochs, summed epoch seconds), refused unless its training seconds are
+    those the compared JSON recorded: the numbers with and without postprocessing must come from one model."""
+    import torch
+
+    history = torch.load(fold / "checkpoint_final.pth", map_location="cpu", weights_only=False)["history"]
+    seconds = float(sum(history["epoch_seconds"]))
+    if abs(seconds - float(recorded_training["seconds"])) > 1e-6:
+        raise SystemExit(f"{fold}: its checkpoint trained {seconds:.1f} s, the compared JSON records "
+                         f"{recorded_training['seconds']:.1f} s: not the same model")
+    return {"path": str(fold / "checkpoint_final.pth"), "epochs": len(history["epoch_seconds"]),
+            "training_seconds": seconds}
 
 
 def run_row(row: str, work: Path, matrix_json: Path, out: Path, drop_probabilities: bool,
@@ -70,6 +88,7 @@ def run_row(row: str, work: Path, matrix_json: Path, out: Path, drop_probabiliti
     rules = json.loads(rules_file.read_text())
 
     matrix = json.loads((matrix_json / f"{row}.json").read_text())
+    checkpoint = checkpoint_identity(fold, matrix["training"])
     t = time.time()
     predictions = work / row / f"predictions_Dataset004_postprocessed{suffix}"
     if predictions.is_dir():  # this script's own output, made with rules that may since have changed
@@ -87,7 +106,7 @@ def run_row(row: str, work: Path, matrix_json: Path, out: Path, drop_probabiliti
     return {
         "what": f"matrix row {row}: postprocessing decided by textnnunet_find_best_configuration on the fold-0 "
                 "validation cases, applied to the test set; the test set decides nothing",
-        "row": row, "work": str(work), "matrix_json": str(matrix_json / f"{row}.json"),
+        "row": row, "work": str(work), "matrix_json": str(matrix_json / f"{row}.json"), "checkpoint": checkpoint,
         "postprocessing": rules, "best_configuration": best,
         "test_Dataset004_postprocessed": test,
         "test_Dataset004_raw": matrix["test_Dataset004"],

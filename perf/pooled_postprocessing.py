@@ -2,8 +2,8 @@
 
 The pooled-run counterpart of perf/matrix_postprocessing.py: fold 0's validation re-run with its probabilities
 (skipped when they exist), `textnnunet_find_best_configuration -c <model> -f 0` on those validation cases (per-class
-thresholds, largest component, a tumour inside its organ; each adopted only where it raises the class's validation
-Dice), then every test set of the run predicted again with that postprocessing.json (the run's prompts and
+thresholds, each moved only for a Dice gain beyond the cases' noise; largest component and a tumour inside its organ,
+each adopted only where it raises the class's validation Dice), then every test set of the run predicted again with that postprocessing.json (the run's prompts and
 --modality) and evaluated. Writes `<out>/<name>_postprocessing.json`: the rules, the validation Dice behind them, each
 test set's Dice/FP/FN per class with the postprocessing and, from the run's own JSON, without it. The test sets
 decide nothing.
@@ -24,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _artefact import git_state, machine, package_versions  # noqa: E402
 from generalization_matrix import _call, _class_table  # noqa: E402
-from matrix_postprocessing import validation_probabilities_complete  # noqa: E402
+from matrix_postprocessing import checkpoint_identity, validation_probabilities_complete  # noqa: E402
 from pooled_run import RUNS, data_folder_of  # noqa: E402
 
 from textnnunet.utils.files import atomic_write_json  # noqa: E402
@@ -64,7 +64,9 @@ def run_pooled(run_folder: Path, run_json: Path, drop_probabilities: bool) -> di
     timings["find_best_configuration_s"] = time.time() - t
     best = json.loads((model.parent / "best_configuration.json").read_text())
     rules_file = model / "postprocessing.json"
-    before = json.loads(run_json.read_text())["tests"]
+    recorded = json.loads(run_json.read_text())
+    checkpoint = checkpoint_identity(fold, recorded["training"])
+    before = recorded["tests"]
     tests = {}
     for test in spec.tests:
         name = phantom_spec(test.dataset_id).name
@@ -86,7 +88,7 @@ def run_pooled(run_folder: Path, run_json: Path, drop_probabilities: bool) -> di
             p.unlink()
     return {"what": f"pooled run {spec.name}: postprocessing decided by textnnunet_find_best_configuration on the "
                     "fold-0 validation cases, applied to every test set; the test sets decide nothing",
-            "run_folder": str(run_folder), "run_json": str(run_json), "postprocessing": json.loads(
+            "run_folder": str(run_folder), "run_json": str(run_json), "checkpoint": checkpoint, "postprocessing": json.loads(
                 rules_file.read_text()), "best_configuration": best, "tests": tests,
             "timings": {k: round(v, 1) for k, v in timings.items()},
             "command": " ".join([sys.executable, *sys.argv]), "versions": package_versions(), "machine": machine(),

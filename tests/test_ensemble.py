@@ -170,3 +170,21 @@ def test_ensemble_applies_the_class_thresholds_of_a_postprocessing_file(tmp_path
     assert code == 0, err
     np.testing.assert_array_equal(_mask(tmp_path / "ens" / "c_liver.nii.gz"), mean[0] > 0.7)
     np.testing.assert_array_equal(_mask(tmp_path / "ens" / "c_spleen.nii.gz"), mean[1] > 0.5)
+
+
+def test_ensemble_thresholds_a_derived_side_by_its_class_as_predict_does(tmp_path, capsys):
+    # "left kidney" shows a side derived from the trained class "kidney": postprocessing.json names the class
+    values = np.array([0.9, 0.75, 0.6, 0.3], np.float32)
+    mean = np.resize(values, (4, 4, 4))[None]
+    geometry = ImageGeometry((1.0, 1.0, 1.0), (0.0, 0.0, 0.0), (1, 0, 0, 0, 1, 0, 0, 0, 1), mean.shape[1:])
+    resolutions = {"left kidney": {"class": "kidney", "structure": "left kidney"}}
+    for name, shift in (("a", 0.05), ("b", -0.05)):
+        OutputFolder(tmp_path / name, resolutions=resolutions).write(
+            "c", [(mean[0] + shift > 0.5).astype(np.uint8)], ["left kidney"], ["left kidney"], geometry, False,
+            ".nii.gz", mean + shift)
+    rules = tmp_path / "postprocessing.json"
+    rules.write_text(json.dumps({"threshold": {"kidney": 0.7}, "largest_component": [], "constrain_to_organ": {}}))
+    code, _, err = _run(ensemble_main, ["-i", str(tmp_path / "a"), str(tmp_path / "b"), "-o", str(tmp_path / "ens"),
+                                        "--postprocessing", str(rules), "--quiet"], capsys)
+    assert code == 0, err
+    np.testing.assert_array_equal(_mask(tmp_path / "ens" / "c_left_kidney.nii.gz"), mean[0] > 0.7)

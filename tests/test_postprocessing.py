@@ -380,4 +380,18 @@ def test_the_threshold_bar_is_a_command_line_option(tmp_path, capsys):
     saved = json.loads((results / PLAN / "best_configuration.json").read_text())
     assert saved["postprocessing"]["thresholds"]["min_gain_in_se"] == 0.5
     code, _, err = _run(find_best_main, argv + ["--threshold_min_gain_se", "-1"], capsys)
-    assert code == 2 and "--threshold_min_gain_se -1.0: must be >= 0" in err
+    assert code == 2 and "--threshold_min_gain_se -1.0: must be a number >= 0" in err
+    code, _, err = _run(find_best_main, argv + ["--threshold_min_gain_se", "nan"], capsys)
+    assert code == 2 and "--threshold_min_gain_se nan: must be a number >= 0" in err
+
+
+def test_an_empty_reference_penalises_a_threshold_that_fills_it():
+    from textnnunet.evaluation.best_configuration import _agreement, _best_threshold
+
+    empty = np.zeros((2, 2, 2), bool)
+    some = empty.copy()
+    some[0, 0, 0] = True
+    assert _agreement(empty, empty) == 1.0 and _agreement(empty, some) == 0.0 and _agreement(some, some) == 1.0
+    # two cases gain at 0.3, three cases without the class get false positives there: 0.5 stays
+    per_case = {0.5: [0.8, 0.8, 1.0, 1.0, 1.0], 0.3: [0.82, 0.83, 0.0, 0.0, 0.0]}
+    assert _best_threshold(per_case) == 0.5

@@ -238,6 +238,18 @@ def test_keep_side_keeps_whole_components_on_the_patients_side():
     np.testing.assert_array_equal(both[1], left)
 
 
+def test_laterality_judges_components_at_each_channels_own_threshold():
+    # the right blob with a two-voxel rim at 0.4: a mask at 0.3 holds the rim, so the cut must judge it at 0.3
+    image, probs = _two_blobs()
+    probs[1:5, 1:8, 6:14][probs[1:5, 1:8, 6:14] == 0] = 0.4
+    at_half, at_own = apply_laterality(np.stack([probs, probs]), image, ["left", "left"], [0.5, 0.3])
+    assert (at_own[..., :20] > 0.3).sum() == 0  # the whole right component is gone, rim and all
+    assert (at_half[..., :20] > 0.3).sum() > 0  # judged at 0.5, part of the rim stays for a mask at 0.3
+    np.testing.assert_array_equal(at_own[..., 20:], probs[..., 20:])
+    with pytest.raises(ValueError, match="2 channels but 1 thresholds"):
+        apply_laterality(np.stack([probs, probs]), image, ["left", None], [0.5])
+
+
 @pytest.mark.parametrize("direction", [(1, 0, 0, 0, 1, 0, 0, 0, 1), (-1, 0, 0, 0, -1, 0, 0, 0, 1)])
 def test_predict_left_kidney_on_a_kidney_model_writes_the_patients_left(tmp_path, capsys, monkeypatch, direction):
     from test_prediction import _run, make_model_folder, write_ct

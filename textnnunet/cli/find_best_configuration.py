@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 
 from textnnunet.cli.common import add_folder_args, user_errors_exit
 from textnnunet.errors import UserError
@@ -52,8 +53,8 @@ def main(argv=None) -> int:
     )
 
     min_gain = MIN_GAIN_IN_SE if args.threshold_min_gain_se is None else args.threshold_min_gain_se
-    if min_gain < 0:
-        raise UserError(f"--threshold_min_gain_se {min_gain}: must be >= 0")
+    if not math.isfinite(min_gain) or min_gain < 0:
+        raise UserError(f"--threshold_min_gain_se {min_gain}: must be a number >= 0")
     from textnnunet.paths import resolve_folders
 
     # references for postprocessing come from the raw labels or, without them, the preprocessed cache

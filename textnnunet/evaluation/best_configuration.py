@@ -258,8 +258,9 @@ def _better(after: float, before: float) -> bool:
 # ------------------------------------------------------------------------------------------ postprocessing
 def determine_thresholds(candidate: Candidate, keys: Sequence[CaseKey], references: References,
                          grid: Sequence[float] = THRESHOLD_GRID, min_gain_in_se: float = MIN_GAIN_IN_SE) -> dict:
-    """Per class, its mean Dice at every `grid` threshold over the pooled CV cases that label it, and the adopted
-    thresholds (`_best_threshold`), from one pass over the cases' probabilities.
+    """Per class, its mean Dice at every `grid` threshold over the pooled CV cases that label it (a case with an
+    empty reference and an empty mask counts 1, `_agreement`), and the adopted thresholds (`_best_threshold`), from
+    one pass over the cases' probabilities.
 
     Returns {"dice_per_threshold": {class: {threshold: mean Dice}}, "adopted": {class: threshold}, "before":
     the CV block at THRESHOLD (what the candidate scores without postprocessing)}.
@@ -269,7 +270,8 @@ def determine_thresholds(candidate: Candidate, keys: Sequence[CaseKey], referenc
         reference = references.masks(dataset, case_id)
         probabilities = candidate.case_probabilities((dataset, case_id))
         per_case.append({"case_id": case_id, "dataset": dataset,
-                         "dice": {c: {t: dice(ref, probabilities[c] > t) for t in grid}
+                         "dice": {c: {t: _agreement(ref, _class_probability(probabilities, c, dataset, case_id) > t)
+                                      for t in grid}
                                   for c, ref in reference.items()}})
     labelled = dict.fromkeys(c for row in per_case for c in row["dice"])
     values = {c: {t: [r["dice"][c][t] for r in per_case if c in r["dice"]] for t in grid} for c in labelled}
@@ -278,6 +280,20 @@ def determine_thresholds(candidate: Candidate, keys: Sequence[CaseKey], referenc
     at_default = [{"case_id": r["case_id"], "dataset": r["dataset"],
                    "metrics": {c: {"Dice": d[THRESHOLD]} for c, d in r["dice"].items()}} for r in per_case]
     return {"dice_per_threshold": means, "adopted": adopted, "before": _cv_block(at_default)}
+
+
+def _agreement(reference: np.ndarray, mask: np.ndarray) -> float:
+    """Dice, with a case whose reference and mask are both empty counted as full agreement (1): as NaN it would drop
+    out of the comparison, and a lower threshold that puts false positives into such a case would go unpenalised."""
+    value = dice(reference, mask)
+    return 1.0 if math.isnan(value) else value
+
+
+def _class_probability(probabilities: Mapping[str, np.ndarray], name: str, dataset: str, case_id: str) -> np.ndarray:
+    if name not in probabilities:
+        raise UserError(f"{dataset}/{case_id}: the validation probabilities hold no '{name}' "
+                        f"(they hold {', '.join(probabilities)}); re-run the fold's validation with --val --npz")
+    return probabilities[name]
 
 
 def _best_threshold(per_case_dice: Mapping[float, Sequence[float]], min_gain_in_se: float = MIN_GAIN_IN_SE

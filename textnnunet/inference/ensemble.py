@@ -38,9 +38,10 @@ class PredictedCase:
     case_id: str
     folder: Path
     prompts: list[str]
-    resolved: list[str | None]
+    resolved: list[str | None]  # the structure each mask shows (a derived side: "left kidney")
     mask_files: list[Path]
     combined: bool
+    classes: list[str | None]  # the trained class each prompt resolved to (postprocessing rules name these)
 
     @property
     def probabilities_file(self) -> Path:
@@ -57,14 +58,18 @@ def read_prediction_folder(folder: Path) -> dict[str, PredictedCase]:
     if not (folder / MANIFEST).is_file():
         raise UserError(f"{folder}: no {MANIFEST} (not a folder written by textnnunet_predict)")
     cases = {}
-    for case_id, entry in load_json(folder / MANIFEST).get("cases", {}).items():
+    manifest = load_json(folder / MANIFEST)
+    resolutions = manifest.get("resolutions", {})
+    for case_id, entry in manifest.get("cases", {}).items():
         masks = [folder / name for name in entry["files"] if not name.endswith(".npz")]
         if not masks:
             raise UserError(f"{folder / MANIFEST}: case {case_id} lists no mask file")
         prompts = list(entry["prompts"])
         combined = masks[0].name == f"{case_id}{split_ending(masks[0].name)[1]}"
-        cases[case_id] = PredictedCase(case_id, folder, prompts, [entry["prompts"][p] for p in prompts], masks,
-                                       combined)
+        structures = [entry["prompts"][p] for p in prompts]
+        # manifests before resolutions were recorded: the structure stands for its class
+        classes = [resolutions.get(p, {}).get("class", s) for p, s in zip(prompts, structures)]
+        cases[case_id] = PredictedCase(case_id, folder, prompts, structures, masks, combined, classes)
     if not cases:
         raise UserError(f"{folder / MANIFEST}: lists no cases")
     return cases
@@ -135,27 +140,29 @@ def ensemble_prediction_folders(folders: Sequence[str | Path], output: str | Pat
         if tuple(probs.shape[1:]) != tuple(geometry.shape):
             raise UserError(f"{first.probabilities_file}: shape {probs.shape[1:]} differs from "
                             f"{first.mask_files[0].name}'s {geometry.shape}")
-        _write_case(out, first.case_id, probs, prompts, first.resolved, geometry, first.combined, first.ending,
-                    threshold, postprocessing, save_probabilities)
+        _write_case(out, first.case_id, probs, prompts, first.classes, first.resolved, geometry, first.combined,
+                    first.ending, threshold, postprocessing, save_probabilities)
         written.append(first.case_id)
     if verbose:
         print(f"{len(written)} case(s) ensembled from {len(folders)} folders into {output}")
     return written
 
 
-def _write_case(out: OutputFolder, case_id: str, probs: np.ndarray, prompts: list[str],
-                resolved: list[str | None], geometry: ImageGeometry, combined: bool, ending: str, threshold: float,
+def _write_case(out: OutputFolder, case_id: str, probs: np.ndarray, prompts: list[str], classes: list[str | None],
+                structures: list[str | None], geometry: ImageGeometry, combined: bool, ending: str, threshold: float,
                 postprocessing: Mapping | None, save_probabilities: bool) -> None:
+    """`classes`: the trained class of each prompt (postprocessing.json names these, as in textnnunet_predict: a
+    derived "left kidney" takes kidney's threshold); `structures`: what each mask shows, for the files' records."""
     outputs = out.outputs_for(case_id, prompts, combined, ending)
     if (problem := out.check_writable(outputs)) is not None:
         raise UserError(problem)
     if combined:
-        out.write_legend(prompts, resolved)
+        out.write_legend(prompts, structures)
     # postprocessing.json's per-class thresholds replace `threshold` for their classes, as in textnnunet_predict
-    masks = threshold_probabilities(probs, class_thresholds(postprocessing, resolved, threshold))
+    masks = threshold_probabilities(probs, class_thresholds(postprocessing, classes, threshold))
     if postprocessing is not None:
-        masks = postprocess_masks(masks, resolved, postprocessing)[0]
-    out.write(case_id, masks, prompts, resolved, geometry, combined, ending, probs if save_probabilities else None)
+        masks = postprocess_masks(masks, classes, postprocessing)[0]
+    out.write(case_id, masks, prompts, structures, geometry, combined, ending, probs if save_probabilities else None)
 
 
 def ensemble_model_folders(model_folders: Sequence[str | Path], inputs: Sequence[str | Path], output: str | Path,
@@ -182,10 +189,12 @@ def ensemble_model_folders(model_folders: Sequence[str | Path], inputs: Sequence
             predictor.settings.similarity_threshold = predictor.default_similarity_threshold()
     settings = predictors[0].settings
     resolutions = [p.resolve_prompts(list(prompts)) for p in predictors]
-    resolved = [r.structure for r in resolutions[0]]  # what each output shows (a derived side: "left kidney")
+    structures = [r.structure for r in resolutions[0]]  # what each output shows (a derived side: "left kidney")
+    classes = [r.class_name for r in resolutions[0]]  # what postprocessing.json's rules name
+    thresholds = class_thresholds(postprocessing, classes, predictors[0].settings.threshold)  # the sides' cut too
     if verbose:
         print_resolutions(resolutions[0])
-        for note in skipped_constraints(postprocessing, resolved) if postprocessing is not None else []:
+        for note in skipped_constraints(postprocessing, classes) if postprocessing is not None else []:
             print(f"postprocessing: {note}")
     channels = {p.plans.num_channels for p in predictors}
     if len(channels) != 1:
@@ -200,11 +209,11 @@ def ensemble_model_folders(model_folders: Sequence[str | Path], inputs: Sequence
         try:
             probs, geometry = None, None
             for predictor, res in zip(predictors, resolutions):
-                p, geometry = predictor.predict_case_probabilities(case.files, res)
+                p, geometry = predictor.predict_case_probabilities(case.files, res, thresholds)
                 probs = p if probs is None else probs + p
             ending = split_ending(case.files[0].name)[1] or ".nii.gz"
-            _write_case(out, case.case_id, probs / len(predictors), list(prompts), resolved, geometry, combined,
-                        ending, settings.threshold, postprocessing, save_probabilities)
+            _write_case(out, case.case_id, probs / len(predictors), list(prompts), classes, structures, geometry,
+                        combined, ending, settings.threshold, postprocessing, save_probabilities)
         except UserError as e:
             failures += _report(str(e))
     return failures

@@ -63,13 +63,18 @@ def keep_side(probabilities: np.ndarray, side: str, midline: float, threshold: f
 
 
 def apply_laterality(probabilities: np.ndarray, image: np.ndarray, sides: Sequence[str | None],
-                     threshold: float = 0.5) -> np.ndarray:
-    """Per prompt channel of (K, z, y, x) canonical probabilities: channels with a side keep only that side."""
+                     threshold: float | Sequence[float] = 0.5) -> np.ndarray:
+    """Per prompt channel of (K, z, y, x) canonical probabilities: channels with a side keep only that side.
+    `threshold`: the one that will make the masks, for all channels or per channel (postprocessing.json's per-class
+    thresholds), so the components judged here are those the masks will hold."""
     if not any(sides):
         return probabilities
+    thresholds = [float(threshold)] * len(sides) if np.ndim(threshold) == 0 else [float(t) for t in threshold]
+    if len(thresholds) != len(sides):
+        raise ValueError(f"{len(sides)} channels but {len(thresholds)} thresholds")
     midline = body_midline(image)
     result = np.array(probabilities, copy=True)
-    for channel, side in enumerate(sides):
+    for channel, (side, channel_threshold) in enumerate(zip(sides, thresholds)):
         if side is not None:
-            result[channel] = keep_side(result[channel], side, midline, threshold)
+            result[channel] = keep_side(result[channel], side, midline, channel_threshold)
     return result

@@ -185,24 +185,27 @@ class TextPredictor:
                                      self.device)
 
     def predict_prompts_preprocessed(self, data: np.ndarray, resolutions: Sequence[Resolution],
-                                     heads: tuple[torch.Tensor, list[list[int]]] | None = None) -> np.ndarray:
+                                     heads: tuple[torch.Tensor, list[list[int]]] | None = None,
+                                     thresholds: Sequence[float] | None = None) -> np.ndarray:
         """(prompts, z, y, x) probabilities on the preprocessed grid, one channel per prompt: unions joined
-        (voxel-wise maximum), derived sides cut at the patient's midline."""
+        (voxel-wise maximum), derived sides cut at the patient's midline. `thresholds`: per prompt, those that will
+        make its mask (postprocessing.json's per-class ones; default: the settings' threshold for all)."""
         embeddings, groups = heads if heads is not None else self.heads_for(resolutions)
         probs = self.predict_preprocessed(data, embeddings)
         joined = np.stack([probs[group].max(axis=0) for group in groups])
-        return apply_laterality(joined, data, [r.side for r in resolutions], self.settings.threshold)
+        return apply_laterality(joined, data, [r.side for r in resolutions],
+                                self.settings.threshold if thresholds is None else thresholds)
 
-    def predict_case_probabilities(self, image_files: Sequence[str | Path], resolutions: Sequence[Resolution]
-                                   ) -> tuple[np.ndarray, ImageGeometry]:
+    def predict_case_probabilities(self, image_files: Sequence[str | Path], resolutions: Sequence[Resolution],
+                                   thresholds: Sequence[float] | None = None) -> tuple[np.ndarray, ImageGeometry]:
         """Probabilities (K, z, y, x) on the input's own grid, one channel per resolved prompt."""
-        probs, properties = self._preprocessed_probabilities(image_files, resolutions)
+        probs, properties = self._preprocessed_probabilities(image_files, resolutions, thresholds)
         return restore_to_original(probs, properties), geometry_from_properties(properties)
 
-    def _preprocessed_probabilities(self, image_files: Sequence[str | Path], resolutions: Sequence[Resolution]
-                                    ) -> tuple[np.ndarray, dict]:
+    def _preprocessed_probabilities(self, image_files: Sequence[str | Path], resolutions: Sequence[Resolution],
+                                    thresholds: Sequence[float] | None = None) -> tuple[np.ndarray, dict]:
         data, properties = self.preprocess(image_files)
-        return self.predict_prompts_preprocessed(data, resolutions), properties
+        return self.predict_prompts_preprocessed(data, resolutions, thresholds=thresholds), properties
 
     def predict(self, image_files: Sequence[str | Path] | str | Path, prompts: Sequence[str]
                 ) -> tuple[dict[str, np.ndarray], ImageGeometry, list[Resolution]]:

@@ -83,7 +83,7 @@ def predict_cases(predictor: TextPredictor, inputs: list[Path], output: Path, pr
         for (case, ending), future in tqdm(list(zip(todo, pending)), desc="predicting", disable=not verbose):
             try:
                 data, properties = future.result()
-                probs = predictor.predict_prompts_preprocessed(data, resolutions, heads)
+                probs = predictor.predict_prompts_preprocessed(data, resolutions, heads, thresholds)
             except UserError as e:
                 failures += _report(case.case_id, str(e))
                 continue

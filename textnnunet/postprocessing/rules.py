@@ -7,7 +7,7 @@ Rules live in `postprocessing.json` (written by textnnunet_find_best_configurati
 {"threshold": {"liver": 0.7}, "largest_component": ["liver", "spleen"], "constrain_to_organ": {"liver tumor": "liver"}}
 ```
 Class names are normalised prompts. `threshold` is optional (files written before it existed stay valid); a class
-without one is thresholded at the command's default (0.5). Order of application: the thresholds make the masks;
+without one is thresholded at the command's `--threshold` (default 0.5). Order of application: the thresholds make the masks;
 then a class is processed after the organ it is constrained to (so a tumour is cut with the already cleaned
 organ), and within a class the organ constraint comes before the largest-component step (so an outside false
 positive cannot win as "largest").

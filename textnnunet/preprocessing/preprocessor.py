@@ -488,7 +488,7 @@ def restore_masks(
     thresholding `restore_to_original` up to float32 rounding at the threshold itself.
     """
     _check_restorable(probabilities, properties)
-    thresholds = [float(threshold)] * len(probabilities) if np.isscalar(threshold) else list(threshold)
+    thresholds = [float(threshold)] * len(probabilities) if np.ndim(threshold) == 0 else list(threshold)
     if len(thresholds) != len(probabilities):
         raise ValueError(f"{len(probabilities)} probability channels but {len(thresholds)} thresholds")
     slicer = _crop_slicer(properties)

@@ -1,7 +1,8 @@
 """The generalization matrix (issue 10): the demo's commands on phantom data shaped otherwise than the demo's.
 
 For each variant of textnnunet.demo.phantom_variants (and the demo data itself): generate the four datasets,
-plan and preprocess datasets 1 2 3 with the default (cpu) preset, train 3d_fullres fold 0 at the demo's budget,
+plan and preprocess datasets 1 2 3 with the default (cpu) preset, train 3d_fullres fold 0 at the demo's budget
+(150 x 25 iterations),
 predict the fully labelled Dataset004 test cases with five prompts and evaluate them. Writes one JSON artefact per
 variant (plan, validation and test Dice/FP/FN per class, whole-case checks during training, timings, command,
 versions, machine) and an FP/FN overlay PNG to documentation/measurements/generalization_matrix/; then, as the demo
@@ -289,7 +290,8 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, default=None, help="folder for the variants' raw/preprocessed/results")
     p.add_argument("-v", "--variants", nargs="+", default=[*VARIANTS, *PLAN_ROWS, "demo"])
-    p.add_argument("--epochs", type=int, default=50, help="the demo's budget (default 50 x 25)")
+    p.add_argument("--epochs", type=int, default=150,
+                   help="the demo's budget (150 x 25 since session 12; the matrix's rows before it: 50)")
     p.add_argument("--iters_per_epoch", type=int, default=25)
     p.add_argument("--case_val_every", type=int, default=10)
     p.add_argument("--out", type=Path, default=OUT)

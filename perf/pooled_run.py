@@ -290,7 +290,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--work", type=Path, required=True)
     p.add_argument("-r", "--runs", nargs="+", default=list(RUNS), choices=list(RUNS))
-    p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--epochs", type=int, default=50,
+                   help="the base the runs' epochs_factor multiplies: the demo's budget when they were defined (50 x 25; "
+                        "the demo trains 150 since session 12, i.e. ct_mr_4x's 200 epochs are 4/3 of it)")
     p.add_argument("--iters_per_epoch", type=int, default=25)
     p.add_argument("--out", type=Path, default=OUT)
     p.add_argument("--seed", type=int, default=None,

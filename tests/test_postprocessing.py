@@ -324,6 +324,9 @@ def test_thresholds_are_adopted_only_where_they_raise_the_cv_dice(tmp_path):
     assert load_postprocessing(results / PLAN / "3d_fullres" / "postprocessing.json") == pp["rules"]
     saved = json.loads((results / PLAN / "best_configuration.json").read_text())
     assert saved["postprocessing"]["thresholds"]["dice_per_threshold"]["liver"]["0.8"] == pytest.approx(1.0)
+    gain = saved["postprocessing"]["thresholds"]["gain_per_threshold"]["liver"]["0.8"]  # why 0.8 was adopted
+    assert gain["gain"] == pytest.approx(1.0 - outward) and gain["standard_error"] == 0.0 and gain["cases"] == 2
+    assert "0.5" not in saved["postprocessing"]["thresholds"]["gain_per_threshold"]["liver"]
     instructions = (results / PLAN / "inference_instructions.md").read_text()
     assert "thresholds: liver 0.8;" in instructions and "| liver | 0.4571 |" in instructions
 

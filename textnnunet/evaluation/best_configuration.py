@@ -262,7 +262,8 @@ def determine_thresholds(candidate: Candidate, keys: Sequence[CaseKey], referenc
     empty reference and an empty mask counts 1, `_agreement`), and the adopted thresholds (`_best_threshold`), from
     one pass over the cases' probabilities.
 
-    Returns {"dice_per_threshold": {class: {threshold: mean Dice}}, "adopted": {class: threshold}, "before":
+    Returns {"dice_per_threshold": {class: {threshold: mean Dice}}, "gain_per_threshold": {class: {threshold:
+    threshold_gains entry}}, "adopted": {class: threshold}, "before":
     the CV block at THRESHOLD (what the candidate scores without postprocessing)}.
     """
     per_case = []
@@ -279,7 +280,8 @@ def determine_thresholds(candidate: Candidate, keys: Sequence[CaseKey], referenc
     adopted = {c: t for c, by_t in values.items() if (t := _best_threshold(by_t, min_gain_in_se)) != THRESHOLD}
     at_default = [{"case_id": r["case_id"], "dataset": r["dataset"],
                    "metrics": {c: {"Dice": d[THRESHOLD]} for c, d in r["dice"].items()}} for r in per_case]
-    return {"dice_per_threshold": means, "adopted": adopted, "before": _cv_block(at_default)}
+    return {"dice_per_threshold": means, "gain_per_threshold": {c: threshold_gains(v) for c, v in values.items()},
+            "adopted": adopted, "before": _cv_block(at_default)}
 
 
 def _agreement(reference: np.ndarray, mask: np.ndarray) -> float:
@@ -304,18 +306,30 @@ def _best_threshold(per_case_dice: Mapping[float, Sequence[float]], min_gain_in_
     values on a few CV cases: a strict improvement of the mean alone adopted noise (a kidney moved to 0.4 for a mean
     gain of 0.001, which doubled its FP on the test set), while an organ drawn a voxel too large gains in every case.
     """
-    base = np.asarray(per_case_dice[THRESHOLD], dtype=float)
     best, best_gain = THRESHOLD, 0.0
-    for t in sorted(per_case_dice, key=lambda t: (round(abs(t - THRESHOLD), 6), t)):  # 0.7 - 0.5 < 0.5 - 0.3
-        difference = np.asarray(per_case_dice[t], dtype=float) - base
-        difference = difference[np.isfinite(difference)]
-        if t == THRESHOLD or difference.size < 2:
-            continue
-        gain = float(difference.mean())
-        standard_error = float(difference.std(ddof=1)) / math.sqrt(difference.size)
-        if gain > min_gain_in_se * standard_error and gain > best_gain:
+    gains = threshold_gains(per_case_dice)
+    for t in sorted(gains, key=lambda t: (round(abs(t - THRESHOLD), 6), t)):  # 0.7 - 0.5 < 0.5 - 0.3 in floats
+        gain, standard_error = gains[t]["gain"], gains[t]["standard_error"]
+        if not math.isnan(standard_error) and gain > min_gain_in_se * standard_error and gain > best_gain:
             best, best_gain = t, gain
     return best
+
+
+def threshold_gains(per_case_dice: Mapping[float, Sequence[float]]) -> dict[float, dict]:
+    """Per threshold other than THRESHOLD: the mean per-case Dice gain over THRESHOLD, its standard error (NaN
+    with fewer than two cases) and the number of cases, what `_best_threshold` weighs (and the results record)."""
+    base = np.asarray(per_case_dice[THRESHOLD], dtype=float)
+    out = {}
+    for t, values in per_case_dice.items():
+        if t == THRESHOLD:
+            continue
+        difference = np.asarray(values, dtype=float) - base
+        difference = difference[np.isfinite(difference)]
+        standard_error = (float(difference.std(ddof=1)) / math.sqrt(difference.size) if difference.size >= 2
+                          else math.nan)
+        out[t] = {"gain": float(difference.mean()) if difference.size else math.nan,
+                  "standard_error": standard_error, "cases": int(difference.size)}
+    return out
 
 
 def determine_postprocessing(candidate: Candidate, keys: Sequence[CaseKey], references: References,
@@ -506,7 +520,9 @@ def _threshold_entry(best: Candidate, keys: Sequence[CaseKey], references: Refer
     found = determine_thresholds(best, keys, references, min_gain_in_se=min_gain_in_se)
     return {"decided": True, "grid": list(THRESHOLD_GRID), "min_gain_in_se": min_gain_in_se, "adopted": found["adopted"],
             "dice_per_threshold": {c: {f"{t:g}": d for t, d in means.items()}  # JSON keys are strings
-                                   for c, means in found["dice_per_threshold"].items()}}, found["before"]
+                                   for c, means in found["dice_per_threshold"].items()},
+            "gain_per_threshold": {c: {f"{t:g}": g for t, g in gains.items()}
+                                   for c, gains in found["gain_per_threshold"].items()}}, found["before"]
 
 
 # ------------------------------------------------------------------------------------------------- report

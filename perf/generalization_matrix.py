@@ -337,28 +337,12 @@ def main() -> int:
         evaluated.add(name)
         organs = {c: round(record["test_Dataset004"][c]["Dice"], 3) for c in ORGANS}
         print(f"== {name}: test Dice {organs}; plan spacing {record['plan_3d_fullres']['spacing']}", flush=True)
-    if not args.no_postprocessing:
-        _postprocess_rows([v for v in args.variants if v not in CHEAP_ROWS], args.work.resolve(), args.out,
-                          args.force, redo=evaluated)
+    if not args.no_postprocessing:  # each row finished as the demo finishes (perf/matrix_postprocessing.py)
+        from matrix_postprocessing import postprocess_rows
+
+        postprocess_rows([v for v in args.variants if v not in CHEAP_ROWS], args.work.resolve(), args.out, args.out,
+                         args.force, redo=evaluated)
     return 0
-
-
-def _postprocess_rows(rows: list[str], work: Path, out: Path, force: bool, redo: set[str]) -> None:
-    """Each row finished as the demo finishes: postprocessing decided on fold 0's validation, the test set predicted
-    with it (perf/matrix_postprocessing.py; <row>_postprocessing.json beside the row's JSON). Rows in `redo` (their
-    JSON was just written) are postprocessed again even if an older <row>_postprocessing.json exists."""
-    from matrix_postprocessing import run_row
-
-    for name in rows:
-        target = out / f"{name}_postprocessing.json"
-        if target.is_file() and not force and name not in redo:
-            continue
-        record = run_row(name, work, out, out, drop_probabilities=False)
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(record, indent=1))
-        tmp.replace(target)
-        print(f"== {name} with its postprocessing {record['postprocessing']}: "
-              f"{ {c: round(x['Dice_postprocessed'], 3) for c, x in record['liver_spleen_kidney'].items()} }", flush=True)
 
 
 if __name__ == "__main__":

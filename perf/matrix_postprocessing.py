@@ -132,17 +132,25 @@ def main() -> int:
                    help="find_best_configuration's bar for moving a threshold (default: its own)")
     p.add_argument("--suffix", default="", help="output <row>_postprocessing<suffix>.json (another bar, say)")
     args = p.parse_args()
-    for row in args.rows:
-        target = args.out / f"{row}_postprocessing{args.suffix}.json"
-        if target.is_file() and not args.force:
+    postprocess_rows(args.rows, args.work.resolve(), args.matrix_json, args.out, args.force, args.drop_probabilities,
+                     args.threshold_min_gain_se, args.suffix)
+    return 0
+
+
+def postprocess_rows(rows: list[str], work: Path, matrix_json: Path, out: Path, force: bool = False,
+                     drop_probabilities: bool = False, threshold_min_gain_se: float | None = None, suffix: str = "",
+                     redo: set[str] = frozenset()) -> None:
+    """`run_row` for each row into <out>/<row>_postprocessing<suffix>.json; a row whose output exists is skipped
+    unless `force` or the row is in `redo` (its matrix JSON was just rewritten)."""
+    for row in rows:
+        target = out / f"{row}_postprocessing{suffix}.json"
+        if target.is_file() and not force and row not in redo:
             print(f"{row}: {target} exists, skipped")
             continue
-        record = run_row(row, args.work.resolve(), args.matrix_json, args.out, args.drop_probabilities,
-                         args.threshold_min_gain_se, args.suffix)
+        record = run_row(row, work, matrix_json, out, drop_probabilities, threshold_min_gain_se, suffix)
         atomic_write_json(target, record, indent=1)
         print(row, record["postprocessing"], {c: {k: round(v, 3) for k, v in x.items()}
                                               for c, x in record["liver_spleen_kidney"].items()}, flush=True)
-    return 0
 
 
 if __name__ == "__main__":

@@ -96,13 +96,18 @@ def test_ensemble_model_folders_matches_ensembling_their_prediction_folders(tmp_
         ensemble_model_folders(models[:1], [tmp_path / "c_0000.nii.gz"], tmp_path / "x", ["liver"])
 
 
-def test_predict_applies_postprocessing_rules(tmp_path, capsys):
+def _probed_model(tmp_path, capsys):
+    """A tiny random model, one CT, and the model's probabilities for PROMPTS on it (predicted into probe/)."""
     model = make_model_folder(tmp_path / "results")
     write_ct(tmp_path / "c_0000.nii.gz")
     image = tmp_path / "c_0000.nii.gz"
-    # a random net's probabilities sit near 0.5: pick a threshold that leaves the spleen in many pieces
     _predict(capsys, model, image, tmp_path / "probe", "-p", *PROMPTS, "--save_probabilities")
-    probs = _probabilities(tmp_path / "probe" / "c_probabilities.npz")[0]
+    return model, image, _probabilities(tmp_path / "probe" / "c_probabilities.npz")[0]
+
+
+def test_predict_applies_postprocessing_rules(tmp_path, capsys):
+    model, image, probs = _probed_model(tmp_path, capsys)
+    # a random net's probabilities sit near 0.5: pick a threshold that leaves the spleen in many pieces
     threshold = float(np.quantile(probs[1], 0.7))
     # constrain to the spleen whichever other class has the most voxels above that threshold
     inner = max(("liver", "kidney"), key=lambda p: int((probs[PROMPTS.index(p)] > threshold).sum()))
@@ -131,11 +136,7 @@ def test_predict_applies_postprocessing_rules(tmp_path, capsys):
 
 
 def test_predict_applies_the_class_thresholds_of_a_postprocessing_file(tmp_path, capsys):
-    model = make_model_folder(tmp_path / "results")
-    write_ct(tmp_path / "c_0000.nii.gz")
-    image = tmp_path / "c_0000.nii.gz"
-    _predict(capsys, model, image, tmp_path / "probe", "-p", *PROMPTS, "--save_probabilities")
-    probs = _probabilities(tmp_path / "probe" / "c_probabilities.npz")[0]
+    model, image, probs = _probed_model(tmp_path, capsys)
     # a random net's probabilities sit near 0.5: a liver threshold above most of them changes its mask
     threshold = round(float(np.quantile(probs[0], 0.8)), 4)
     rules = tmp_path / "postprocessing.json"

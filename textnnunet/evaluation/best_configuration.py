@@ -19,8 +19,8 @@ foreground, is left out: the classes here are independent sigmoid masks (regions
 Before the mask rules, and only when every pooled case of the chosen candidate has validation probabilities, each
 class's probability threshold is chosen from THRESHOLD_GRID by its Dice on the CV cases that label it, and adopted
 only when its gain over THRESHOLD is at least MIN_GAIN_IN_SE standard errors of the per-case differences (a sigmoid
-mask that is confidently one coarse voxel too large gains from a higher one in every case). The mask rules are then decided on the masks at the adopted thresholds, so the decisions
-compose as textnnunet_predict applies them.
+mask that is confidently one coarse voxel too large gains from a higher one in every case). The mask rules are then
+decided on the masks at the adopted thresholds, so the decisions compose as textnnunet_predict applies them.
 """
 from __future__ import annotations
 

@@ -14,6 +14,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from textnnunet.preprocessing.preprocessor import per_channel_thresholds
+
 PATIENT_LEFT_IS_HIGHER_X = True  # LPS: x grows towards the patient's left
 
 
@@ -69,9 +71,7 @@ def apply_laterality(probabilities: np.ndarray, image: np.ndarray, sides: Sequen
     thresholds), so the components judged here are those the masks will hold."""
     if not any(sides):
         return probabilities
-    thresholds = [float(threshold)] * len(sides) if np.ndim(threshold) == 0 else [float(t) for t in threshold]
-    if len(thresholds) != len(sides):
-        raise ValueError(f"{len(sides)} channels but {len(thresholds)} thresholds")
+    thresholds = per_channel_thresholds(threshold, len(sides), what="channels")
     midline = body_midline(image)
     result = np.array(probabilities, copy=True)
     for channel, (side, channel_threshold) in enumerate(zip(sides, thresholds)):

@@ -23,6 +23,7 @@ from scipy import ndimage
 
 from textnnunet.dataset.description import normalise_class_name
 from textnnunet.errors import UserError
+from textnnunet.preprocessing.preprocessor import per_channel_thresholds
 from textnnunet.utils.files import atomic_write_json, load_json
 
 POSTPROCESSING_FILE = "postprocessing.json"
@@ -153,8 +154,7 @@ def class_thresholds(rules: Mapping | None, classes: Sequence[str | None], defau
 
 def threshold_probabilities(probabilities: Sequence[np.ndarray], thresholds: Sequence[float]) -> list[np.ndarray]:
     """uint8 masks `probability > threshold`, one threshold per channel."""
-    if len(probabilities) != len(thresholds):
-        raise ValueError(f"{len(probabilities)} probability channels but {len(thresholds)} thresholds")
+    thresholds = per_channel_thresholds(thresholds, len(probabilities))
     return [(np.asarray(p) > t).astype(np.uint8) for p, t in zip(probabilities, thresholds)]
 
 

@@ -472,6 +472,16 @@ def resample_probability_channel(prob: np.ndarray, shape: Sequence[int], axis: i
     return resample_volume(prob, shape, axis, order, order_z)
 
 
+def per_channel_thresholds(threshold: float | Sequence[float], channels: int,
+                           what: str = "probability channels") -> list[float]:
+    """One probability threshold per channel: a single one repeated, or one given per channel (checked; the error
+    names the channels as `what`)."""
+    thresholds = [float(threshold)] * channels if np.ndim(threshold) == 0 else [float(t) for t in threshold]
+    if len(thresholds) != channels:
+        raise ValueError(f"{channels} {what} but {len(thresholds)} thresholds")
+    return thresholds
+
+
 def restore_masks(
     probabilities: np.ndarray,
     properties: dict,
@@ -488,9 +498,7 @@ def restore_masks(
     thresholding `restore_to_original` up to float32 rounding at the threshold itself.
     """
     _check_restorable(probabilities, properties)
-    thresholds = [float(threshold)] * len(probabilities) if np.ndim(threshold) == 0 else list(threshold)
-    if len(thresholds) != len(probabilities):
-        raise ValueError(f"{len(probabilities)} probability channels but {len(thresholds)} thresholds")
+    thresholds = per_channel_thresholds(threshold, len(probabilities))
     slicer = _crop_slicer(properties)
     shape = tuple(int(s) for s in properties["shape_original"])
     masks = []

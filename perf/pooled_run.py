@@ -140,6 +140,10 @@ RUNS = {r.name: r for r in (
         EIGHT_TRAIN_IDS, EIGHT_TESTS, {"dataset_weighting": weighting, "case_val_every": 25}, epochs_factor=3,
         data="" if weighting == "uniform" else "eight_datasets")
       for weighting in ("uniform", "sqrt", "proportional")),
+    PooledRun("eight_datasets_4x", "eight_datasets at four times its budget (600 x 25 iterations, 12x the old demo's): "
+              "how far budget alone moves the small structures towards issue 13's bar",
+              EIGHT_TRAIN_IDS, EIGHT_TESTS, {"dataset_weighting": "uniform", "case_val_every": 100}, epochs_factor=12,
+              data="eight_datasets"),
 )}
 
 

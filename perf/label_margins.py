@@ -2,9 +2,9 @@
 
 A class is taught where it ends only by images of datasets that label it: the tissue those images show beyond the
 structure is all its prompt ever sees called "not this class" (besides structures other datasets label, through
-label exclusion). For each case: the slices holding the structure, and the millimetres of image below (inferior)
-and above (superior) it in the canonical LPS frame (axis 0 = z, increasing towards the head). Per dataset the
-minimum, median and maximum of each.
+label exclusion). For each case: the millimetres of image below (inferior) and above (superior) it in the
+patient frame, computed as textnnunet's fingerprint does (`label_margins_mm`, which
+plans.json summarises per class). Per dataset the minimum, median and maximum of each.
 
     .venv/bin/python perf/label_margins.py --raw WORK/partial_fov/raw --dataset Dataset001_Liver:labelsTr \
         Dataset004_Abdomen:labelsTs --label liver --json OUT.json
@@ -29,15 +29,13 @@ def label_values(dataset_json: dict, name: str) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, list) else (int(value),)
 
 
-def axial_margins(mask: np.ndarray, slice_mm: float) -> dict:
-    """Slices holding the structure and the image beyond it along axis 0 (canonical LPS: index grows superiorly)."""
-    slices = np.flatnonzero(mask.any(axis=(1, 2)))
-    if slices.size == 0:
-        return {"slices": 0, "inferior_mm": None, "superior_mm": None, "extent_mm": 0.0}
-    first, last = int(slices[0]), int(slices[-1])
-    return {"slices": int(slices.size), "inferior_mm": first * slice_mm,
-            "superior_mm": (mask.shape[0] - 1 - last) * slice_mm, "extent_mm": (last - first + 1) * slice_mm,
-            "image_mm": mask.shape[0] * slice_mm}
+def structure_margins(per_value: dict[str, list[float]], values: tuple[int, ...]) -> dict:
+    """A structure's margins from the per-value ones (textnnunet's fingerprint rule): the smallest of its values on
+    each side; None where the case does not show it."""
+    shown = [per_value[str(v)] for v in values if str(v) in per_value]
+    if not shown:
+        return {"inferior_mm": None, "superior_mm": None}
+    return {"inferior_mm": min(m[0] for m in shown), "superior_mm": min(m[1] for m in shown)}
 
 
 def _summary(values: list[float]) -> dict:
@@ -45,16 +43,16 @@ def _summary(values: list[float]) -> dict:
 
 
 def dataset_margins(folder: Path, labels_sub: str, label: str) -> dict:
-    from textnnunet.imageio.sitk_io import read_label, to_canonical
+    from textnnunet.experiment_planning.fingerprint import label_margins_mm
+    from textnnunet.imageio.sitk_io import read_label
 
     values = label_values(json.loads((folder / "dataset.json").read_text()), label)
     cases = {}
     for file in sorted((folder / labels_sub).glob("*.nii.gz")):
-        array, geometry = to_canonical(*read_label(file))
-        cases[file.name[: -len(".nii.gz")]] = axial_margins(np.isin(array, values), float(geometry.spacing[0]))
-    shown = [c for c in cases.values() if c["slices"]]
+        cases[file.name[: -len(".nii.gz")]] = structure_margins(label_margins_mm(*read_label(file)), values)
+    shown = [c for c in cases.values() if c["inferior_mm"] is not None]
     return {"labels": labels_sub, "values": list(values), "cases": cases,
-            "summary": {key: _summary([c[key] for c in shown]) for key in ("inferior_mm", "superior_mm", "extent_mm")}}
+            "summary": {key: _summary([c[key] for c in shown]) for key in ("inferior_mm", "superior_mm")}}
 
 
 def main(argv=None) -> int:

@@ -59,6 +59,10 @@ def test_default_writes_the_baseline_plans_but_not_their_caches(tmp_path, capsys
         assert json.loads((pre / dataset / "plans.json").read_text())["datasets"] == [dataset]  # inspectable
         assert not (pre / dataset / "3d_fullres").exists()
     assert "--baselines" in out
+    # blob_case labels slices 2-4 of 8 (2 mm): 4 mm of image below the liver, 6 above; the plan says so
+    margins = json.loads((pre / JOINT / "plans.json").read_text())["label_margins_mm"]
+    assert margins["liver"][LIVER] == {"inferior_mm": 4.0, "superior_mm": 6.0, "cases": 3}
+    assert "field of view: the images labelling 'liver' show at most a median 4 mm below it" in out
 
 
 def test_baselines_flag_preprocesses_them_now_and_lazy_caches_hold_the_same_arrays(tmp_path):

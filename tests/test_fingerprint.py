@@ -137,3 +137,50 @@ def test_real_ct_fingerprint(real_ct_folder, tmp_path):
     assert -1100 <= stats["percentile_00_5"] < stats["median"] < stats["percentile_99_5"] <= 3100
     assert -200 < stats["median"] < 300  # labelled tissue is soft tissue and bone, in HU
     assert sample.shape == (1, 4000)
+
+
+def _geometry(direction=(1, 0, 0, 0, 1, 0, 0, 0, 1), spacing=(2.5, 1.0, 1.0), shape=(10, 3, 4)):
+    from textnnunet.imageio.sitk_io import ImageGeometry
+
+    return ImageGeometry(spacing=spacing, origin=(0.0, 0.0, 0.0), direction=tuple(float(d) for d in direction),
+                         shape=shape)
+
+
+def test_label_margins_are_the_image_below_and_above_each_value_along_the_body_axis():
+    from textnnunet.experiment_planning.fingerprint import label_margins_mm
+
+    label = np.zeros((10, 3, 4), dtype=np.uint8)
+    label[3:6, 1, 1] = 1  # slices 3-5 of 10 (LPS: index grows towards the head): 3 below, 4 above
+    label[9, 0, 0] = 3  # at the top edge; value 2 absent
+    assert label_margins_mm(label, _geometry()) == {"1": [7.5, 10.0], "3": [22.5, 0.0]}
+    # The same anatomy stored feet-last (LPI: z flipped) gives the same margins: they are in the patient frame.
+    flipped = _geometry(direction=(1, 0, 0, 0, 1, 0, 0, 0, -1))
+    assert label_margins_mm(label[::-1].copy(), flipped) == {"1": [7.5, 10.0], "3": [22.5, 0.0]}
+    assert label_margins_mm(np.zeros((4, 2, 2), np.uint8), _geometry(shape=(4, 2, 2))) == {}
+
+
+def test_fingerprint_records_label_margins_per_case(tmp_path):
+    make_dataset(tmp_path, "Dataset001_Known", {"0": "MR"}, {"background": 0, "lesion": 1},
+                 {"case_a": _known_case()})
+    fp, _ = extract_fingerprint(load_dataset(tmp_path, 1), samples_per_case=10, progress=False)
+    # the ten labelled voxels lie on slice 2 of 10 (3 mm slices): 6 mm below, 21 mm above
+    assert fp["label_margins_mm"] == [{"1": [6.0, 21.0]}]
+
+
+def test_plan_reports_per_class_margins_and_notes_the_narrow_ones():
+    from textnnunet.experiment_planning.planner import label_margins, narrow_label_margins
+
+    label_space = {"datasets": {"A": {"liver": [1, 2], "spleen": [3]}, "B": {"liver": [1]}}}
+    fingerprints = [
+        {"dataset": "A", "label_margins_mm": [{"1": [30.0, 8.0], "2": [4.0, 20.0], "3": [50.0, 50.0]},
+                                              {"1": [6.0, 2.0]}, {}]},
+        {"dataset": "B", "label_margins_mm": [{"1": [60.0, 5.0]}]},
+        {"dataset": "C"},  # a fingerprint from before the margins: left out
+    ]
+    margins = label_margins(label_space, fingerprints)
+    # liver in A is the region {1, 2}: per case the smaller margin of its values on each side -> (4, 8) and (6, 2)
+    assert margins["liver"]["A"] == {"inferior_mm": 5.0, "superior_mm": 5.0, "cases": 2}
+    assert margins["liver"]["B"] == {"inferior_mm": 60.0, "superior_mm": 5.0, "cases": 1}
+    assert margins["spleen"] == {"A": {"inferior_mm": 50.0, "superior_mm": 50.0, "cases": 1}}
+    # a side is narrow only when no labelling dataset shows more: B shows the liver's underside, none its top
+    assert narrow_label_margins(margins, 10.0) == [("liver", "above", 5.0)]

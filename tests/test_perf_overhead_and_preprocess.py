@@ -110,12 +110,10 @@ def test_liver_errors_split_false_positives_by_slice():
     assert e["Dice"] == 2 * 1 / (2 * 1 + 3 + 1)
 
 
-def test_axial_margins_measure_the_image_beyond_a_structure():
+def test_structure_margins_take_the_smallest_margin_of_the_structures_values():
     margins = _load("label_margins")
-    mask = np.zeros((10, 2, 2), bool)
-    mask[3:6, 0, 0] = True  # slices 3-5 of 10: three slices below it, four above
-    assert margins.axial_margins(mask, 2.5) == {"slices": 3, "inferior_mm": 7.5, "superior_mm": 10.0,
-                                                "extent_mm": 7.5, "image_mm": 25.0}
-    assert margins.axial_margins(np.zeros((4, 2, 2), bool), 1.0)["inferior_mm"] is None
+    per_value = {"1": [30.0, 8.0], "2": [4.0, 20.0]}
+    assert margins.structure_margins(per_value, (1, 2)) == {"inferior_mm": 4.0, "superior_mm": 8.0}
+    assert margins.structure_margins(per_value, (3,)) == {"inferior_mm": None, "superior_mm": None}
     assert margins.label_values({"labels": {"liver": [1, 2], "spleen": 3}}, "liver") == (1, 2)
     assert margins.label_values({"labels": {"liver": [1, 2], "spleen": 3}}, "spleen") == (3,)

@@ -81,6 +81,7 @@ def _plan(args, folders) -> tuple[Path, list[Path]]:
     print(f"joint plan: {joint}")
     _print_label_space(joint)
     _print_configurations(joint)
+    _print_narrow_label_margins(joint)
     for p in per_dataset:
         print(f"per-dataset plan: {p}")
     return joint, per_dataset
@@ -111,6 +112,17 @@ def _print_configurations(plans_path: Path) -> None:
             note = f" (median spacing {median} mm)" if cfg["context"]["median_spacing"] != cfg["spacing"] else ""
         print(f"  {name}: spacing {spacing} mm{note}, patch {patch}, batch {cfg['batch_size']}, "
               f"patch covers {coverage} of the median image")
+
+
+def _print_narrow_label_margins(plans_path: Path) -> None:
+    """Classes whose labelled images show hardly any body beyond them on one side: no dataset teaches their prompt
+    what lies there (design.md, "What partial labels cannot teach")."""
+    from textnnunet.experiment_planning.planner import narrow_label_margins
+    from textnnunet.utils.plans import Plans
+
+    for name, side, mm in narrow_label_margins(Plans.load(plans_path).label_margins):
+        print(f"  field of view: the images labelling '{name}' show at most a median {mm:.0f} mm {side} it; "
+              f"further {side}, only structures other datasets label are taught as not '{name}'")
 
 
 def _preprocess(args, folders, plan_files: list[Path]) -> None:

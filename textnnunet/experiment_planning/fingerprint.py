@@ -1,5 +1,8 @@
 """Dataset fingerprint, as nnU-Net v2 collects it: spacings, shapes after cropping to the nonzero region,
-how much cropping saved, and foreground intensity statistics per channel.
+how much cropping saved, and foreground intensity statistics per channel. Beyond nnU-Net: per case and label
+value, how much image lies below and above the labelled slices along the body axis (`label_margins_mm`): a pooled
+plan reports, per class, how much anatomy beyond it the datasets that label it ever show (design.md, "What partial
+labels cannot teach").
 
 Files (preprocessed/DatasetXXX_Name/): `dataset_fingerprint.json` and `foreground_intensity_sample.npy`
 (a bounded float32 (channels, n) sample of foreground voxels, kept so that joint plans can pool exact
@@ -17,7 +20,7 @@ from tqdm import tqdm
 
 from textnnunet.dataset.description import Case, DatasetDescription, training_cases
 from textnnunet.errors import UserError
-from textnnunet.imageio.sitk_io import read_image, read_label
+from textnnunet.imageio.sitk_io import ImageGeometry, read_image, read_label, to_canonical
 from textnnunet.utils.files import atomic_path, atomic_write_json, load_json
 
 FINGERPRINT_FILE = "dataset_fingerprint.json"
@@ -33,6 +36,7 @@ class CaseFingerprint:
     shape_after_crop: tuple[int, int, int]
     relative_size_after_crop: float
     foreground_sample: np.ndarray  # float32 (channels, n)
+    label_margins_mm: dict[str, list[float]]  # label value -> [inferior, superior] mm of image beyond its slices
 
 
 def nonzero_bbox(image: np.ndarray) -> list[list[int]]:
@@ -65,12 +69,33 @@ def sample_foreground(values: np.ndarray, n: int, rng: np.random.Generator) -> n
     return np.concatenate([np.tile(np.arange(count), repeats), np.sort(rng.choice(count, rest, replace=False))])
 
 
+def label_margins_mm(label: np.ndarray, geometry: ImageGeometry) -> dict[str, list[float]]:
+    """Per label value > 0: the millimetres of image below (inferior) and above (superior) the axial slices holding
+    it, in the canonical LPS frame (whose first array axis grows towards the head). A region of several values has
+    the smallest margin of its values on each side."""
+    canonical, canonical_geometry = to_canonical(label[None], geometry)
+    slices = canonical[0].reshape(canonical.shape[1], -1)
+    slice_mm = float(canonical_geometry.spacing[0])
+    if slices.size == 0 or int(slices.max()) <= 0:
+        return {}
+    if int(slices.min()) < 0:  # bincount needs non-negative values; nothing below 0 is a class
+        slices = np.clip(slices, 0, None)
+    top = int(slices.max())
+    present = np.stack([np.bincount(row.astype(np.intp, copy=False), minlength=top + 1) for row in slices]) > 0
+    margins = {}
+    for value in range(1, top + 1):
+        hits = np.flatnonzero(present[:, value])
+        if hits.size:
+            margins[str(value)] = [float(hits[0]) * slice_mm, float(len(slices) - 1 - hits[-1]) * slice_mm]
+    return margins
+
+
 def analyze_case(case: Case, case_index: int, samples_per_case: int, seed: int) -> CaseFingerprint:
     """Read one training case, crop to nonzero and sample its foreground intensities (label > 0)."""
     if case.label_file is None:
         raise UserError(f"{case.image_files[0]}: training case '{case.case_id}' has no label file in labelsTr")
     image, geometry = read_image(case.image_files)
-    label, _ = read_label(case.label_file)
+    label, label_geometry = read_label(case.label_file)
     if tuple(label.shape) != tuple(image.shape[1:]):
         raise UserError(f"{case.label_file}: label shape {tuple(label.shape)} differs from image shape "
                         f"{tuple(image.shape[1:])}")
@@ -92,6 +117,7 @@ def analyze_case(case: Case, case_index: int, samples_per_case: int, seed: int) 
         relative_size_after_crop=float(np.prod(shape_after, dtype=np.float64) / np.prod(image.shape[1:],
                                                                                         dtype=np.float64)),
         foreground_sample=foreground[:, picked].astype(np.float32),
+        label_margins_mm=label_margins_mm(label, label_geometry),
     )
 
 
@@ -155,6 +181,7 @@ def extract_fingerprint(desc: DatasetDescription, num_processes: int = 1, sample
         "foreground_intensity_properties_per_channel": intensity_statistics(pooled),
         "channel_names": dict(desc.channel_names),
         "num_cases": len(results),
+        "label_margins_mm": [r.label_margins_mm for r in results],
     }
     return fingerprint, bounded_sample(pooled, max_sample_per_channel, seed)
 

@@ -298,6 +298,47 @@ def _lowres_configuration(fullres: dict, median_shape: np.ndarray, num_cases: in
     return lowres
 
 
+def label_margins(label_space: dict, fingerprints: Sequence[dict]) -> dict[str, dict[str, dict]]:
+    """{class: {dataset: {"inferior_mm", "superior_mm", "cases"}}}: over the cases of each dataset labelling the
+    class that show it, the median millimetres of image below and above it along the body axis (fingerprint
+    `label_margins_mm`; a dataset whose fingerprint predates them is left out). A prompt is taught where its
+    structure ends, and what lies beyond, only within these margins (design.md)."""
+    out: dict[str, dict[str, dict]] = {}
+    for fingerprint in fingerprints:
+        dataset, per_case = fingerprint.get("dataset"), fingerprint.get("label_margins_mm")
+        if per_case is None or dataset not in label_space["datasets"]:
+            continue
+        for name, values in label_space["datasets"][dataset].items():
+            sides = []
+            for case in per_case:
+                shown = [case[str(v)] for v in values if str(v) in case]
+                if shown:
+                    sides.append([min(m[0] for m in shown), min(m[1] for m in shown)])
+            if sides:
+                inferior, superior = np.median(np.asarray(sides), axis=0)
+                out.setdefault(name, {})[dataset] = {"inferior_mm": float(inferior), "superior_mm": float(superior),
+                                                     "cases": len(sides)}
+    return out
+
+
+# A class whose labelling datasets all show less body than this beyond it, on one side, gets a note at planning:
+# about a centimetre: its boundary on that side and the tissue beyond are hardly ever shown.
+LABEL_MARGIN_NOTE_MM = 10.0
+
+
+def narrow_label_margins(margins: dict[str, dict[str, dict]], min_mm: float = LABEL_MARGIN_NOTE_MM
+                         ) -> list[tuple[str, str, float]]:
+    """(class, side, mm) for each class and side ("below"/"above") where even the labelling dataset that shows
+    most shows a median under `min_mm` of image beyond the class."""
+    narrow = []
+    for name, per_dataset in margins.items():
+        for side, key in (("below", "inferior_mm"), ("above", "superior_mm")):
+            widest = max(m[key] for m in per_dataset.values())
+            if widest < min_mm:
+                narrow.append((name, side, widest))
+    return narrow
+
+
 def plan_experiment(descs: list[DatasetDescription], fingerprints: list[dict], samples: list[np.ndarray],
                     plans_name: str, memory_target_gb: float, base_features: int = 32,
                     max_features_3d: int = 320, max_features_2d: int = 512,
@@ -359,6 +400,7 @@ def plan_experiment(descs: list[DatasetDescription], fingerprints: list[dict], s
         "original_median_spacing": [float(v) for v in np.median(spacings, axis=0)],
         "original_median_shape": [int(round(v)) for v in np.median(shapes, axis=0)],
         "configurations": configurations,
+        "label_margins_mm": label_margins(label_space, fingerprints),
     }
 
 

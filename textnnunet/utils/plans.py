@@ -198,3 +198,8 @@ class Plans:
     @property
     def dataset_intensity_group(self) -> dict[str, str]:
         return self.data.get("dataset_intensity_group") or {}
+
+    @property
+    def label_margins(self) -> dict[str, dict[str, dict]]:
+        """{class: {dataset: {inferior_mm, superior_mm, cases}}}: image shown beyond each class; {} in older plans."""
+        return self.data.get("label_margins_mm") or {}

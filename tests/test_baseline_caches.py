@@ -59,10 +59,19 @@ def test_default_writes_the_baseline_plans_but_not_their_caches(tmp_path, capsys
         assert json.loads((pre / dataset / "plans.json").read_text())["datasets"] == [dataset]  # inspectable
         assert not (pre / dataset / "3d_fullres").exists()
     assert "--baselines" in out
-    # blob_case labels slices 2-4 of 8 (2 mm): 4 mm of image below the liver, 6 above; the plan says so
+    # blob_case labels slices 2-4 of a body on slices 1-6 (2 mm): 2 mm of body below the liver, 4 above
     margins = json.loads((pre / JOINT / "plans.json").read_text())["label_margins_mm"]
-    assert margins["liver"][LIVER] == {"inferior_mm": 4.0, "superior_mm": 6.0, "cases": 3}
-    assert "field of view: the images labelling 'liver' show at most a median 4 mm below it" in out
+    assert margins["liver"][LIVER] == {"inferior_mm": 2.0, "superior_mm": 4.0, "cases": 3}
+    assert "field of view: the images labelling 'liver' show at most a median 2.0 mm below it" in out
+    assert "not measured" not in out
+    # a fingerprint from before the margins is reused as it is, and the plan says what it lacks
+    fingerprint = pre / LIVER / "dataset_fingerprint.json"
+    fingerprint.write_text(json.dumps({k: v for k, v in json.loads(fingerprint.read_text()).items()
+                                       if k != "label_margins_mm"}))
+    out = _run(plan_and_preprocess_entry, [*PLAN_ARGS, "--raw", str(tmp_path / "raw"), "--preprocessed", str(pre),
+                                           "--no_baselines"], capsys)
+    assert f"field of view: not measured for {LIVER} (" in out and "labelling 'spleen'" in out
+    assert "labelling 'liver'" not in out
 
 
 def test_baselines_flag_preprocesses_them_now_and_lazy_caches_hold_the_same_arrays(tmp_path):

@@ -159,12 +159,35 @@ def test_label_margins_are_the_image_below_and_above_each_value_along_the_body_a
     assert label_margins_mm(np.zeros((4, 2, 2), np.uint8), _geometry(shape=(4, 2, 2))) == {}
 
 
+def test_label_margins_follow_the_body_axis_whatever_the_storage():
+    from textnnunet.experiment_planning.fingerprint import label_margins_mm
+
+    lps = np.zeros((10, 3, 4), dtype=np.int16)
+    lps[3:6, 1, 1] = 1
+    # stored sagittally: array axes (x, z, y) of the LPS volume; file axes i = y (P), j = z (S), k = x (L)
+    sagittal = np.ascontiguousarray(np.transpose(lps, (2, 0, 1)))
+    direction = (0, 0, 1, 1, 0, 0, 0, 1, 0)  # columns: i -> +y, j -> +z, k -> +x
+    assert label_margins_mm(sagittal, _geometry(direction=direction, spacing=(1.0, 2.5, 1.0), shape=(4, 10, 3))) \
+        == {"1": [7.5, 10.0]}
+    # slices tilted 30 degrees: the slice axis advances cos(30) of its spacing along the body axis
+    c, s = np.cos(np.radians(30)), np.sin(np.radians(30))
+    tilted = _geometry(direction=(1, 0, 0, 0, c, s, 0, -s, c))
+    assert label_margins_mm(lps, tilted) == {"1": [pytest.approx(7.5 * c), pytest.approx(10.0 * c)]}
+    # negative values are no class; a stray huge value does not cost memory in proportion to it
+    odd = lps.copy()
+    odd[0, 0, 0], odd[9, 2, 3] = -1, 30000
+    assert label_margins_mm(odd, _geometry()) == {"1": [7.5, 10.0], "30000": [22.5, 0.0]}
+    # one slice (2D data) has no body axis
+    assert label_margins_mm(lps[4:5], _geometry(shape=(1, 3, 4))) == {}
+
+
 def test_fingerprint_records_label_margins_per_case(tmp_path):
     make_dataset(tmp_path, "Dataset001_Known", {"0": "MR"}, {"background": 0, "lesion": 1},
                  {"case_a": _known_case()})
     fp, _ = extract_fingerprint(load_dataset(tmp_path, 1), samples_per_case=10, progress=False)
-    # the ten labelled voxels lie on slice 2 of 10 (3 mm slices): 6 mm below, 21 mm above
-    assert fp["label_margins_mm"] == [{"1": [6.0, 21.0]}]
+    # the ten labelled voxels lie on slice 2 of 10 (3 mm slices), the body (nonzero) on slices 2-7: margins are
+    # measured on the body, as preprocessing crops it: 0 mm below, 15 mm above
+    assert fp["label_margins_mm"] == [{"1": [0.0, 15.0]}]
 
 
 def test_plan_reports_per_class_margins_and_notes_the_narrow_ones():

@@ -120,9 +120,15 @@ def _print_narrow_label_margins(plans_path: Path) -> None:
     from textnnunet.experiment_planning.planner import narrow_label_margins
     from textnnunet.utils.plans import Plans
 
-    for name, side, mm in narrow_label_margins(Plans.load(plans_path).label_margins):
-        print(f"  field of view: the images labelling '{name}' show at most a median {mm:.0f} mm {side} it; "
+    plans = Plans.load(plans_path)
+    for name, side, mm in narrow_label_margins(plans.label_margins):
+        print(f"  field of view: the images labelling '{name}' show at most a median {mm:.1f} mm {side} it; "
               f"further {side}, only structures other datasets label are taught as not '{name}'")
+    measured = {dataset for per_dataset in plans.label_margins.values() for dataset in per_dataset}
+    unmeasured = [d for d in plans.datasets if d not in measured]
+    if unmeasured:
+        print(f"  field of view: not measured for {', '.join(unmeasured)} (fingerprint from an older version, or "
+              f"no labelled slices); --overwrite_fingerprint measures it")
 
 
 def _preprocess(args, folders, plan_files: list[Path]) -> None:

@@ -11,7 +11,7 @@ percentiles over several datasets). The JSON is written last: when it exists, th
 from __future__ import annotations
 
 import multiprocessing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 
@@ -69,25 +69,39 @@ def sample_foreground(values: np.ndarray, n: int, rng: np.random.Generator) -> n
     return np.concatenate([np.tile(np.arange(count), repeats), np.sort(rng.choice(count, rest, replace=False))])
 
 
+# Up to this label value the slices' values are counted with one bincount per slice; above it (a stray value in a
+# label file) with a sort per slice, so memory never grows with the value itself.
+_BINCOUNT_MAX_VALUE = 4096
+
+
+def _slices_per_value(slices: np.ndarray) -> dict[int, np.ndarray]:
+    """{label value > 0: indices of the rows (slices) of `slices` (n_slices, voxels) that hold it}."""
+    top = int(slices.max())
+    if int(slices.min()) >= 0 and top <= _BINCOUNT_MAX_VALUE:
+        present = np.stack([np.bincount(row.astype(np.intp, copy=False), minlength=top + 1) for row in slices]) > 0
+        return {v: np.flatnonzero(present[:, v]) for v in range(1, top + 1) if present[:, v].any()}
+    rows: dict[int, list[int]] = {}
+    for index, row in enumerate(slices):
+        for value in np.unique(row):
+            if value > 0:
+                rows.setdefault(int(value), []).append(index)
+    return {v: np.asarray(r) for v, r in sorted(rows.items())}
+
+
 def label_margins_mm(label: np.ndarray, geometry: ImageGeometry) -> dict[str, list[float]]:
     """Per label value > 0: the millimetres of image below (inferior) and above (superior) the axial slices holding
-    it, in the canonical LPS frame (whose first array axis grows towards the head). A region of several values has
-    the smallest margin of its values on each side."""
+    it, along the body axis: in the canonical LPS frame the first array axis grows towards the head; a tilted slice
+    axis counts its component along the body axis. A region of several values has the smallest margin of its
+    values on each side. A single slice (2D data) has no body axis: {}."""
     canonical, canonical_geometry = to_canonical(label[None], geometry)
     slices = canonical[0].reshape(canonical.shape[1], -1)
-    slice_mm = float(canonical_geometry.spacing[0])
-    if slices.size == 0 or int(slices.max()) <= 0:
+    if slices.shape[0] <= 1 or slices.size == 0:
         return {}
-    if int(slices.min()) < 0:  # bincount needs non-negative values; nothing below 0 is a class
-        slices = np.clip(slices, 0, None)
-    top = int(slices.max())
-    present = np.stack([np.bincount(row.astype(np.intp, copy=False), minlength=top + 1) for row in slices]) > 0
-    margins = {}
-    for value in range(1, top + 1):
-        hits = np.flatnonzero(present[:, value])
-        if hits.size:
-            margins[str(value)] = [float(hits[0]) * slice_mm, float(len(slices) - 1 - hits[-1]) * slice_mm]
-    return margins
+    body_axis_share = abs(float(canonical_geometry.direction[8]))  # z component of the slice axis' direction
+    slice_mm = float(canonical_geometry.spacing[0]) * body_axis_share
+    last = slices.shape[0] - 1
+    return {str(v): [float(hits[0]) * slice_mm, float(last - hits[-1]) * slice_mm]
+            for v, hits in _slices_per_value(slices).items()}
 
 
 def analyze_case(case: Case, case_index: int, samples_per_case: int, seed: int) -> CaseFingerprint:
@@ -117,7 +131,8 @@ def analyze_case(case: Case, case_index: int, samples_per_case: int, seed: int) 
         relative_size_after_crop=float(np.prod(shape_after, dtype=np.float64) / np.prod(image.shape[1:],
                                                                                         dtype=np.float64)),
         foreground_sample=foreground[:, picked].astype(np.float32),
-        label_margins_mm=label_margins_mm(label, label_geometry),
+        # on the body (the nonzero box), as preprocessing crops it: zero padding shows no anatomy
+        label_margins_mm=label_margins_mm(label_crop, replace(label_geometry, shape=label_crop.shape)),
     )
 
 

@@ -3,8 +3,9 @@
 A class is taught where it ends only by images of datasets that label it: the tissue those images show beyond the
 structure is all its prompt ever sees called "not this class" (besides structures other datasets label, through
 label exclusion). For each case: the millimetres of image below (inferior) and above (superior) it in the
-patient frame, computed as textnnunet's fingerprint does (`label_margins_mm`, which
-plans.json summarises per class). Per dataset the minimum, median and maximum of each.
+patient frame, with textnnunet's fingerprint rule (`label_margins_mm`, which plans.json
+summarises per class) on the whole label map: the fingerprint measures within the image's nonzero box, which for
+CT (air -1024 HU, as in the phantoms) is the whole image. Per dataset the minimum, median and maximum of each.
 
     .venv/bin/python perf/label_margins.py --raw WORK/partial_fov/raw --dataset Dataset001_Liver:labelsTr \
         Dataset004_Abdomen:labelsTs --label liver --json OUT.json

@@ -318,3 +318,35 @@ def test_sealed_test_set_has_its_own_seed_and_phase_and_dataset004s_labels(tmp_p
 
 def load_dataset_classes_of_dataset004():
     return ["liver", "liver tumor", "spleen", "kidney", "kidney tumor", "pancreas"]
+
+
+def test_the_matrix_sealed_test_set_is_dataset004_drawn_with_its_own_seed_in_each_rows_acquisition(monkeypatch,
+                                                                                                 tmp_path):
+    from textnnunet.demo import generate_phantoms
+    from textnnunet.demo.phantom_variants import VARIANTS, variant_specs
+    from textnnunet.demo.phantoms import MATRIX_SEALED_SEED, MATRIX_SEALED_TEST_DATASET, SEALED_SEED
+
+    sealed = MATRIX_SEALED_TEST_DATASET
+    assert phantom_spec(19) is sealed and sealed.labels == phantom_spec(4).labels and sealed.labelled_test
+    assert MATRIX_SEALED_SEED not in (0, 1, 2, 101, 102, 103, 104, 105, 12345, SEALED_SEED)
+    for name in VARIANTS:
+        specs = {s.dataset_id: s for s in variant_specs(name)}
+        test, kept = specs[4], specs[19]
+        # the row's acquisition, Dataset004's anatomy, its own fixed seed
+        for field in ("spacing", "fov_mm", "z_centre_mm", "orientation", "phase", "noise_std", "enhancement_hu",
+                      "num_test", "labels", "label_values"):
+            assert getattr(kept, field) == getattr(test, field), (name, field)
+        assert kept.fixed_seed == MATRIX_SEALED_SEED and test.fixed_seed is None and kept.name != test.name
+    # the same anatomy draw whatever the caller's seed, and not Dataset004's
+    a, b = generate_case(sealed, 0, "small", seed=0), generate_case(sealed, 0, "small", seed=5)
+    assert a.image.tobytes() == b.image.tobytes()
+    assert not np.array_equal(a.anatomy, generate_case(phantom_spec(4), 0, "small", seed=0).anatomy)
+
+    asked = []
+    monkeypatch.setattr(generate_phantoms, "generate_phantom_datasets",
+                        lambda raw, **kw: asked.append((kw["datasets"], kw["variant"])) or [])
+    for argv in (["--sealed"], ["--sealed", "--variant", "partial_fov"]):
+        with pytest.raises(SystemExit) as done:
+            generate_phantoms.main(["--raw", str(tmp_path), *argv])
+        assert done.value.code == 0
+    assert asked == [([10], ""), ([19], "partial_fov")]

@@ -6,8 +6,9 @@ import argparse
 
 from textnnunet.cli.common import user_errors_exit
 from textnnunet.demo.phantom_variants import VARIANTS
-from textnnunet.demo.phantoms import PHANTOM_DATASETS, SEALED_TEST_DATASET, SIZES, generate_phantom_datasets
-from textnnunet.errors import UserError
+from textnnunet.demo.phantoms import (
+    MATRIX_SEALED_TEST_DATASET, PHANTOM_DATASETS, SEALED_TEST_DATASET, SIZES, generate_phantom_datasets,
+)
 from textnnunet.paths import resolve_folder
 
 
@@ -27,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--sealed", action="store_true",
                         help=f"only the sealed test set {SEALED_TEST_DATASET.name} ({SEALED_TEST_DATASET.phase} phase, its own "
                              f"fixed seed {SEALED_TEST_DATASET.fixed_seed}; --seed does not apply): report it once per change "
-                             "of default, never tune on it (documentation/benchmarks.md)")
+                             "of default, never tune on it (documentation/benchmarks.md); with --variant the matrix's "
+                             f"sealed test set {MATRIX_SEALED_TEST_DATASET.name} (seed {MATRIX_SEALED_TEST_DATASET.fixed_seed}) "
+                             "stored with that row's acquisition")
     parser.add_argument("--overwrite", action="store_true", help="replace existing phantom dataset folders")
     parser.add_argument("--variant", default="", metavar="NAME",
                         help="a row of the generalization matrix instead of the demo data: "
@@ -42,10 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     raw = resolve_folder("raw", args.raw)
     datasets = args.datasets
-    if args.sealed:
-        if args.variant:
-            raise UserError("--sealed: the sealed test set has no variant (drop --variant)")
-        datasets = sorted(set(datasets or []) | {SEALED_TEST_DATASET.dataset_id})
+    if args.sealed:  # with --variant: the matrix's sealed test set, stored with that row's acquisition
+        sealed = MATRIX_SEALED_TEST_DATASET if args.variant else SEALED_TEST_DATASET
+        datasets = sorted(set(datasets or []) | {sealed.dataset_id})
     folders = generate_phantom_datasets(raw, size=args.size, seed=args.seed, overwrite=args.overwrite,
                                         num_processes=args.num_processes, progress=True, datasets=datasets,
                                         variant=args.variant)

@@ -76,15 +76,17 @@ VARIANTS: dict[str, PhantomVariant] = {v.name: v for v in (
 
 
 def variant_specs(name: str):
-    """The four PhantomDatasetSpec of variant `name` (training counts as the demo's, `num_test` test cases)."""
-    from textnnunet.demo.phantoms import PHANTOM_DATASETS
+    """The PhantomDatasetSpec of variant `name`: its four datasets (training counts as the demo's, `num_test` test
+    cases) and the matrix's sealed test set, stored as the variant stores Dataset004."""
+    from textnnunet.demo.phantoms import MATRIX_SEALED_TEST_DATASET, PHANTOM_DATASETS
 
     if name not in VARIANTS:
         raise UserError(f"phantom variant '{name}': unknown (choose from {', '.join(VARIANTS)})")
     variant = VARIANTS[name]
     specs = []
-    for spec in PHANTOM_DATASETS:
-        fields = dict(variant.overrides.get(spec.dataset_id, {}))
+    for spec in (*PHANTOM_DATASETS, MATRIX_SEALED_TEST_DATASET):
+        acquired_as = 4 if spec is MATRIX_SEALED_TEST_DATASET else spec.dataset_id
+        fields = dict(variant.overrides.get(acquired_as, {}))
         fields["num_training"] = {"full": spec.num_training["default"]}
         fields["num_test"] = {"full": variant.num_test}
         fields["description"] = f"{spec.description} Variant '{name}': {variant.description}."

@@ -117,3 +117,13 @@ def test_structure_margins_take_the_smallest_margin_of_the_structures_values():
     assert margins.structure_margins(per_value, (3,)) == {"inferior_mm": None, "superior_mm": None}
     assert margins.label_values({"labels": {"liver": [1, 2], "spleen": 3}}, "liver") == (1, 2)
     assert margins.label_values({"labels": {"liver": [1, 2], "spleen": 3}}, "spleen") == (3,)
+
+
+def test_matrix_sealed_judges_each_organ_by_issue_10s_bar():
+    sealed = _load("matrix_sealed")
+    classes = {"liver": {"Dice": 0.95, "FP": 300.0, "FN": 100.0},  # FP/FN 3: fails the FP rule
+               "spleen": {"Dice": 0.85, "FP": 10.0, "FN": 10.0},  # on the Dice bar: passes
+               "kidney": {"Dice": 0.84, "FP": 0.0, "FN": 0.0}}  # under it; FP/FN with no FN counts FN as 1
+    bar = sealed.organ_bar(classes)
+    assert [bar[o]["passes"] for o in ("liver", "spleen", "kidney")] == [False, True, False]
+    assert bar["liver"]["FP_over_FN"] == 3.0 and bar["kidney"]["FP_over_FN"] == 0.0

@@ -127,8 +127,8 @@ def _print_narrow_label_margins(plans_path: Path) -> None:
     measured = {dataset for per_dataset in plans.label_margins.values() for dataset in per_dataset}
     unmeasured = [d for d in plans.datasets if d not in measured]
     if unmeasured:
-        print(f"  field of view: not measured for {', '.join(unmeasured)} (fingerprint from an older version, or "
-              f"no labelled slices); --overwrite_fingerprint measures it")
+        print(f"  field of view: not measured for {', '.join(unmeasured)} (a fingerprint from an older version: "
+              f"--overwrite_fingerprint measures it; 2D images have no body axis to measure along)")
 
 
 def _preprocess(args, folders, plan_files: list[Path]) -> None:

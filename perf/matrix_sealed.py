@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -63,9 +64,11 @@ def score_row(row: str, work: Path, postprocessing_json: Path, dataset_id: int) 
                               progress=True)
     name = phantom_spec(dataset_id).name
     predictions = work / row / f"predictions_{name}_postprocessed"
+    if predictions.is_dir():  # this script's own output, perhaps from other rules or another checkpoint
+        shutil.rmtree(predictions)
     t = time.time()
     _call(predict_main, ["-i", str(raw / name / "imagesTs"), "-o", str(predictions), "-p", *PROMPTS, "-m", str(model),
-                         "-f", "0", "--postprocessing", str(rules), "--continue",
+                         "-f", "0", "--postprocessing", str(rules),
                          *([] if row_json.get("test_time_augmentation", True) else ["--disable_tta"])])
     seconds = time.time() - t
     _call(evaluate_main, ["-ref", str(raw / name / "labelsTs"), "-pred", str(predictions), "-djfile",

@@ -71,54 +71,42 @@ EIGHT_TESTS = (
     TestSet(14, ("liver", "spleen", "kidney"), "T2"),
 )
 
+# The CT+MR pool: three CT datasets (liver, spleen, kidney), a T1 liver and a T2 spleen + kidney dataset, and a test
+# set per image type (every organ labelled).
+CT_MR_TRAIN_IDS = (1, 2, 3, 11, 12)
+CT_MR_TESTS = (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
+               TestSet(14, ("liver", "spleen", "kidney"), "T2"))
+
 RUNS = {r.name: r for r in (
     PooledRun("ct_mr", "three CT datasets (liver, spleen, kidney) + T1 MR (liver) + T2 MR (spleen, kidney)",
-              (1, 2, 3, 11, 12),
-              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
-               TestSet(14, ("liver", "spleen", "kidney"), "T2"))),
+              CT_MR_TRAIN_IDS, CT_MR_TESTS),
     PooledRun("ct_mr_modality", "ct_mr with prompts that name the image's modality (TrainingConfig.prompt_modality: "
               "'liver on CT', 'liver on T1-weighted MRI', ...; each test set predicted with its --modality)",
-              (1, 2, 3, 11, 12),
-              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
-               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"prompt_modality": True}, data="ct_mr"),
+              CT_MR_TRAIN_IDS, CT_MR_TESTS, {"prompt_modality": True}, data="ct_mr"),
     PooledRun("ct_mr_mr2x", "ct_mr with the two MR datasets drawn twice as often as uniform sampling says "
               "(--dataset_weights 11=2 12=2): 2/7 of the batches each instead of 1/5",
-              (1, 2, 3, 11, 12),
-              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
-               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"dataset_weights": {"11": 2.0, "12": 2.0}},
+              CT_MR_TRAIN_IDS, CT_MR_TESTS, {"dataset_weights": {"11": 2.0, "12": 2.0}},
               data="ct_mr"),
     PooledRun("ct_mr_dice05", "ct_mr with half the Dice term's weight in the loss (--dice_weight 0.5; issue 10's "
               "question whether the Dice term draws boundaries outwards, on the CT+MR pool)",
-              (1, 2, 3, 11, 12),
-              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
-               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"dice_weight": 0.5}, data="ct_mr"),
+              CT_MR_TRAIN_IDS, CT_MR_TESTS, {"dice_weight": 0.5}, data="ct_mr"),
     PooledRun("ct_mr_no_region_shift", "ct_mr without the per-structure intensity offset (--augmentation "
               "nnunet_intensity): does the offset teach the T2 kidney's prompt that fat-bright voxels may be kidney",
-              (1, 2, 3, 11, 12),
-              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
-               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"augmentation": "nnunet_intensity"}, data="ct_mr"),
+              CT_MR_TRAIN_IDS, CT_MR_TESTS, {"augmentation": "nnunet_intensity"}, data="ct_mr"),
     PooledRun("ct_mr_dice05_4x", "ct_mr_dice05 at four times the demo's budget (200 x 25 iterations): does the T2 "
               "kidney's boundary move with budget (issue 13's bar)",
-              (1, 2, 3, 11, 12),
-              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
-               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"dice_weight": 0.5, "case_val_every": 50},
+              CT_MR_TRAIN_IDS, CT_MR_TESTS, {"dice_weight": 0.5, "case_val_every": 50},
               epochs_factor=4, data="ct_mr"),
     PooledRun("ct_mr_4x", "ct_mr at four times the demo's budget (200 x 25 iterations), the default loss: issue 13's "
               "bar on the T2 organs with budget alone",
-              (1, 2, 3, 11, 12),
-              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
-               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"case_val_every": 50}, epochs_factor=4,
+              CT_MR_TRAIN_IDS, CT_MR_TESTS, {"case_val_every": 50}, epochs_factor=4,
               data="ct_mr"),
     PooledRun("ct_mr_8x", "ct_mr at eight times the old demo's budget (400 x 25 iterations), the default loss: the T2 "
               "kidney rose from the demo's budget to 4x; does it reach issue 13's bar with budget alone",
-              (1, 2, 3, 11, 12),
-              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
-               TestSet(14, ("liver", "spleen", "kidney"), "T2")), {"case_val_every": 100}, epochs_factor=8,
+              CT_MR_TRAIN_IDS, CT_MR_TESTS, {"case_val_every": 100}, epochs_factor=8,
               data="ct_mr"),
     PooledRun("ct_mr_long", "ct_mr at twice the demo's budget (100 x 25 iterations): five datasets share the batches",
-              (1, 2, 3, 11, 12),
-              (TestSet(4, ("liver", "spleen", "kidney"), "CT"), TestSet(13, ("liver", "spleen", "kidney"), "T1"),
-               TestSet(14, ("liver", "spleen", "kidney"), "T2")), epochs_factor=2),
+              CT_MR_TRAIN_IDS, CT_MR_TESTS, epochs_factor=2),
     PooledRun("kidney_sides", "the demo's three CT datasets + a CT dataset labelling left and right kidney "
               "(without label exclusion, as measured before it became the default)",
               (1, 2, 3, 5),

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _artefact import git_state, machine, package_versions  # noqa: E402
-from generalization_matrix import _class_table  # noqa: E402
+from generalization_matrix import _call, _class_table  # noqa: E402
 
 from textnnunet.utils.files import atomic_write_json  # noqa: E402
 
@@ -65,17 +66,12 @@ def sealed_report(work: Path, device: str = "cpu") -> dict:
     best = json.loads((work / "results" / PLANS / "best_configuration.json").read_text())
     model = Path(best["best"]["model_folders"][0])
     out = work / f"predictions_{name}"
-    for entry, argv in (
-        (predict_main, ["-i", str(raw / name / "imagesTs"), "-o", str(out), "-p", *DEMO_PROMPTS, "-m", str(model),
-                        "-f", "0", "--device", device, "--continue", "--postprocessing",
-                        str(model / POSTPROCESSING_FILE)]),
-        (evaluate_main, ["-ref", str(raw / name / "labelsTs"), "-pred", str(out), "-djfile",
-                         str(raw / name / "dataset.json"), "--partial"])):
-        try:
-            entry(argv)
-        except SystemExit as e:
-            if e.code not in (0, None):
-                raise
+    if out.is_dir():  # this script's own output, perhaps from another model or other rules
+        shutil.rmtree(out)
+    _call(predict_main, ["-i", str(raw / name / "imagesTs"), "-o", str(out), "-p", *DEMO_PROMPTS, "-m", str(model),
+                         "-f", "0", "--device", device, "--postprocessing", str(model / POSTPROCESSING_FILE)])
+    _call(evaluate_main, ["-ref", str(raw / name / "labelsTs"), "-pred", str(out), "-djfile",
+                          str(raw / name / "dataset.json"), "--partial"])
     return _class_table(json.loads((out / "summary.json").read_text()))
 
 

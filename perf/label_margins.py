@@ -31,12 +31,12 @@ def label_values(dataset_json: dict, name: str) -> tuple[int, ...]:
 
 
 def structure_margins(per_value: dict[str, list[float]], values: tuple[int, ...]) -> dict:
-    """A structure's margins from the per-value ones (textnnunet's fingerprint rule): the smallest of its values on
-    each side; None where the case does not show it."""
-    shown = [per_value[str(v)] for v in values if str(v) in per_value]
-    if not shown:
-        return {"inferior_mm": None, "superior_mm": None}
-    return {"inferior_mm": min(m[0] for m in shown), "superior_mm": min(m[1] for m in shown)}
+    """A structure's margins from the per-value ones, by the planner's rule (planner.region_margins); None where the
+    case does not show it."""
+    from textnnunet.experiment_planning.planner import region_margins
+
+    margins = region_margins(per_value, values) or [None, None]
+    return {"inferior_mm": margins[0], "superior_mm": margins[1]}
 
 
 def _summary(values: list[float]) -> dict:

@@ -298,6 +298,13 @@ def _lowres_configuration(fullres: dict, median_shape: np.ndarray, num_cases: in
     return lowres
 
 
+def region_margins(per_value: dict[str, list[float]], values: Sequence[int]) -> list[float] | None:
+    """One case's [inferior, superior] mm beyond a class made of label `values` (a region: the smallest margin of
+    its values on each side), from the fingerprint's per-value margins; None where the case does not show it."""
+    shown = [per_value[str(v)] for v in values if str(v) in per_value]
+    return [min(m[0] for m in shown), min(m[1] for m in shown)] if shown else None
+
+
 def label_margins(label_space: dict, fingerprints: Sequence[dict]) -> dict[str, dict[str, dict]]:
     """{class: {dataset: {"inferior_mm", "superior_mm", "cases"}}}: over the cases of each dataset labelling the
     class that show it, the median millimetres of image below and above it along the body axis (fingerprint
@@ -309,11 +316,7 @@ def label_margins(label_space: dict, fingerprints: Sequence[dict]) -> dict[str, 
         if per_case is None or dataset not in label_space["datasets"]:
             continue
         for name, values in label_space["datasets"][dataset].items():
-            sides = []
-            for case in per_case:
-                shown = [case[str(v)] for v in values if str(v) in case]
-                if shown:
-                    sides.append([min(m[0] for m in shown), min(m[1] for m in shown)])
+            sides = [m for m in (region_margins(case, values) for case in per_case) if m is not None]
             if sides:
                 inferior, superior = np.median(np.asarray(sides), axis=0)
                 out.setdefault(name, {})[dataset] = {"inferior_mm": float(inferior), "superior_mm": float(superior),
